@@ -1,0 +1,310 @@
+// Command gpt-load is a reverse proxy for OpenAI-compatible APIs that rotates
+// many API keys over one or more upstreams. This file is wiring only.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/joho/godotenv"
+	"github.com/sirupsen/logrus"
+
+	"github.com/gpt-load/gpt-load/internal/config"
+	"github.com/gpt-load/gpt-load/internal/handler"
+	"github.com/gpt-load/gpt-load/internal/keymanager"
+	"github.com/gpt-load/gpt-load/internal/proxy"
+	"github.com/gpt-load/gpt-load/internal/upstream"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+func main() {
+	if err := run(context.Background(), os.Args, os.Getenv, os.Stdout, os.Stderr); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "gpt-load:", strings.ReplaceAll(err.Error(), "\n", "\n  "))
+		}
+		os.Exit(exitCode(err))
+	}
+}
+
+func exitCode(err error) int {
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	var ue usageError
+	if errors.As(err, &ue) {
+		return 2
+	}
+	return 1
+}
+
+type usageError struct{ error }
+
+// hooks lets tests listen on a port of their choosing and learn the address.
+type hooks struct {
+	listen func(addr string) (net.Listener, error)
+	ready  func(addr string)
+}
+
+// run is the whole program: flags, configuration, wiring, serving until ctx
+// ends or SIGINT/SIGTERM arrives, then a bounded drain.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	return runWith(ctx, args, getenv, stdout, stderr, hooks{})
+}
+
+func runWith(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, h hooks) error {
+	fs := flag.NewFlagSet(filepath.Base(args[0]), flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	envFile := fs.String("env-file", ".env", "file of KEY=VALUE lines loaded first; the environment wins")
+	fs.Usage = func() { usage(fs, stderr) }
+	if err := fs.Parse(args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err}
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Errorf("unexpected arguments %q; configuration comes from the environment (see -h)", fs.Args())}
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, "gpt-load", version)
+		return nil
+	}
+
+	getenv, err := withEnvFile(*envFile, getenv)
+	if err != nil {
+		return err
+	}
+	cfg, err := config.Load(getenv)
+	if err != nil {
+		return fmt.Errorf("invalid configuration:\n%w", err)
+	}
+	log, closeLog, err := newLogger(cfg.Log, stdout)
+	if err != nil {
+		return err
+	}
+	defer closeLog()
+
+	parsed, err := keymanager.ParseFile(cfg.KeysFile)
+	if err != nil {
+		return err
+	}
+	if cfg.StartIndex >= len(parsed.Keys) {
+		return fmt.Errorf("invalid configuration:\nSTART_INDEX=\"%d\": must be less than the key count (%d)", cfg.StartIndex, len(parsed.Keys))
+	}
+	if parsed.Duplicates > 0 {
+		log.WithField("count", parsed.Duplicates).Warn("dropped duplicate keys from the keys file")
+	}
+	keys := keymanager.New(parsed.Keys, keymanager.Options{StartIndex: cfg.StartIndex})
+	targets, err := newTargets(cfg)
+	if err != nil {
+		return err
+	}
+	transport, err := proxy.NewTransport(proxy.TransportOptions{
+		ConnectTimeout:  cfg.RequestTimeout,
+		ResponseTimeout: cfg.ResponseTimeout,
+		IdleConnTimeout: cfg.IdleConnTimeout,
+		MaxIdlePerHost:  cfg.MaxConcurrentRequests,
+	})
+	if err != nil {
+		return err
+	}
+	defer transport.CloseIdleConnections()
+	px := proxy.New(proxy.Options{
+		MaxRetries:        cfg.MaxRetries,
+		MaxBodySize:       cfg.MaxRequestBodySize,
+		MaxConcurrent:     cfg.MaxConcurrentRequests,
+		StripUpstreamCORS: cfg.CORS.Enabled,
+	}, keys, targets, transport, log)
+
+	reload := func(reset bool) error {
+		p, err := keymanager.ParseFile(cfg.KeysFile)
+		if err != nil {
+			return err
+		}
+		if reset {
+			keys.Reset(p.Keys)
+			log.WithFields(logrus.Fields{"keys": len(p.Keys), "duplicates": p.Duplicates}).Info("keys reset")
+			return nil
+		}
+		res := keys.Reload(p.Keys)
+		log.WithFields(logrus.Fields{"keys": res.Total, "added": res.Added, "removed": res.Removed,
+			"duplicates": p.Duplicates}).Info("keys reloaded")
+		return nil
+	}
+
+	srv := &http.Server{
+		Handler: handler.New(handler.Deps{
+			Config: cfg, Keys: keys, Targets: targets, Proxy: px, Log: log,
+			Started: time.Now(), ResetKeys: func() error { return reload(true) },
+		}),
+		// Slow or stalled clients must not hold a connection before they
+		// have sent their headers; a generous bound still fits any client.
+		ReadHeaderTimeout: min(30*time.Second, nonZero(cfg.ServerReadTimeout, 30*time.Second)),
+		// The whole request, body included (SERVER_READ_TIMEOUT).
+		ReadTimeout: cfg.ServerReadTimeout,
+		// The whole response, streams included (SERVER_WRITE_TIMEOUT); set
+		// it above the longest stream you expect, or 0 for none.
+		WriteTimeout: cfg.ServerWriteTimeout,
+		// Keep-alive connections waiting for their next request.
+		IdleTimeout: cfg.ServerIdleTimeout,
+		ErrorLog:    newStdLogger(log, logrus.DebugLevel),
+	}
+
+	listen := h.listen
+	if listen == nil {
+		listen = func(addr string) (net.Listener, error) { return net.Listen("tcp", addr) }
+	}
+	ln, err := listen(cfg.Addr())
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.Addr(), err)
+	}
+	logStartup(log, cfg, ln.Addr().String(), keys.Len(), targets)
+
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				if err := reload(false); err != nil {
+					log.WithError(err).Error("SIGHUP: keeping the old keys")
+				}
+			}
+		}
+	}()
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	if h.ready != nil {
+		h.ready(ln.Addr().String())
+	}
+	select {
+	case err := <-serveErr:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	stop() // a second signal now kills the process the default way
+
+	log.WithField("timeout", cfg.GracefulShutdown.String()).Info("shutting down: draining in-flight requests")
+	drainCtx, cancel := context.WithTimeout(context.Background(), cfg.GracefulShutdown)
+	defer cancel()
+	if err := srv.Shutdown(drainCtx); err != nil {
+		srv.Close()
+		return fmt.Errorf("shutdown: requests still running after %s were cut off", cfg.GracefulShutdown)
+	}
+	log.Info("stopped")
+	return nil
+}
+
+func nonZero(d, fallback time.Duration) time.Duration {
+	if d == 0 {
+		return fallback
+	}
+	return d
+}
+
+// withEnvFile returns a getenv that falls back to the values in path, when
+// the file exists. Variables set in the environment win.
+func withEnvFile(path string, getenv func(string) string) (func(string) string, error) {
+	if path == "" {
+		return getenv, nil
+	}
+	vals, err := godotenv.Read(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return getenv, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("env file %q: %w", path, err)
+	}
+	return func(name string) string {
+		if v := getenv(name); v != "" {
+			return v
+		}
+		return vals[name]
+	}, nil
+}
+
+func newTargets(cfg *config.Config) (*upstream.Balancer, error) {
+	var forced *upstream.AuthStyle
+	if cfg.AuthStyle != "auto" {
+		s, err := upstream.ParseAuthStyle(cfg.AuthStyle)
+		if err != nil {
+			return nil, err
+		}
+		forced = &s
+	}
+	targets := make([]*upstream.Target, 0, len(cfg.Upstreams))
+	for _, u := range cfg.Upstreams {
+		style := upstream.StyleForHost(u.Hostname())
+		if forced != nil {
+			style = *forced
+		}
+		targets = append(targets, upstream.NewTarget(u, style))
+	}
+	return upstream.NewBalancer(targets), nil
+}
+
+func logStartup(log *logrus.Entry, cfg *config.Config, addr string, keyCount int, targets *upstream.Balancer) {
+	log.WithFields(logrus.Fields{
+		"version": version,
+		"listen":  addr,
+		"keys":    keyCount,
+		"auth":    !cfg.AuthKey.Empty(),
+		"cors":    cfg.CORS.Enabled,
+		"metrics": false,
+	}).Info("gpt-load started")
+	v1 := 0
+	for _, t := range targets.Targets() {
+		if t.EndsInV1() {
+			v1++
+		}
+		log.WithFields(logrus.Fields{"url": t.String(), "auth_style": t.Style.String()}).Info("upstream")
+	}
+	if v1 > 0 && v1 < len(targets.Targets()) {
+		log.Warn("some upstream URLs end in /v1 and some do not: one client path cannot suit both")
+	}
+	if cfg.AuthKey.Empty() && !isLoopback(cfg.Host) {
+		log.Warn("AUTH_KEY is empty and HOST is not loopback: anyone who reaches this port can spend your keys")
+	}
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func usage(fs *flag.FlagSet, w io.Writer) {
+	fmt.Fprintf(w, "gpt-load %s: a key-rotating reverse proxy for OpenAI-compatible APIs\n\n", version)
+	fmt.Fprintf(w, "Usage: gpt-load [flags]\n\nFlags:\n")
+	fs.PrintDefaults()
+	fmt.Fprintf(w, "\nConfiguration comes from environment variables (and the env file):\n")
+	for _, v := range config.Variables {
+		def := v.Default
+		if def == "" {
+			def = "(empty)"
+		}
+		fmt.Fprintf(w, "  %-33s %-28s %s\n", v.Name, def, v.Help)
+	}
+}

@@ -1,0 +1,350 @@
+// Package config reads gpt-load's configuration from the environment and
+// validates all of it at once.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gpt-load/gpt-load/internal/secret"
+)
+
+// Config is the validated configuration. It is built once at startup by
+// Load and read-only afterwards.
+type Config struct {
+	Host string
+	Port int
+
+	KeysFile           string
+	StartIndex         int
+	BlacklistThreshold int
+	MaxRetries         int
+
+	// Upstreams are the target base URLs, without a trailing slash.
+	Upstreams []*url.URL
+	// AuthStyle is "auto", "bearer", "azure", "anthropic" or "gemini".
+	AuthStyle string
+	AuthKey   secret.Key
+
+	CORS CORS
+
+	MaxConcurrentRequests int
+	MaxRequestBodySize    int64 // bytes
+
+	KeyCooldown        time.Duration
+	KeyRecheckInterval time.Duration // 0: off
+
+	ServerReadTimeout  time.Duration // 0: none
+	ServerWriteTimeout time.Duration // 0: none
+	ServerIdleTimeout  time.Duration // 0: none
+	GracefulShutdown   time.Duration
+	RequestTimeout     time.Duration
+	ResponseTimeout    time.Duration
+	IdleConnTimeout    time.Duration
+
+	Log Log
+}
+
+// CORS is the cross-origin policy.
+type CORS struct {
+	Enabled          bool
+	AllowedOrigins   []string // ["*"] for any
+	AllowedMethods   []string
+	AllowedHeaders   []string // ["*"] for any
+	AllowCredentials bool
+}
+
+// AnyOrigin reports whether every origin is allowed.
+func (c CORS) AnyOrigin() bool { return len(c.AllowedOrigins) == 1 && c.AllowedOrigins[0] == "*" }
+
+// Log configures logging.
+type Log struct {
+	Level         string // debug, info, warn, error
+	Format        string // text, json
+	EnableFile    bool
+	FilePath      string
+	EnableRequest bool
+}
+
+// Addr is the listen address in host:port form.
+func (c *Config) Addr() string { return net.JoinHostPort(c.Host, strconv.Itoa(c.Port)) }
+
+// Variable describes one environment variable: its name, its default as
+// written in .env, and what it means.
+type Variable struct {
+	Name, Default, Help string
+}
+
+// Variables lists every variable Load reads, in the order of the README.
+var Variables = []Variable{
+	{"PORT", "3000", "listen port, 1-65535"},
+	{"HOST", "0.0.0.0", "listen address"},
+	{"KEYS_FILE", "keys.txt", "path of the keys file, one key per line"},
+	{"START_INDEX", "0", "key index rotation starts at, 0 <= n < key count"},
+	{"BLACKLIST_THRESHOLD", "1", "consecutive permanent failures before a key is blacklisted, >= 1"},
+	{"MAX_RETRIES", "3", "extra attempts on another key after the first, 0-10"},
+	{"OPENAI_BASE_URL", "https://api.openai.com", "upstream base URLs, comma-separated"},
+	{"AUTH_KEY", "", "token clients must present; empty: no client auth"},
+	{"UPSTREAM_AUTH_STYLE", "auto", "auto, bearer, azure, anthropic or gemini"},
+	{"ENABLE_CORS", "true", "answer CORS preflights and set CORS headers"},
+	{"ALLOWED_ORIGINS", "*", "comma-separated origins, or *"},
+	{"ALLOWED_METHODS", "GET,POST,PUT,DELETE,OPTIONS", "methods allowed by CORS"},
+	{"ALLOWED_HEADERS", "*", "headers allowed by CORS, or *"},
+	{"ALLOW_CREDENTIALS", "false", "CORS credentials; not with ALLOWED_ORIGINS=*"},
+	{"MAX_CONCURRENT_REQUESTS", "1000", "proxied requests in flight at once; beyond: 429"},
+	{"MAX_REQUEST_BODY_SIZE", "32", "largest request body in MiB; beyond: 413"},
+	{"KEY_COOLDOWN", "60", "seconds a rate-limited key rests without Retry-After"},
+	{"KEY_RECHECK_INTERVAL", "3600", "seconds between re-checks of blacklisted keys; 0: off"},
+	{"SERVER_READ_TIMEOUT", "120", "seconds to read a whole request; 0: no limit"},
+	{"SERVER_WRITE_TIMEOUT", "1800", "seconds a whole response may take, streams included; 0: no limit"},
+	{"SERVER_IDLE_TIMEOUT", "120", "keep-alive idle seconds; 0: no limit"},
+	{"SERVER_GRACEFUL_SHUTDOWN_TIMEOUT", "60", "seconds to drain in-flight requests on shutdown"},
+	{"REQUEST_TIMEOUT", "30", "seconds to connect to an upstream (dial and TLS handshake)"},
+	{"RESPONSE_TIMEOUT", "600", "seconds to wait for upstream response headers"},
+	{"IDLE_CONN_TIMEOUT", "120", "seconds an idle upstream connection is kept"},
+	{"LOG_LEVEL", "info", "debug, info, warn or error"},
+	{"LOG_FORMAT", "text", "text or json"},
+	{"LOG_ENABLE_FILE", "false", "also append logs to LOG_FILE_PATH"},
+	{"LOG_FILE_PATH", "logs/app.log", "log file path"},
+	{"LOG_ENABLE_REQUEST", "true", "one access line per proxied request"},
+}
+
+// maxDurationSeconds keeps durations far from time.Duration overflow.
+const maxDurationSeconds = 10 * 365 * 24 * 3600
+
+// Load reads and validates the configuration. getenv returns "" for unset
+// variables; an empty value means the default. Every problem is reported in
+// the returned error, one per line, each naming the variable and the value.
+func Load(getenv func(string) string) (*Config, error) {
+	p := parser{getenv: getenv}
+	c := &Config{
+		Port:                  p.intRange("PORT", 1, 65535),
+		Host:                  p.str("HOST"),
+		KeysFile:              p.str("KEYS_FILE"),
+		StartIndex:            p.intRange("START_INDEX", 0, 1<<31-1),
+		BlacklistThreshold:    p.intRange("BLACKLIST_THRESHOLD", 1, 1<<31-1),
+		MaxRetries:            p.intRange("MAX_RETRIES", 0, 10),
+		Upstreams:             p.upstreams("OPENAI_BASE_URL"),
+		AuthKey:               secret.NewKey(p.str("AUTH_KEY")),
+		AuthStyle:             p.oneOf("UPSTREAM_AUTH_STYLE", "auto", "bearer", "azure", "anthropic", "gemini"),
+		MaxConcurrentRequests: p.intRange("MAX_CONCURRENT_REQUESTS", 1, 1<<31-1),
+		MaxRequestBodySize:    int64(p.intRange("MAX_REQUEST_BODY_SIZE", 1, 1<<20)) << 20,
+		KeyCooldown:           p.seconds("KEY_COOLDOWN", 1),
+		KeyRecheckInterval:    p.seconds("KEY_RECHECK_INTERVAL", 0),
+		ServerReadTimeout:     p.seconds("SERVER_READ_TIMEOUT", 0),
+		ServerWriteTimeout:    p.seconds("SERVER_WRITE_TIMEOUT", 0),
+		ServerIdleTimeout:     p.seconds("SERVER_IDLE_TIMEOUT", 0),
+		GracefulShutdown:      p.seconds("SERVER_GRACEFUL_SHUTDOWN_TIMEOUT", 1),
+		RequestTimeout:        p.seconds("REQUEST_TIMEOUT", 1),
+		ResponseTimeout:       p.seconds("RESPONSE_TIMEOUT", 1),
+		IdleConnTimeout:       p.seconds("IDLE_CONN_TIMEOUT", 1),
+		CORS: CORS{
+			Enabled:          p.boolean("ENABLE_CORS"),
+			AllowedOrigins:   p.list("ALLOWED_ORIGINS"),
+			AllowedMethods:   p.methods("ALLOWED_METHODS"),
+			AllowedHeaders:   p.list("ALLOWED_HEADERS"),
+			AllowCredentials: p.boolean("ALLOW_CREDENTIALS"),
+		},
+		Log: Log{
+			Level:         p.oneOf("LOG_LEVEL", "debug", "info", "warn", "error"),
+			Format:        p.oneOf("LOG_FORMAT", "text", "json"),
+			EnableFile:    p.boolean("LOG_ENABLE_FILE"),
+			FilePath:      p.str("LOG_FILE_PATH"),
+			EnableRequest: p.boolean("LOG_ENABLE_REQUEST"),
+		},
+	}
+	if c.KeysFile == "" {
+		p.fail("KEYS_FILE", "", "must not be empty")
+	}
+	if c.CORS.AllowCredentials && c.CORS.AnyOrigin() {
+		p.fail("ALLOW_CREDENTIALS", p.raw("ALLOW_CREDENTIALS"), "cannot be true when ALLOWED_ORIGINS is * (browsers reject it); list the origins")
+	}
+	for _, o := range c.CORS.AllowedOrigins {
+		if o == "*" && len(c.CORS.AllowedOrigins) > 1 {
+			p.fail("ALLOWED_ORIGINS", p.raw("ALLOWED_ORIGINS"), "* cannot be combined with other origins")
+			break
+		}
+	}
+	if len(p.errs) > 0 {
+		return nil, errors.Join(p.errs...)
+	}
+	return c, nil
+}
+
+// defaults maps each variable to its default value.
+var defaults = func() map[string]string {
+	m := make(map[string]string, len(Variables))
+	for _, v := range Variables {
+		m[v.Name] = v.Default
+	}
+	return m
+}()
+
+// parser reads variables and collects every problem rather than stopping
+// at the first.
+type parser struct {
+	getenv func(string) string
+	errs   []error
+}
+
+func (p *parser) raw(name string) string {
+	if v := strings.TrimSpace(p.getenv(name)); v != "" {
+		return v
+	}
+	return defaults[name]
+}
+
+func (p *parser) fail(name, value, why string) {
+	p.errs = append(p.errs, fmt.Errorf("%s=%q: %s", name, value, why))
+}
+
+func (p *parser) str(name string) string { return p.raw(name) }
+
+func (p *parser) intRange(name string, lo, hi int) int {
+	v := p.raw(name)
+	n, err := strconv.Atoi(v)
+	switch {
+	case err != nil:
+		p.fail(name, v, "not a number")
+	case n < lo || n > hi:
+		p.fail(name, v, fmt.Sprintf("must be between %d and %d", lo, hi))
+	}
+	return n
+}
+
+func (p *parser) seconds(name string, lo int) time.Duration {
+	v := p.raw(name)
+	n, err := strconv.Atoi(v)
+	switch {
+	case err != nil:
+		p.fail(name, v, "not a whole number of seconds")
+	case n < lo:
+		p.fail(name, v, fmt.Sprintf("must be at least %d", lo))
+	case n > maxDurationSeconds:
+		p.fail(name, v, "too large")
+	}
+	return time.Duration(n) * time.Second
+}
+
+// ParseBool accepts true/false, 1/0, yes/no and on/off in any case.
+func ParseBool(s string) (bool, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "true", "1", "yes", "on":
+		return true, nil
+	case "false", "0", "no", "off":
+		return false, nil
+	}
+	return false, errors.New("not a boolean (true/false, 1/0, yes/no, on/off)")
+}
+
+func (p *parser) boolean(name string) bool {
+	v := p.raw(name)
+	b, err := ParseBool(v)
+	if err != nil {
+		p.fail(name, v, err.Error())
+	}
+	return b
+}
+
+func (p *parser) oneOf(name string, allowed ...string) string {
+	v := strings.ToLower(p.raw(name))
+	for _, a := range allowed {
+		if v == a {
+			return v
+		}
+	}
+	p.fail(name, p.raw(name), "must be one of "+strings.Join(allowed, ", "))
+	return allowed[0]
+}
+
+// SplitList splits a comma-separated list, trimming spaces and dropping
+// empty items, so "a, b," is [a b].
+func SplitList(s string) []string {
+	var out []string
+	for item := range strings.SplitSeq(s, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
+}
+
+func (p *parser) list(name string) []string {
+	v := p.raw(name)
+	l := SplitList(v)
+	if len(l) == 0 {
+		p.fail(name, v, "must list at least one item")
+	}
+	return l
+}
+
+func (p *parser) methods(name string) []string {
+	l := p.list(name)
+	for i, m := range l {
+		l[i] = strings.ToUpper(m)
+		if !isToken(m) {
+			p.fail(name, p.raw(name), fmt.Sprintf("%q is not an HTTP method", m))
+		}
+	}
+	return l
+}
+
+func isToken(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
+			return false
+		}
+	}
+	return s != ""
+}
+
+func (p *parser) upstreams(name string) []*url.URL {
+	v := p.raw(name)
+	items := SplitList(v)
+	if len(items) == 0 {
+		p.fail(name, v, "must name at least one upstream URL")
+	}
+	var out []*url.URL
+	for _, item := range items {
+		u, err := ParseUpstream(item)
+		if err != nil {
+			p.fail(name, item, err.Error())
+			continue
+		}
+		out = append(out, u)
+	}
+	return out
+}
+
+// ParseUpstream parses one upstream base URL: http or https, with a host,
+// without query, fragment or user info. A trailing slash is dropped so that
+// joining with a request path never doubles it.
+func ParseUpstream(s string) (*url.URL, error) {
+	u, err := url.Parse(s)
+	switch {
+	case err != nil:
+		return nil, errors.New("not a URL")
+	case u.Scheme != "http" && u.Scheme != "https":
+		return nil, errors.New("scheme must be http or https")
+	case u.Host == "" || u.Hostname() == "":
+		return nil, errors.New("has no host")
+	case u.User != nil:
+		return nil, errors.New("must not carry user info; keys come from KEYS_FILE")
+	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
+		return nil, errors.New("must not have a query or fragment")
+	}
+	if port := u.Port(); port != "" {
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return nil, errors.New("port out of range")
+		}
+	}
+	u.Path = strings.TrimRight(u.Path, "/")
+	u.RawPath = ""
+	return u, nil
+}

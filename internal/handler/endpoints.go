@@ -1,0 +1,246 @@
+package handler
+
+import (
+	"net/http"
+	"runtime"
+	"time"
+
+	apierr "github.com/gpt-load/gpt-load/internal/errors"
+	"github.com/gpt-load/gpt-load/internal/keymanager"
+)
+
+// Health is the /health answer.
+type Health struct {
+	Status      string `json:"status"` // healthy, degraded or unhealthy
+	HealthyKeys int    `json:"healthy_keys"`
+	TotalKeys   int    `json:"total_keys"`
+	Uptime      string `json:"uptime"`
+	Timestamp   string `json:"timestamp"`
+}
+
+func (s *server) health(w http.ResponseWriter, r *http.Request) {
+	c := s.Keys.Counts()
+	usableTargets, benchedTargets := 0, 0
+	for _, t := range s.Targets.Targets() {
+		if t.Usable() {
+			usableTargets++
+		} else {
+			benchedTargets++
+		}
+	}
+	h := Health{
+		Status:      "healthy",
+		HealthyKeys: c.Active,
+		TotalKeys:   c.Total,
+		Uptime:      s.uptime(),
+		Timestamp:   now(),
+	}
+	status := http.StatusOK
+	switch {
+	case c.Active == 0 || usableTargets == 0:
+		h.Status, status = "unhealthy", http.StatusServiceUnavailable
+	case c.Active < c.Total || benchedTargets > 0:
+		h.Status = "degraded"
+	}
+	writeJSON(w, status, h)
+}
+
+// Stats is the /stats answer.
+type Stats struct {
+	Keys       KeyStats     `json:"keys"`
+	Requests   RequestStats `json:"requests"`
+	Targets    []TargetStat `json:"targets"`
+	Memory     MemoryStats  `json:"memory"`
+	System     SystemStats  `json:"system"`
+	KeyDetails []KeyDetail  `json:"key_details,omitempty"`
+	Uptime     string       `json:"uptime"`
+	Timestamp  string       `json:"timestamp"`
+}
+
+// KeyStats counts keys by state.
+type KeyStats struct {
+	Total        int `json:"total"`
+	Healthy      int `json:"healthy"`
+	Cooling      int `json:"cooling"`
+	Blacklisted  int `json:"blacklisted"`
+	CurrentIndex int `json:"current_index"`
+}
+
+// RequestStats counts client requests (not attempts).
+type RequestStats struct {
+	TotalCount   uint64 `json:"total_count"`
+	SuccessCount uint64 `json:"success_count"`
+	FailureCount uint64 `json:"failure_count"`
+	RetryCount   uint64 `json:"retry_count"`
+	InFlight     int64  `json:"in_flight"`
+}
+
+// TargetStat is one upstream's counters.
+type TargetStat struct {
+	URL      string `json:"url"`
+	Requests uint64 `json:"requests"`
+	Failures uint64 `json:"failures"`
+	State    string `json:"state"`
+}
+
+// MemoryStats is a summary of the Go runtime's memory use.
+type MemoryStats struct {
+	AllocMB      float64 `json:"alloc_mb"`
+	HeapInuseMB  float64 `json:"heap_inuse_mb"`
+	SysMB        float64 `json:"sys_mb"`
+	NumGC        uint32  `json:"num_gc"`
+	PauseTotalMs float64 `json:"gc_pause_total_ms"`
+}
+
+// SystemStats describes the process.
+type SystemStats struct {
+	Goroutines int    `json:"goroutines"`
+	NumCPU     int    `json:"num_cpu"`
+	GOMAXPROCS int    `json:"gomaxprocs"`
+	GoVersion  string `json:"go_version"`
+	OS         string `json:"os"`
+	Arch       string `json:"arch"`
+}
+
+// KeyDetail is one key in /stats?keys=1.
+type KeyDetail struct {
+	Preview          string `json:"preview"`
+	State            string `json:"state"`
+	Requests         uint64 `json:"requests"`
+	Failures         uint64 `json:"failures"`
+	LastStatus       int    `json:"last_status"`
+	CoolingUntil     string `json:"cooling_until,omitempty"`
+	BlacklistedSince string `json:"blacklisted_since,omitempty"`
+}
+
+func (s *server) stats(w http.ResponseWriter, r *http.Request) {
+	c := s.Keys.Counts()
+	cnt := s.Proxy.Counters()
+	st := Stats{
+		Keys: KeyStats{Total: c.Total, Healthy: c.Active, Cooling: c.Cooling, Blacklisted: c.Blacklisted,
+			CurrentIndex: s.Keys.CurrentIndex()},
+		Requests: RequestStats{
+			TotalCount:   cnt.Total.Load(),
+			SuccessCount: cnt.Success.Load(),
+			FailureCount: cnt.Failure.Load(),
+			RetryCount:   cnt.Retries.Load(),
+			InFlight:     s.Proxy.InFlight(),
+		},
+		Targets:   []TargetStat{},
+		Memory:    memoryStats(),
+		System:    systemStats(),
+		Uptime:    s.uptime(),
+		Timestamp: now(),
+	}
+	for _, t := range s.Targets.Targets() {
+		st.Targets = append(st.Targets, TargetStat{URL: t.String(), Requests: t.Requests(), Failures: t.Failures(), State: t.State()})
+	}
+	if v := r.URL.Query().Get("keys"); v == "1" || v == "true" {
+		st.KeyDetails = []KeyDetail{}
+		for _, k := range s.Keys.Snapshots(false) {
+			d := KeyDetail{Preview: k.Preview, State: k.State.String(), Requests: k.Requests,
+				Failures: k.Failures, LastStatus: k.LastStatus}
+			switch k.State {
+			case keymanager.Cooling:
+				d.CoolingUntil = rfc3339(k.Until)
+			case keymanager.Blacklisted:
+				d.BlacklistedSince = rfc3339(k.Since)
+			}
+			st.KeyDetails = append(st.KeyDetails, d)
+		}
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
+// Blacklist is the /blacklist answer.
+type Blacklist struct {
+	Keys      []BlacklistedKey `json:"blacklisted_keys"`
+	Count     int              `json:"count"`
+	Timestamp string           `json:"timestamp"`
+}
+
+// BlacklistedKey is a key out of rotation, blacklisted or cooling.
+type BlacklistedKey struct {
+	Preview     string `json:"preview"`
+	Reason      string `json:"reason"`
+	Type        string `json:"type"` // permanent (blacklisted) or temporary (cooling)
+	Status      int    `json:"status"`
+	BlacklistAt string `json:"blacklistAt"`
+	Until       string `json:"until,omitempty"`
+	FailCount   int    `json:"failCount"`
+}
+
+func (s *server) blacklist(w http.ResponseWriter, r *http.Request) {
+	b := Blacklist{Keys: []BlacklistedKey{}, Timestamp: now()}
+	for _, k := range s.Keys.Snapshots(true) {
+		typ := "permanent"
+		if k.State == keymanager.Cooling {
+			typ = "temporary"
+		}
+		b.Keys = append(b.Keys, BlacklistedKey{
+			Preview: k.Preview, Reason: k.Reason, Type: typ, Status: k.LastStatus,
+			BlacklistAt: rfc3339(k.Since), Until: rfc3339(k.Until), FailCount: k.FailCount,
+		})
+	}
+	b.Count = len(b.Keys)
+	writeJSON(w, http.StatusOK, b)
+}
+
+// ResetKeys is the /reset-keys answer.
+type ResetKeys struct {
+	Message     string `json:"message"`
+	HealthyKeys int    `json:"healthy_keys"`
+	TotalKeys   int    `json:"total_keys"`
+	Timestamp   string `json:"timestamp"`
+}
+
+func (s *server) resetKeys(w http.ResponseWriter, r *http.Request) {
+	if err := s.ResetKeys(); err != nil {
+		s.Log.WithError(err).Error("reset-keys: keeping the old keys")
+		apierr.Write(w, &apierr.Error{Status: http.StatusInternalServerError, Code: apierr.CodeKeysFileUnusable,
+			Message: "could not reload the keys file; the old keys stay: " + err.Error(), Err: err})
+		return
+	}
+	c := s.Keys.Counts()
+	writeJSON(w, http.StatusOK, ResetKeys{
+		Message:     "keys reloaded from " + s.Config.KeysFile + " and every key's state cleared",
+		HealthyKeys: c.Active, TotalKeys: c.Total, Timestamp: now(),
+	})
+}
+
+func (s *server) uptime() string { return time.Since(s.Started).Round(time.Second).String() }
+
+func now() string { return time.Now().UTC().Format(time.RFC3339) }
+
+func rfc3339(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+func memoryStats() MemoryStats {
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	const mb = 1 << 20
+	return MemoryStats{
+		AllocMB:      round2(float64(m.Alloc) / mb),
+		HeapInuseMB:  round2(float64(m.HeapInuse) / mb),
+		SysMB:        round2(float64(m.Sys) / mb),
+		NumGC:        m.NumGC,
+		PauseTotalMs: round2(float64(m.PauseTotalNs) / 1e6),
+	}
+}
+
+func round2(f float64) float64 { return float64(int64(f*100+0.5)) / 100 }
+
+func systemStats() SystemStats {
+	return SystemStats{
+		Goroutines: runtime.NumGoroutine(),
+		NumCPU:     runtime.NumCPU(),
+		GOMAXPROCS: runtime.GOMAXPROCS(0),
+		GoVersion:  runtime.Version(),
+		OS:         runtime.GOOS,
+		Arch:       runtime.GOARCH,
+	}
+}

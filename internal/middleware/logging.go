@@ -1,0 +1,124 @@
+package middleware
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/sirupsen/logrus"
+)
+
+// StatusClientClosed is logged when the client went away before an answer,
+// after nginx's 499.
+const StatusClientClosed = 499
+
+// recorder remembers what was written, for the access line. It implements
+// Unwrap so http.ResponseController reaches the real Flush.
+type recorder struct {
+	http.ResponseWriter
+	status      int
+	bytes       int64
+	wroteHeader bool
+	access      Access
+}
+
+// Access is what the proxy tells the access log about a request.
+type Access struct {
+	Key      string // key preview
+	Target   string // upstream host
+	Attempts int
+	// Status overrides the written status, e.g. StatusClientClosed.
+	Status int
+}
+
+func (r *recorder) WriteHeader(code int) {
+	if !r.wroteHeader && code >= 200 {
+		r.status = code
+		r.wroteHeader = true
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(p []byte) (int, error) {
+	if !r.wroteHeader {
+		r.status = http.StatusOK
+		r.wroteHeader = true
+	}
+	n, err := r.ResponseWriter.Write(p)
+	r.bytes += int64(n)
+	return n, err
+}
+
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// findRecorder walks the Unwrap chain of w to the access recorder.
+func findRecorder(w http.ResponseWriter) *recorder {
+	for {
+		switch v := w.(type) {
+		case *recorder:
+			return v
+		case interface{ Unwrap() http.ResponseWriter }:
+			w = v.Unwrap()
+		default:
+			return nil
+		}
+	}
+}
+
+// Annotate hands the access log what only the proxy knows. It does nothing
+// when w does not pass through Logging.
+func Annotate(w http.ResponseWriter, a Access) {
+	if rec := findRecorder(w); rec != nil {
+		rec.access = a
+	}
+}
+
+// Logging writes one access line per request for which proxied reports
+// true (SPEC §15): method, path without query, status, duration, key
+// preview, target host, attempts and bytes sent; info below 400, warn for
+// 4xx, error for 5xx. Other requests are logged at debug level. With
+// enabled false, only the debug lines remain.
+func Logging(log *logrus.Entry, enabled bool, proxied func(*http.Request) bool) Middleware {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			rec := &recorder{ResponseWriter: w}
+			start := time.Now()
+			defer func() {
+				status := rec.status
+				if rec.access.Status != 0 {
+					status = rec.access.Status
+				} else if !rec.wroteHeader {
+					status = http.StatusOK
+				}
+				level := logrus.InfoLevel
+				switch {
+				case status >= 500:
+					level = logrus.ErrorLevel
+				case status >= 400:
+					level = logrus.WarnLevel
+				}
+				isProxied := proxied(r)
+				if !isProxied || !enabled {
+					level = logrus.DebugLevel
+				}
+				if !log.Logger.IsLevelEnabled(level) {
+					return
+				}
+				fields := logrus.Fields{
+					"method":   r.Method,
+					"path":     r.URL.Path,
+					"status":   status,
+					"duration": time.Since(start).Round(time.Microsecond).String(),
+					"bytes":    rec.bytes,
+					"client":   r.RemoteAddr,
+				}
+				if isProxied {
+					fields["key"] = rec.access.Key
+					fields["upstream"] = rec.access.Target
+					fields["attempts"] = rec.access.Attempts
+				}
+				log.WithFields(fields).Log(level, "request")
+			}()
+			next.ServeHTTP(rec, r)
+		})
+	}
+}

@@ -1,0 +1,335 @@
+// Package proxy forwards client requests to the upstream targets on
+// httputil.ReverseProxy, choosing a key and a target for each attempt.
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strconv"
+	"strings"
+	"sync/atomic"
+
+	"github.com/sirupsen/logrus"
+
+	apierr "github.com/gpt-load/gpt-load/internal/errors"
+	"github.com/gpt-load/gpt-load/internal/keymanager"
+	"github.com/gpt-load/gpt-load/internal/middleware"
+	"github.com/gpt-load/gpt-load/internal/upstream"
+)
+
+// HeaderAttempts carries the number of upstream attempts on every proxied
+// response (SPEC §9).
+const HeaderAttempts = "X-Gpt-Load-Attempts"
+
+// Options configures a Proxy.
+type Options struct {
+	MaxRetries        int
+	MaxBodySize       int64
+	MaxConcurrent     int
+	StripUpstreamCORS bool // the CORS middleware answers CORS itself
+}
+
+// Proxy is the http.Handler that forwards requests. It is safe for
+// concurrent use.
+type Proxy struct {
+	opts    Options
+	keys    *keymanager.Manager
+	targets *upstream.Balancer
+	base    http.RoundTripper
+	rp      *httputil.ReverseProxy
+	log     *logrus.Entry
+
+	inflight atomic.Int64
+	counters Counters
+}
+
+// Counters are the client-request totals shown in /stats. Fields are
+// accessed atomically.
+type Counters struct {
+	Total, Success, Failure, Retries atomic.Uint64
+}
+
+// New returns a proxy that sends requests through base (see NewTransport).
+func New(opts Options, keys *keymanager.Manager, targets *upstream.Balancer, base http.RoundTripper, log *logrus.Entry) *Proxy {
+	p := &Proxy{opts: opts, keys: keys, targets: targets, base: base, log: log}
+	p.rp = &httputil.ReverseProxy{
+		Rewrite:        rewrite,
+		Transport:      attemptTransport{p},
+		ModifyResponse: p.modifyResponse,
+		ErrorHandler:   p.errorHandler,
+		ErrorLog:       newStdLogger(log, logrus.WarnLevel),
+		// FlushInterval 0: ReverseProxy already flushes event streams and
+		// bodies of unknown length after every write (SPEC §11).
+	}
+	return p
+}
+
+// Counters returns the request counters.
+func (p *Proxy) Counters() *Counters { return &p.counters }
+
+// InFlight is the number of proxied requests being served.
+func (p *Proxy) InFlight() int64 { return p.inflight.Load() }
+
+// reqState is what one client request carries through ReverseProxy to the
+// attempt loop and back.
+type reqState struct {
+	body     []byte
+	path     string // client path, unescaped and escaped
+	rawPath  string
+	attempts int
+	key      *keymanager.Key
+	target   *upstream.Target
+	status   int
+}
+
+type stateKey struct{}
+
+func stateOf(ctx context.Context) *reqState {
+	st, _ := ctx.Value(stateKey{}).(*reqState)
+	return st
+}
+
+// ServeHTTP enforces the concurrency and body limits, buffers the body so
+// it can be replayed, and forwards.
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p.counters.Total.Add(1)
+	st := &reqState{path: r.URL.Path, rawPath: r.URL.RawPath}
+	defer func() {
+		if st.status >= 200 && st.status < 400 {
+			p.counters.Success.Add(1)
+		} else {
+			p.counters.Failure.Add(1)
+		}
+		a := middleware.Access{Attempts: st.attempts}
+		if st.key != nil {
+			a.Key = st.key.Preview()
+		}
+		if st.target != nil {
+			a.Target = st.target.Host()
+		}
+		if st.status == middleware.StatusClientClosed {
+			a.Status = st.status
+		}
+		middleware.Annotate(w, a)
+	}()
+
+	if p.inflight.Add(1) > int64(p.opts.MaxConcurrent) {
+		p.inflight.Add(-1)
+		p.fail(w, st, &apierr.Error{Status: http.StatusTooManyRequests, Code: apierr.CodeTooManyRequests,
+			Message: "too many concurrent requests; retry shortly", RetryAfter: 1})
+		return
+	}
+	defer p.inflight.Add(-1)
+
+	body, err := p.readBody(r)
+	if err != nil {
+		var ae *apierr.Error
+		if errors.As(err, &ae) {
+			p.fail(w, st, ae)
+		} else {
+			st.status = middleware.StatusClientClosed
+		}
+		return
+	}
+	st.body = body
+	p.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), stateKey{}, st)))
+}
+
+func (p *Proxy) fail(w http.ResponseWriter, st *reqState, e *apierr.Error) {
+	st.status = e.Status
+	w.Header().Set(HeaderAttempts, strconv.Itoa(st.attempts))
+	apierr.Write(w, e)
+}
+
+// readBody reads the whole request body, up to MaxBodySize. A larger body
+// is a 413; a body that cannot be read is a 400, or, when the client went
+// away, a plain error.
+func (p *Proxy) readBody(r *http.Request) ([]byte, error) {
+	tooLarge := &apierr.Error{Status: http.StatusRequestEntityTooLarge, Code: apierr.CodeRequestTooLarge,
+		Message: "request body larger than MAX_REQUEST_BODY_SIZE (" + strconv.FormatInt(p.opts.MaxBodySize>>20, 10) + " MiB)"}
+	if r.ContentLength > p.opts.MaxBodySize {
+		return nil, tooLarge
+	}
+	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
+		return nil, nil
+	}
+	var body []byte
+	var err error
+	if r.ContentLength > 0 {
+		body = make([]byte, r.ContentLength)
+		_, err = io.ReadFull(r.Body, body)
+	} else {
+		body, err = io.ReadAll(io.LimitReader(r.Body, p.opts.MaxBodySize+1))
+		if err == nil && int64(len(body)) > p.opts.MaxBodySize {
+			return nil, tooLarge
+		}
+	}
+	if err != nil {
+		if r.Context().Err() != nil {
+			return nil, err
+		}
+		return nil, &apierr.Error{Status: http.StatusBadRequest, Code: apierr.CodeInvalidRequest,
+			Message: "could not read the request body", Err: err}
+	}
+	return body, nil
+}
+
+// rewrite strips the client's credentials and adds X-Forwarded-*. It runs
+// after ReverseProxy removed hop-by-hop headers; the key and target are set
+// per attempt.
+func rewrite(pr *httputil.ProxyRequest) {
+	for _, name := range upstream.CredentialHeaders {
+		delete(pr.Out.Header, name)
+	}
+	pr.Out.URL.RawQuery = withoutKeyParam(pr.Out.URL.RawQuery)
+	pr.SetXForwarded()
+}
+
+// withoutKeyParam removes every "key" parameter from a raw query, leaving
+// the rest byte for byte (re-encoding would reorder and re-escape it).
+func withoutKeyParam(q string) string {
+	if !strings.Contains(q, "key") {
+		return q
+	}
+	var b strings.Builder
+	for part := range strings.SplitSeq(q, "&") {
+		name, _, _ := strings.Cut(part, "=")
+		if n, err := urlUnescape(name); err == nil && n == "key" {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteByte('&')
+		}
+		b.WriteString(part)
+	}
+	return b.String()
+}
+
+// prepare points req at target with key, and gives it a fresh reader over
+// the buffered body.
+func (st *reqState) prepare(req *http.Request, key *keymanager.Key, target *upstream.Target) {
+	u := req.URL
+	u.Scheme = target.URL.Scheme
+	u.Host = target.URL.Host
+	u.Path = target.JoinPath(st.path)
+	u.RawPath = ""
+	if st.rawPath != "" {
+		u.RawPath = target.URL.EscapedPath() + st.rawPath
+	}
+	req.Host = ""
+	target.Style.Apply(req.Header, key.Secret().Reveal())
+	if len(st.body) == 0 {
+		req.Body = nil
+		req.GetBody = nil
+		req.ContentLength = 0
+		return
+	}
+	body := st.body
+	req.ContentLength = int64(len(body))
+	req.Body = io.NopCloser(bytes.NewReader(body))
+	req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+}
+
+// attemptTransport runs the attempts of one client request.
+type attemptTransport struct{ p *Proxy }
+
+// RoundTrip sends out to the next key and target. It owns out: ReverseProxy
+// made it for this request alone.
+func (t attemptTransport) RoundTrip(out *http.Request) (*http.Response, error) {
+	p := t.p
+	st := stateOf(out.Context())
+	key, err := p.keys.Next()
+	if err != nil {
+		return nil, noKeysError(err)
+	}
+	target := p.targets.Next()
+	st.prepare(out, key, target)
+	st.attempts++
+	st.key, st.target = key, target
+	resp, err := p.base.RoundTrip(out)
+	failed := err != nil || resp.StatusCode >= 500
+	key.CountRequest(statusOf(resp), failed)
+	target.CountRequest(failed)
+	if err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
+
+func statusOf(resp *http.Response) int {
+	if resp == nil {
+		return 0
+	}
+	return resp.StatusCode
+}
+
+func noKeysError(err error) *apierr.Error {
+	e := &apierr.Error{Status: http.StatusServiceUnavailable, Code: apierr.CodeNoAvailableKeys,
+		Message: "no usable API key: every key is cooling down or blacklisted", Err: err}
+	var nk *keymanager.NoKeysError
+	if errors.As(err, &nk) && !nk.RetryAt.IsZero() {
+		e.RetryAfter = max(1, int(ceilSeconds(nk.RetryAt)))
+	}
+	return e
+}
+
+// modifyResponse marks the answer for the client: attempts, no buffering in
+// a proxy in front for event streams, and our CORS in place of the
+// upstream's.
+func (p *Proxy) modifyResponse(resp *http.Response) error {
+	st := stateOf(resp.Request.Context())
+	st.status = resp.StatusCode
+	h := resp.Header
+	h.Set(HeaderAttempts, strconv.Itoa(st.attempts))
+	if strings.HasPrefix(h.Get("Content-Type"), "text/event-stream") {
+		h.Set("X-Accel-Buffering", "no")
+	}
+	if p.opts.StripUpstreamCORS {
+		for name := range h {
+			if strings.HasPrefix(name, "Access-Control-") {
+				delete(h, name)
+			}
+		}
+	}
+	return nil
+}
+
+// errorHandler answers when no upstream response can be passed on.
+func (p *Proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
+	st := stateOf(r.Context())
+	if r.Context().Err() != nil {
+		st.status = middleware.StatusClientClosed
+		return // the client went away: nobody to answer
+	}
+	var ae *apierr.Error
+	switch {
+	case errors.As(err, &ae):
+	case isTimeout(err):
+		ae = &apierr.Error{Status: http.StatusGatewayTimeout, Code: apierr.CodeUpstreamTimeout,
+			Message: "the upstream did not answer in time", Err: err}
+	default:
+		ae = &apierr.Error{Status: http.StatusBadGateway, Code: apierr.CodeUpstreamUnavail,
+			Message: "no answer from the upstream", Err: err}
+	}
+	if p.log.Logger.IsLevelEnabled(logrus.WarnLevel) && ae.Status != http.StatusServiceUnavailable {
+		f := logrus.Fields{"attempts": st.attempts, "error": err.Error()}
+		if st.target != nil {
+			f["upstream"] = st.target.Host()
+		}
+		p.log.WithFields(f).Warn("upstream request failed")
+	}
+	p.fail(w, st, ae)
+}
+
+func isTimeout(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}

@@ -1,0 +1,50 @@
+package secret
+
+import "strings"
+
+// minSecretLen is the shortest token Redact treats as a key. Real provider
+// keys are far longer (OpenAI 51+, Gemini 39, Anthropic 100+); ordinary words
+// and identifiers in error messages are shorter or lack digits.
+const minSecretLen = 20
+
+// Redact masks every key-shaped token in s: a run of at least 20 characters
+// from [A-Za-z0-9_-] that holds both a letter and a digit. It is meant for
+// upstream error bodies echoed in logs, which sometimes quote the key that
+// was sent ("Incorrect API key provided: sk-..."). Text without such a token
+// is returned unchanged and without allocation.
+func Redact(s string) string {
+	var b strings.Builder
+	last := 0 // end of the part of s already copied to b
+	for i := 0; i < len(s); {
+		if !tokenByte(s[i]) {
+			i++
+			continue
+		}
+		j := i
+		letter, digit := false, false
+		for j < len(s) && tokenByte(s[j]) {
+			c := s[j]
+			letter = letter || (c|0x20 >= 'a' && c|0x20 <= 'z')
+			digit = digit || (c >= '0' && c <= '9')
+			j++
+		}
+		if j-i >= minSecretLen && letter && digit {
+			if b.Len() == 0 {
+				b.Grow(len(s))
+			}
+			b.WriteString(s[last:i])
+			b.WriteString(Mask(s[i:j]))
+			last = j
+		}
+		i = j
+	}
+	if last == 0 {
+		return s
+	}
+	b.WriteString(s[last:])
+	return b.String()
+}
+
+func tokenByte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-'
+}

@@ -1,0 +1,77 @@
+package upstream
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+)
+
+// AuthStyle is how an API key is sent to a target.
+type AuthStyle uint8
+
+const (
+	// Bearer sends "Authorization: Bearer KEY" (OpenAI and most others).
+	Bearer AuthStyle = iota
+	// Azure sends "api-key: KEY" (Azure OpenAI).
+	Azure
+	// Anthropic sends "x-api-key: KEY".
+	Anthropic
+	// Gemini sends "x-goog-api-key: KEY", never in the URL.
+	Gemini
+)
+
+var styleNames = [...]string{Bearer: "bearer", Azure: "azure", Anthropic: "anthropic", Gemini: "gemini"}
+
+func (s AuthStyle) String() string { return styleNames[s] }
+
+// ParseAuthStyle parses a style name other than "auto".
+func ParseAuthStyle(name string) (AuthStyle, error) {
+	for i, n := range styleNames {
+		if strings.EqualFold(name, n) {
+			return AuthStyle(i), nil
+		}
+	}
+	return 0, fmt.Errorf("unknown auth style %q", name)
+}
+
+// StyleForHost picks the style a host expects (SPEC §5).
+func StyleForHost(host string) AuthStyle {
+	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	switch {
+	case strings.HasSuffix(host, ".openai.azure.com"):
+		return Azure
+	case host == "api.anthropic.com":
+		return Anthropic
+	case host == "generativelanguage.googleapis.com":
+		return Gemini
+	}
+	return Bearer
+}
+
+// Canonical header names, so Set and Del do not canonicalise per request.
+const (
+	hdrAuthorization = "Authorization"
+	hdrAPIKey        = "Api-Key"
+	hdrXAPIKey       = "X-Api-Key"
+	hdrGoogAPIKey    = "X-Goog-Api-Key"
+)
+
+// CredentialHeaders are the headers that can carry a key, in any style.
+var CredentialHeaders = [...]string{hdrAuthorization, hdrAPIKey, hdrXAPIKey, hdrGoogAPIKey}
+
+// Apply removes every credential header from h and sets key in style s.
+func (s AuthStyle) Apply(h http.Header, key string) {
+	for _, name := range CredentialHeaders {
+		delete(h, name)
+	}
+	switch s {
+	case Azure:
+		h[hdrAPIKey] = []string{key}
+	case Anthropic:
+		h[hdrXAPIKey] = []string{key}
+	case Gemini:
+		h[hdrGoogAPIKey] = []string{key}
+	default:
+		h[hdrAuthorization] = []string{"Bearer " + key}
+	}
+}
