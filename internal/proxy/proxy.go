@@ -187,6 +187,11 @@ func rewrite(pr *httputil.ProxyRequest) {
 		delete(pr.Out.Header, name)
 	}
 	pr.Out.URL.RawQuery = withoutKeyParam(pr.Out.URL.RawQuery)
+	// Rewrite starts without the inbound X-Forwarded-*; keep the chain of
+	// earlier proxies and append the client (SPEC §4).
+	if prior, ok := pr.In.Header["X-Forwarded-For"]; ok {
+		pr.Out.Header["X-Forwarded-For"] = prior
+	}
 	pr.SetXForwarded()
 }
 

@@ -1,0 +1,446 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gpt-load/gpt-load/internal/testupstream"
+)
+
+var testKeys = []string{
+	"sk-main-00000000000000000000000000000000000000000001",
+	"sk-main-00000000000000000000000000000000000000000002",
+	"sk-main-00000000000000000000000000000000000000000003",
+}
+
+// binary is the gpt-load binary built once for the process-level tests.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "gpt-load-bin")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "gpt-load")
+	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building gpt-load: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func writeKeys(t *testing.T, path string, keys ...string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(strings.Join(keys, "\n")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func mapEnv(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestRunConfigErrors(t *testing.T) {
+	dir := t.TempDir()
+	keys := filepath.Join(dir, "keys.txt")
+	writeKeys(t, keys, testKeys...)
+	empty := filepath.Join(dir, "empty.txt")
+	os.WriteFile(empty, []byte("# only a comment\n\n"), 0o600)
+
+	tests := []struct {
+		name string
+		env  map[string]string
+		want []string
+	}{
+		{"bad values all reported", map[string]string{"KEYS_FILE": keys, "PORT": "abc", "MAX_RETRIES": "11", "ENABLE_CORS": "maybe"},
+			[]string{`PORT="abc": not a number`, `MAX_RETRIES="11"`, `ENABLE_CORS="maybe"`}},
+		{"missing keys file", map[string]string{"KEYS_FILE": filepath.Join(dir, "nope.txt")}, []string{"nope.txt"}},
+		{"empty keys file", map[string]string{"KEYS_FILE": empty}, []string{"empty.txt", "no keys"}},
+		{"start index too large", map[string]string{"KEYS_FILE": keys, "START_INDEX": "3"}, []string{`START_INDEX="3"`, "key count (3)"}},
+		{"bad upstream", map[string]string{"KEYS_FILE": keys, "OPENAI_BASE_URL": "ftp://x"}, []string{`OPENAI_BASE_URL="ftp://x"`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			listened := false
+			err := runWith(context.Background(), []string{"gpt-load", "-env-file", ""}, mapEnv(tt.env), &stdout, &stderr,
+				hooks{listen: func(string) (net.Listener, error) { listened = true; return nil, errors.New("must not listen") }})
+			if err == nil {
+				t.Fatal("run succeeded; want an error")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+			if listened {
+				t.Error("run listened before failing on bad configuration")
+			}
+			for _, k := range testKeys {
+				if strings.Contains(err.Error()+stdout.String()+stderr.String(), k) {
+					t.Error("output contains a raw key")
+				}
+			}
+		})
+	}
+}
+
+func TestBinaryExitsNonZeroOnBadConfig(t *testing.T) {
+	cmd := exec.Command(binary)
+	cmd.Dir = t.TempDir()
+	cmd.Env = []string{"PORT=abc", "LOG_FORMAT=xml", "KEYS_FILE=none.txt"}
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() == 0 {
+		t.Fatalf("exit: %v; want a non-zero exit status\n%s", err, out)
+	}
+	for _, w := range []string{`PORT="abc": not a number`, `LOG_FORMAT="xml"`} {
+		if !bytes.Contains(out, []byte(w)) {
+			t.Errorf("output does not mention %q:\n%s", w, out)
+		}
+	}
+}
+
+func TestVersionAndHelp(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	if err := run(context.Background(), []string{"gpt-load", "-version"}, mapEnv(nil), &stdout, &stderr); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(stdout.String(), "gpt-load ") {
+		t.Errorf("-version printed %q", stdout.String())
+	}
+	err := run(context.Background(), []string{"gpt-load", "-h"}, mapEnv(nil), &stdout, &stderr)
+	if !errors.Is(err, flag.ErrHelp) || exitCode(err) != 0 {
+		t.Errorf("-h: err %v, exit %d; want ErrHelp and 0", err, exitCode(err))
+	}
+	for _, w := range []string{"-version", "PORT", "OPENAI_BASE_URL", "KEYS_FILE"} {
+		if !strings.Contains(stderr.String(), w) {
+			t.Errorf("-h output does not mention %s", w)
+		}
+	}
+	if err := run(context.Background(), []string{"gpt-load", "-bogus"}, mapEnv(nil), &stdout, &stderr); exitCode(err) != 2 {
+		t.Errorf("unknown flag: exit %d; want 2", exitCode(err))
+	}
+}
+
+// serving runs run in-process on a loopback port and returns its URL; the
+// server stops, and run's error is checked, at the end of the test.
+func serving(t *testing.T, env map[string]string, stdout io.Writer) (string, context.CancelFunc) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	addr := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- runWith(ctx, []string{"gpt-load", "-env-file", env["ENV_FILE"]}, mapEnv(env), stdout, io.Discard, hooks{
+			listen: func(string) (net.Listener, error) { return net.Listen("tcp", "127.0.0.1:0") },
+			ready:  func(a string) { addr <- a },
+		})
+	}()
+	var url string
+	select {
+	case a := <-addr:
+		url = "http://" + a
+	case err := <-done:
+		t.Fatalf("run: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("server did not start")
+	}
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("run returned %v; want nil after a clean shutdown", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("run did not return after cancel")
+		}
+	})
+	return url, cancel
+}
+
+func TestEnvFilePrecedence(t *testing.T) {
+	dir := t.TempDir()
+	keys := filepath.Join(dir, "keys.txt")
+	writeKeys(t, keys, testKeys...)
+	up := testupstream.New(t, nil)
+	envFile := filepath.Join(dir, ".env")
+	os.WriteFile(envFile, []byte("KEYS_FILE="+keys+"\nOPENAI_BASE_URL=http://"+testupstream.ClosedAddr(t)+"\nAUTH_KEY=from-env-file\n"), 0o600)
+	// The environment's OPENAI_BASE_URL wins over the file's; AUTH_KEY comes
+	// from the file.
+	url, _ := serving(t, map[string]string{"ENV_FILE": envFile, "OPENAI_BASE_URL": up.URL}, io.Discard)
+	req, _ := http.NewRequest(http.MethodGet, url+"/v1/models", nil)
+	req.Header.Set("Authorization", "Bearer from-env-file")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || up.Count() != 1 {
+		t.Errorf("status %d, upstream saw %d requests; want 200 via the environment's upstream", resp.StatusCode, up.Count())
+	}
+}
+
+func TestStartupLogNamesEverythingButKeys(t *testing.T) {
+	dir := t.TempDir()
+	keys := filepath.Join(dir, "keys.txt")
+	writeKeys(t, keys, append(testKeys, testKeys[0])...)
+	var out safeBuffer
+	serving(t, map[string]string{"KEYS_FILE": keys, "AUTH_KEY": "auth-token-abcdefgh-123", "OPENAI_BASE_URL": "https://api.openai.com,https://x.openai.azure.com/openai", "LOG_FORMAT": "json"}, &out)
+	logs := out.String()
+	for _, w := range []string{`"version"`, `"listen"`, `"keys":3`, "https://api.openai.com", "x.openai.azure.com", `"auth_style":"azure"`, `"auth":true`, `"cors":true`, `"count":1`} {
+		if !strings.Contains(logs, w) {
+			t.Errorf("startup log lacks %s:\n%s", w, logs)
+		}
+	}
+	for _, s := range append(testKeys, "auth-token-abcdefgh-123") {
+		if strings.Contains(logs, s) {
+			t.Errorf("startup log contains a secret")
+		}
+	}
+}
+
+type safeBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *safeBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *safeBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// process is the real binary, started with env in dir.
+type process struct {
+	cmd  *exec.Cmd
+	url  string
+	out  *safeBuffer
+	done chan error
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func startBinary(t *testing.T, env ...string) *process {
+	t.Helper()
+	port := freePort(t)
+	p := &process{out: &safeBuffer{}, done: make(chan error, 1), url: fmt.Sprintf("http://127.0.0.1:%d", port)}
+	p.cmd = exec.Command(binary)
+	p.cmd.Dir = t.TempDir()
+	p.cmd.Env = append([]string{"HOST=127.0.0.1", fmt.Sprintf("PORT=%d", port)}, env...)
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.done <- p.cmd.Wait() }()
+	t.Cleanup(func() {
+		p.cmd.Process.Kill()
+		<-p.done
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get(p.url + "/health")
+		if err == nil {
+			resp.Body.Close()
+			return p
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("binary did not answer /health: %v\n%s", err, p.out.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func (p *process) wait(t *testing.T, timeout time.Duration) error {
+	t.Helper()
+	select {
+	case err := <-p.done:
+		p.done <- err // for the cleanup
+		return err
+	case <-time.After(timeout):
+		t.Fatalf("process did not exit within %v\n%s", timeout, p.out.String())
+		return nil
+	}
+}
+
+func TestSIGTERMDrainsOpenStream(t *testing.T) {
+	dir := t.TempDir()
+	keys := filepath.Join(dir, "keys.txt")
+	writeKeys(t, keys, testKeys...)
+	next := make(chan struct{})
+	up := testupstream.New(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		rc := http.NewResponseController(w)
+		for i := range 3 {
+			fmt.Fprintf(w, "data: %d\n\n", i)
+			rc.Flush()
+			<-next
+		}
+		io.WriteString(w, "data: [DONE]\n\n")
+	})
+	p := startBinary(t, "KEYS_FILE="+keys, "OPENAI_BASE_URL="+up.URL)
+	resp, err := http.Post(p.url+"/v1/chat/completions", "application/json", strings.NewReader(`{"stream":true}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	r := bufio.NewReader(resp.Body)
+	if line, _ := r.ReadString('\n'); line != "data: 0\n" {
+		t.Fatalf("first line %q", line)
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	// New connections are refused once shutdown began.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c, err := net.Dial("tcp", strings.TrimPrefix(p.url, "http://"))
+		if err != nil {
+			break
+		}
+		c.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("still accepting connections 5s after SIGTERM")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for range 3 {
+		next <- struct{}{}
+	}
+	rest, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatalf("stream cut during drain: %v", err)
+	}
+	if want := "\ndata: 1\n\ndata: 2\n\ndata: [DONE]\n\n"; string(rest) != want {
+		t.Errorf("rest of stream = %q; want %q", rest, want)
+	}
+	if err := p.wait(t, 10*time.Second); err != nil {
+		t.Errorf("exit: %v; want status 0\n%s", err, p.out.String())
+	}
+}
+
+func TestSIGHUPReloadUnderLoad(t *testing.T) {
+	dir := t.TempDir()
+	keys := filepath.Join(dir, "keys.txt")
+	writeKeys(t, keys, testKeys...)
+	up := testupstream.New(t, nil)
+	p := startBinary(t, "KEYS_FILE="+keys, "OPENAI_BASE_URL="+up.URL, "LOG_ENABLE_REQUEST=false")
+
+	newKey := "sk-main-00000000000000000000000000000000000000000004"
+	var failures, sent atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				resp, err := http.Get(p.url + "/v1/models")
+				sent.Add(1)
+				if err != nil {
+					failures.Add(1)
+					continue
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					failures.Add(1)
+				}
+			}
+		}()
+	}
+	up.WaitFor(t, 20, 5*time.Second)
+	// Remove the first key, add a new one.
+	writeKeys(t, keys, testKeys[1], testKeys[2], newKey)
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	seenAt := -1
+	for seenAt < 0 {
+		for i, r := range up.Requests() {
+			if r.Key == newKey {
+				seenAt = i
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("new key never used after SIGHUP\n%s", p.out.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	n := up.Count()
+	up.WaitFor(t, n+30, 5*time.Second)
+	close(stop)
+	wg.Wait()
+	if f := failures.Load(); f != 0 {
+		t.Errorf("%d of %d requests failed during the reload", f, sent.Load())
+	}
+	reqs := up.Requests()
+	for _, r := range reqs[n:] {
+		if r.Key == testKeys[0] {
+			t.Fatal("removed key still used after the reload")
+		}
+	}
+	if !strings.Contains(p.out.String(), "keys reloaded") {
+		t.Errorf("no reload log line:\n%s", p.out.String())
+	}
+	// A bad file keeps the old set.
+	os.WriteFile(keys, nil, 0o600)
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	deadline = time.Now().Add(5 * time.Second)
+	for !strings.Contains(p.out.String(), "keeping the old keys") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no error logged for an empty keys file\n%s", p.out.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	resp, err := http.Get(p.url + "/v1/models")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("after a bad reload: status %d; want 200 on the old keys", resp.StatusCode)
+	}
+	for _, k := range append(testKeys, newKey) {
+		if strings.Contains(p.out.String(), k) {
+			t.Error("process output contains a raw key")
+		}
+	}
+}

@@ -1,0 +1,148 @@
+package proxy_test
+
+import (
+	"bytes"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/gpt-load/gpt-load/internal/config"
+	"github.com/gpt-load/gpt-load/internal/handler"
+	"github.com/gpt-load/gpt-load/internal/keymanager"
+	"github.com/gpt-load/gpt-load/internal/proxy"
+	"github.com/gpt-load/gpt-load/internal/upstream"
+)
+
+// testKeys are long enough that a mask never shows them whole.
+var testKeys = []string{
+	"sk-test-0000000000000000000000000000000000000000000001",
+	"sk-test-0000000000000000000000000000000000000000000002",
+	"sk-test-0000000000000000000000000000000000000000000003",
+}
+
+// syncBuffer is a bytes.Buffer safe for the logger's concurrent writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// env is a proxy under test: the whole server handler in front of the
+// given upstreams.
+type env struct {
+	URL       string
+	Keys      *keymanager.Manager
+	Proxy     *proxy.Proxy
+	Transport *http.Transport
+	Logs      *syncBuffer
+	Config    *config.Config
+}
+
+// start builds the server as cmd/gpt-load does, from environment values
+// (vars) over the defaults, with keys and upstream URLs.
+func start(t *testing.T, keys []string, upstreams []string, vars map[string]string) *env {
+	t.Helper()
+	dir := t.TempDir()
+	keysFile := filepath.Join(dir, "keys.txt")
+	if err := os.WriteFile(keysFile, []byte(strings.Join(keys, "\n")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	all := map[string]string{
+		"KEYS_FILE":       keysFile,
+		"OPENAI_BASE_URL": strings.Join(upstreams, ","),
+		"LOG_LEVEL":       "debug",
+	}
+	for k, v := range vars {
+		all[k] = v
+	}
+	cfg, err := config.Load(func(k string) string { return all[k] })
+	if err != nil {
+		t.Fatalf("config.Load: %v", err)
+	}
+	logs := &syncBuffer{}
+	l := logrus.New()
+	l.SetOutput(logs)
+	l.SetLevel(logrus.DebugLevel)
+	l.SetFormatter(&logrus.JSONFormatter{})
+	log := logrus.NewEntry(l)
+
+	km := keymanager.New(keys, keymanager.Options{StartIndex: cfg.StartIndex})
+	var targets []*upstream.Target
+	for _, u := range cfg.Upstreams {
+		style := upstream.StyleForHost(u.Hostname())
+		if cfg.AuthStyle != "auto" {
+			style, _ = upstream.ParseAuthStyle(cfg.AuthStyle)
+		}
+		targets = append(targets, upstream.NewTarget(u, style))
+	}
+	tr, err := proxy.NewTransport(proxy.TransportOptions{
+		ConnectTimeout:  cfg.RequestTimeout,
+		ResponseTimeout: cfg.ResponseTimeout,
+		IdleConnTimeout: cfg.IdleConnTimeout,
+		MaxIdlePerHost:  cfg.MaxConcurrentRequests,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(tr.CloseIdleConnections)
+	bal := upstream.NewBalancer(targets)
+	px := proxy.New(proxy.Options{
+		MaxRetries:        cfg.MaxRetries,
+		MaxBodySize:       cfg.MaxRequestBodySize,
+		MaxConcurrent:     cfg.MaxConcurrentRequests,
+		StripUpstreamCORS: cfg.CORS.Enabled,
+	}, km, bal, tr, log)
+	srv := httptest.NewServer(handler.New(handler.Deps{
+		Config: cfg, Keys: km, Targets: bal, Proxy: px, Log: log,
+		Started: time.Now(), ResetKeys: func() error { return nil },
+	}))
+	t.Cleanup(srv.Close)
+	return &env{URL: srv.URL, Keys: km, Proxy: px, Transport: tr, Logs: logs, Config: cfg}
+}
+
+// client is an HTTP client that leaves compression alone, so tests see the
+// bytes exactly as the proxy sent them.
+func client() *http.Client {
+	return &http.Client{Transport: &http.Transport{DisableCompression: true}}
+}
+
+// assertNoKeys fails if any raw test key appears in s.
+func assertNoKeys(t *testing.T, what, s string, keys ...string) {
+	t.Helper()
+	if len(keys) == 0 {
+		keys = testKeys
+	}
+	for _, k := range keys {
+		if strings.Contains(s, k) {
+			t.Errorf("%s contains the raw key %q", what, k)
+		}
+	}
+}
+
+func mustURL(t *testing.T, s string) *url.URL {
+	t.Helper()
+	u, err := url.Parse(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
