@@ -2,9 +2,9 @@ package proxy_test
 
 import (
 	"bytes"
+	"io"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -59,7 +59,21 @@ type env struct {
 
 // start builds the server as cmd/gpt-load does, from environment values
 // (vars) over the defaults, with keys and upstream URLs.
-func start(t *testing.T, keys []string, upstreams []string, vars map[string]string) *env {
+func start(t testing.TB, keys []string, upstreams []string, vars map[string]string) *env {
+	t.Helper()
+	logs := &syncBuffer{}
+	e := startWith(t, keys, upstreams, vars, logs)
+	e.Logs = logs
+	return e
+}
+
+// startBench starts a server whose logs are discarded and returns its URL.
+func startBench(b *testing.B, upstreams []string, vars map[string]string) string {
+	b.Helper()
+	return startWith(b, testKeys, upstreams, vars, io.Discard).URL
+}
+
+func startWith(t testing.TB, keys []string, upstreams []string, vars map[string]string, logOut io.Writer) *env {
 	t.Helper()
 	dir := t.TempDir()
 	keysFile := filepath.Join(dir, "keys.txt")
@@ -78,10 +92,10 @@ func start(t *testing.T, keys []string, upstreams []string, vars map[string]stri
 	if err != nil {
 		t.Fatalf("config.Load: %v", err)
 	}
-	logs := &syncBuffer{}
 	l := logrus.New()
-	l.SetOutput(logs)
-	l.SetLevel(logrus.DebugLevel)
+	l.SetOutput(logOut)
+	level, _ := logrus.ParseLevel(cfg.Log.Level)
+	l.SetLevel(level)
 	l.SetFormatter(&logrus.JSONFormatter{})
 	log := logrus.NewEntry(l)
 
@@ -116,7 +130,7 @@ func start(t *testing.T, keys []string, upstreams []string, vars map[string]stri
 		Started: time.Now(), ResetKeys: func() error { return nil },
 	}))
 	t.Cleanup(srv.Close)
-	return &env{URL: srv.URL, Keys: km, Proxy: px, Transport: tr, Logs: logs, Config: cfg}
+	return &env{URL: srv.URL, Keys: km, Proxy: px, Transport: tr, Config: cfg}
 }
 
 // client is an HTTP client that leaves compression alone, so tests see the
@@ -136,13 +150,4 @@ func assertNoKeys(t *testing.T, what, s string, keys ...string) {
 			t.Errorf("%s contains the raw key %q", what, k)
 		}
 	}
-}
-
-func mustURL(t *testing.T, s string) *url.URL {
-	t.Helper()
-	u, err := url.Parse(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return u
 }

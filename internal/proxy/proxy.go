@@ -63,6 +63,7 @@ func New(opts Options, keys *keymanager.Manager, targets *upstream.Balancer, bas
 		ModifyResponse: p.modifyResponse,
 		ErrorHandler:   p.errorHandler,
 		ErrorLog:       newStdLogger(log, logrus.WarnLevel),
+		BufferPool:     newBufferPool(),
 		// FlushInterval 0: ReverseProxy already flushes event streams and
 		// bodies of unknown length after every write (SPEC §11).
 	}

@@ -4,6 +4,7 @@ import (
 	"log"
 	"math"
 	"net/url"
+	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -17,3 +18,14 @@ func ceilSeconds(t time.Time) float64 { return math.Ceil(time.Until(t).Seconds()
 func newStdLogger(l *logrus.Entry, level logrus.Level) *log.Logger {
 	return log.New(l.WriterLevel(level), "", 0)
 }
+
+// bufferPool recycles ReverseProxy's copy buffers, which would otherwise
+// cost 32 KiB of garbage per response.
+type bufferPool struct{ p sync.Pool }
+
+func newBufferPool() *bufferPool {
+	return &bufferPool{p: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+}
+
+func (b *bufferPool) Get() []byte  { return *b.p.Get().(*[]byte) }
+func (b *bufferPool) Put(s []byte) { b.p.Put(&s) }
