@@ -108,7 +108,11 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 	if parsed.Duplicates > 0 {
 		log.WithField("count", parsed.Duplicates).Warn("dropped duplicate keys from the keys file")
 	}
-	keys := keymanager.New(parsed.Keys, keymanager.Options{StartIndex: cfg.StartIndex})
+	keys := keymanager.New(parsed.Keys, keymanager.Options{
+		StartIndex:         cfg.StartIndex,
+		BlacklistThreshold: cfg.BlacklistThreshold,
+		Cooldown:           cfg.KeyCooldown,
+	})
 	targets, err := newTargets(cfg)
 	if err != nil {
 		return err
@@ -192,6 +196,15 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 		}
 	}()
 
+	// The re-check loop stops with the server, before run returns.
+	recheckCtx, stopRecheck := context.WithCancel(ctx)
+	recheckDone := make(chan struct{})
+	go func() {
+		defer close(recheckDone)
+		px.Recheck(recheckCtx, cfg.KeyRecheckInterval)
+	}()
+	defer func() { stopRecheck(); <-recheckDone }()
+
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	if h.ready != nil {
@@ -260,7 +273,7 @@ func newTargets(cfg *config.Config) (*upstream.Balancer, error) {
 		}
 		targets = append(targets, upstream.NewTarget(u, style))
 	}
-	return upstream.NewBalancer(targets), nil
+	return upstream.NewBalancer(targets, upstream.Options{}), nil
 }
 
 func logStartup(log *logrus.Entry, cfg *config.Config, addr string, keyCount int, targets *upstream.Balancer) {

@@ -7,6 +7,7 @@ import (
 
 	apierr "github.com/gpt-load/gpt-load/internal/errors"
 	"github.com/gpt-load/gpt-load/internal/keymanager"
+	"github.com/gpt-load/gpt-load/internal/secret"
 )
 
 // Health is the /health answer.
@@ -20,14 +21,7 @@ type Health struct {
 
 func (s *server) health(w http.ResponseWriter, r *http.Request) {
 	c := s.Keys.Counts()
-	usableTargets, benchedTargets := 0, 0
-	for _, t := range s.Targets.Targets() {
-		if t.Usable() {
-			usableTargets++
-		} else {
-			benchedTargets++
-		}
-	}
+	usableTargets, benchedTargets := s.Targets.Usable()
 	h := Health{
 		Status:      "healthy",
 		HealthyKeys: c.Active,
@@ -80,7 +74,10 @@ type TargetStat struct {
 	URL      string `json:"url"`
 	Requests uint64 `json:"requests"`
 	Failures uint64 `json:"failures"`
-	State    string `json:"state"`
+	State    string `json:"state"` // active, benched or probing
+	// Reason and BenchedUntil are set while the target is benched.
+	Reason       string `json:"reason,omitempty"`
+	BenchedUntil string `json:"benched_until,omitempty"`
 }
 
 // MemoryStats is a summary of the Go runtime's memory use.
@@ -132,8 +129,10 @@ func (s *server) stats(w http.ResponseWriter, r *http.Request) {
 		Uptime:    s.uptime(),
 		Timestamp: now(),
 	}
+	now := s.Targets.Now()
 	for _, t := range s.Targets.Targets() {
-		st.Targets = append(st.Targets, TargetStat{URL: t.String(), Requests: t.Requests(), Failures: t.Failures(), State: t.State()})
+		st.Targets = append(st.Targets, TargetStat{URL: t.String(), Requests: t.Requests(), Failures: t.Failures(),
+			State: t.State(now), Reason: t.Reason(), BenchedUntil: rfc3339(t.BenchedUntil())})
 	}
 	if v := r.URL.Query().Get("keys"); v == "1" || v == "true" {
 		st.KeyDetails = []KeyDetail{}
@@ -177,8 +176,9 @@ func (s *server) blacklist(w http.ResponseWriter, r *http.Request) {
 		if k.State == keymanager.Cooling {
 			typ = "temporary"
 		}
+		// A reason may quote an upstream error, and those quote keys.
 		b.Keys = append(b.Keys, BlacklistedKey{
-			Preview: k.Preview, Reason: k.Reason, Type: typ, Status: k.LastStatus,
+			Preview: k.Preview, Reason: secret.Redact(k.Reason), Type: typ, Status: k.LastStatus,
 			BlacklistAt: rfc3339(k.Since), Until: rfc3339(k.Until), FailCount: k.FailCount,
 		})
 	}

@@ -46,10 +46,16 @@ type Key struct {
 	since  atomic.Int64 // unix nanoseconds the key left rotation
 	reason atomic.Pointer[string]
 
-	// consecutive counts failures of one kind in a row; what counts is the
-	// health policy's business.
+	// consecutive counts permanent-class failures in a row, limitStreak
+	// rate limits in a row; a success resets both.
 	consecutive atomic.Int32
+	limitStreak atomic.Int32
+	lastSuccess atomic.Int64 // unix nanoseconds, to the second
+	id          uint64
 }
+
+// ID identifies the key within this process; it never changes.
+func (k *Key) ID() uint64 { return k.id }
 
 // Secret returns the key. Only its mask prints.
 func (k *Key) Secret() secret.Key { return k.secret }

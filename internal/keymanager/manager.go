@@ -29,7 +29,10 @@ type Manager struct {
 	mu          sync.Mutex // serialises rebuilds, reloads and resets
 	lastRebuild int64
 
-	now func() time.Time
+	now       func() time.Time
+	threshold int
+	cooldown  time.Duration
+	nextID    atomic.Uint64
 }
 
 // view is an immutable rotation: all keys, the usable ones, and when the
@@ -46,22 +49,31 @@ type Options struct {
 	StartIndex int
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// BlacklistThreshold is how many permanent-class failures in a row
+	// blacklist a key; 0 means 1.
+	BlacklistThreshold int
+	// Cooldown is how long a rate-limited key first rests when the upstream
+	// does not say; 0 means one minute.
+	Cooldown time.Duration
 }
 
 // New returns a Manager over keys, which must not be empty.
 func New(keys []string, opts Options) *Manager {
-	m := &Manager{now: opts.Now}
+	m := &Manager{now: opts.Now, threshold: max(1, opts.BlacklistThreshold), cooldown: opts.Cooldown}
 	if m.now == nil {
 		m.now = time.Now
 	}
+	if m.cooldown <= 0 {
+		m.cooldown = time.Minute
+	}
 	m.cursor.Store(uint64(opts.StartIndex))
-	m.install(newKeys(keys, nil), m.now().UnixNano())
+	m.install(m.newKeys(keys, nil), m.now().UnixNano())
 	return m
 }
 
 // newKeys builds Key values for raw keys, reusing the ones in old (so their
 // state survives a reload). New keys are allocated in one block.
-func newKeys(raw []string, old map[string]*Key) []*Key {
+func (m *Manager) newKeys(raw []string, old map[string]*Key) []*Key {
 	out := make([]*Key, len(raw))
 	fresh := make([]Key, len(raw)-min(len(raw), len(old)))
 	for i, r := range raw {
@@ -75,6 +87,7 @@ func newKeys(raw []string, old map[string]*Key) []*Key {
 		k := &fresh[0]
 		fresh = fresh[1:]
 		k.secret = secret.NewKey(r)
+		k.id = m.nextID.Add(1)
 		out[i] = k
 	}
 	return out
@@ -149,7 +162,9 @@ func (m *Manager) refresh(v *view, now int64) *view {
 	if cur != v {
 		return cur // somebody else rebuilt
 	}
-	if len(v.all) > 10_000 && now-m.lastRebuild < int64(rebuildGap) && now < v.wake+int64(rebuildGap) {
+	// now-v.wake, not now < v.wake+gap: wake is math.MaxInt64 when nothing
+	// is cooling, and the sum would overflow and defeat the throttle.
+	if len(v.all) > 10_000 && now-m.lastRebuild < int64(rebuildGap) && now-v.wake < int64(rebuildGap) {
 		return v
 	}
 	return m.install(v.all, now)
@@ -200,6 +215,7 @@ func (m *Manager) Cool(k *Key, until time.Time, reason string, status int) {
 // Restore puts k back into rotation and clears its failure count.
 func (m *Manager) Restore(k *Key) {
 	k.consecutive.Store(0)
+	k.limitStreak.Store(0)
 	m.setState(k, Active, time.Time{}, "", 0)
 }
 
@@ -219,7 +235,7 @@ func (m *Manager) Reload(keys []string) ReloadResult {
 	for _, k := range old {
 		byRaw[k.secret.Reveal()] = k
 	}
-	all := newKeys(keys, byRaw)
+	all := m.newKeys(keys, byRaw)
 	kept := 0
 	for _, r := range keys {
 		if _, ok := byRaw[r]; ok {
@@ -235,7 +251,7 @@ func (m *Manager) Reload(keys []string) ReloadResult {
 func (m *Manager) Reset(keys []string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.install(newKeys(keys, nil), m.now().UnixNano())
+	m.install(m.newKeys(keys, nil), m.now().UnixNano())
 }
 
 // Counts is how many keys are in each state.
@@ -263,10 +279,20 @@ func (m *Manager) Counts() Counts {
 }
 
 // CurrentIndex is the position in the key list the next request starts at.
+// The cursor counts over the usable keys, so it is mapped back to the full
+// list; this is O(keys), for monitoring only.
 func (m *Manager) CurrentIndex() int {
 	v := m.view.Load()
 	if len(v.all) == 0 {
 		return 0
+	}
+	if n := uint64(len(v.usable)); n > 0 {
+		next := v.usable[m.cursor.Load()%n]
+		for i, k := range v.all {
+			if k == next {
+				return i
+			}
+		}
 	}
 	return int(m.cursor.Load() % uint64(len(v.all)))
 }
@@ -293,4 +319,15 @@ func (m *Manager) Len() int { return len(m.view.Load().all) }
 func IsNoKeys(err error) bool {
 	var e *NoKeysError
 	return errors.As(err, &e)
+}
+
+// Blacklisted returns the keys that are blacklisted now.
+func (m *Manager) Blacklisted() []*Key {
+	var out []*Key
+	for _, k := range m.view.Load().all {
+		if State(k.state.Load()) == Blacklisted {
+			out = append(out, k)
+		}
+	}
+	return out
 }

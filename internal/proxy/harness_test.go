@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -99,7 +100,7 @@ func startWith(t testing.TB, keys []string, upstreams []string, vars map[string]
 	l.SetFormatter(&logrus.JSONFormatter{})
 	log := logrus.NewEntry(l)
 
-	km := keymanager.New(keys, keymanager.Options{StartIndex: cfg.StartIndex})
+	km := keymanager.New(keys, keymanager.Options{StartIndex: cfg.StartIndex, BlacklistThreshold: cfg.BlacklistThreshold, Cooldown: cfg.KeyCooldown})
 	var targets []*upstream.Target
 	for _, u := range cfg.Upstreams {
 		style := upstream.StyleForHost(u.Hostname())
@@ -118,7 +119,7 @@ func startWith(t testing.TB, keys []string, upstreams []string, vars map[string]
 		t.Fatal(err)
 	}
 	t.Cleanup(tr.CloseIdleConnections)
-	bal := upstream.NewBalancer(targets)
+	bal := upstream.NewBalancer(targets, upstream.Options{Cooldown: benchCooldown(vars)})
 	px := proxy.New(proxy.Options{
 		MaxRetries:        cfg.MaxRetries,
 		MaxBodySize:       cfg.MaxRequestBodySize,
@@ -150,4 +151,10 @@ func assertNoKeys(t *testing.T, what, s string, keys ...string) {
 			t.Errorf("%s contains the raw key %q", what, k)
 		}
 	}
+}
+
+// benchCooldown reads the test-only TARGET_COOLDOWN_MS from vars.
+func benchCooldown(vars map[string]string) time.Duration {
+	ms, _ := strconv.Atoi(vars["TARGET_COOLDOWN_MS"])
+	return time.Duration(ms) * time.Millisecond
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/http/httputil"
 	"strconv"
 	"strings"
@@ -44,6 +45,8 @@ type Proxy struct {
 	rp      *httputil.ReverseProxy
 	log     *logrus.Entry
 
+	health   *health
+
 	inflight atomic.Int64
 	counters Counters
 }
@@ -56,7 +59,8 @@ type Counters struct {
 
 // New returns a proxy that sends requests through base (see NewTransport).
 func New(opts Options, keys *keymanager.Manager, targets *upstream.Balancer, base http.RoundTripper, log *logrus.Entry) *Proxy {
-	p := &Proxy{opts: opts, keys: keys, targets: targets, base: base, log: log}
+	p := &Proxy{opts: opts, keys: keys, targets: targets, base: base, log: log,
+		health: newHealth(keys, targets, log)}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:        rewrite,
 		Transport:      attemptTransport{p},
@@ -86,6 +90,9 @@ type reqState struct {
 	key      *keymanager.Key
 	target   *upstream.Target
 	status   int
+	// connected is set by the client trace once the current attempt has
+	// a connection, so a timeout after it means the request was sent.
+	connected atomic.Bool
 }
 
 type stateKey struct{}
@@ -138,7 +145,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	st.body = body
-	p.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), stateKey{}, st)))
+	ctx := context.WithValue(r.Context(), stateKey{}, st)
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		GotConn: func(httptrace.GotConnInfo) { st.connected.Store(true) },
+	})
+	p.rp.ServeHTTP(w, r.WithContext(ctx))
 }
 
 func (p *Proxy) fail(w http.ResponseWriter, st *reqState, e *apierr.Error) {
@@ -239,39 +250,6 @@ func (st *reqState) prepare(req *http.Request, key *keymanager.Key, target *upst
 	req.ContentLength = int64(len(body))
 	req.Body = io.NopCloser(bytes.NewReader(body))
 	req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
-}
-
-// attemptTransport runs the attempts of one client request.
-type attemptTransport struct{ p *Proxy }
-
-// RoundTrip sends out to the next key and target. It owns out: ReverseProxy
-// made it for this request alone.
-func (t attemptTransport) RoundTrip(out *http.Request) (*http.Response, error) {
-	p := t.p
-	st := stateOf(out.Context())
-	key, err := p.keys.Next()
-	if err != nil {
-		return nil, noKeysError(err)
-	}
-	target := p.targets.Next()
-	st.prepare(out, key, target)
-	st.attempts++
-	st.key, st.target = key, target
-	resp, err := p.base.RoundTrip(out)
-	failed := err != nil || resp.StatusCode >= 500
-	key.CountRequest(statusOf(resp), failed)
-	target.CountRequest(failed)
-	if err != nil {
-		return nil, err
-	}
-	return resp, nil
-}
-
-func statusOf(resp *http.Response) int {
-	if resp == nil {
-		return 0
-	}
-	return resp.StatusCode
 }
 
 func noKeysError(err error) *apierr.Error {

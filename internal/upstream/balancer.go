@@ -1,32 +1,157 @@
 package upstream
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+	"time"
+)
 
-// Balancer hands out targets in round-robin order. Next is lock-free and
-// does not allocate. A Balancer is safe for concurrent use.
+// Options tunes target health.
+type Options struct {
+	// FailThreshold is how many target faults in a row bench a target;
+	// 0 means 3.
+	FailThreshold int
+	// Cooldown is the first bench's length; each bench in a row without a
+	// success doubles it, up to MaxCooldown. 0 means 10 s.
+	Cooldown time.Duration
+	// MaxCooldown caps the bench; 0 means 5 min.
+	MaxCooldown time.Duration
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Balancer hands out targets in round-robin order over the ones not
+// benched, and benches targets that keep failing (passive health, SPEC
+// §10). Next is lock-free. A Balancer is safe for concurrent use.
 type Balancer struct {
 	targets []*Target
 	cursor  atomic.Uint64
+	opts    Options
 }
 
 // NewBalancer returns a balancer over targets, which must not be empty.
-func NewBalancer(targets []*Target) *Balancer {
-	return &Balancer{targets: targets}
+func NewBalancer(targets []*Target, opts Options) *Balancer {
+	if opts.FailThreshold <= 0 {
+		opts.FailThreshold = 3
+	}
+	if opts.Cooldown <= 0 {
+		opts.Cooldown = 10 * time.Second
+	}
+	if opts.MaxCooldown <= 0 {
+		opts.MaxCooldown = 5 * time.Minute
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	for i, t := range targets {
+		t.Index = i
+	}
+	return &Balancer{targets: targets, opts: opts}
 }
 
-// Next returns the next usable target. When none is usable it still returns
-// one, since trying a benched target beats failing outright.
+// Next returns the next target in rotation. A target whose bench ended is
+// handed to exactly one caller as a probe; until that probe reports back,
+// others skip it. When every target is benched, the one benched longest is
+// used rather than failing outright.
 func (b *Balancer) Next() *Target {
 	n := uint64(len(b.targets))
+	if n == 1 && b.targets[0].state.Load() == stateActive {
+		return b.targets[0]
+	}
+	now := b.opts.Now().UnixNano()
 	i := b.cursor.Add(1) - 1
 	for j := range n {
-		if t := b.targets[(i+j)%n]; t.Usable() {
+		t := b.targets[(i+j)%n]
+		switch t.state.Load() {
+		case stateActive:
 			return t
+		case stateBenched:
+			if now >= t.benchedUntil.Load() && t.state.CompareAndSwap(stateBenched, stateProbing) {
+				return t
+			}
 		}
 	}
-	return b.targets[i%n]
+	var oldest *Target
+	for _, t := range b.targets {
+		if oldest == nil || t.benchedAt.Load() < oldest.benchedAt.Load() {
+			oldest = t
+		}
+	}
+	return oldest
+}
+
+// Succeeded records an answer from t that was not a target fault.
+func (b *Balancer) Succeeded(t *Target) {
+	if t.consecutive.Load() != 0 {
+		t.consecutive.Store(0)
+	}
+	if t.state.Load() != stateActive {
+		t.benches.Store(0)
+		t.state.Store(stateActive)
+	}
+}
+
+// Failed records a target fault. It benches t after FailThreshold in a
+// row, or at once when t was being probed; it reports whether t was
+// benched now.
+func (b *Balancer) Failed(t *Target, reason string) bool {
+	n := int(t.consecutive.Add(1))
+	switch t.state.Load() {
+	case stateProbing:
+		return b.bench(t, reason)
+	case stateActive:
+		if n >= b.opts.FailThreshold {
+			return b.bench(t, reason)
+		}
+	}
+	return false
+}
+
+// Bench takes t out of rotation at once, e.g. because many keys failed on it
+// together.
+func (b *Balancer) Bench(t *Target, reason string) bool { return b.bench(t, reason) }
+
+func (b *Balancer) bench(t *Target, reason string) bool {
+	prev := t.state.Load()
+	if prev == stateBenched || !t.state.CompareAndSwap(prev, stateBenched) {
+		return false
+	}
+	k := t.benches.Add(1)
+	d := b.opts.Cooldown
+	for i := int32(1); i < k && d < b.opts.MaxCooldown; i++ {
+		d *= 2
+	}
+	d = min(d, b.opts.MaxCooldown)
+	now := b.opts.Now()
+	t.benchedAt.Store(now.UnixNano())
+	t.benchedUntil.Store(now.Add(d).UnixNano())
+	t.reason.Store(&reason)
+	t.consecutive.Store(0)
+	return true
+}
+
+// Released returns a probing target to the benched-and-expired state when
+// its probe ended without telling anything (client error, cancellation), so
+// the next request probes again.
+func (b *Balancer) Released(t *Target) {
+	t.state.CompareAndSwap(stateProbing, stateBenched)
+}
+
+// Usable reports whether some target is in rotation or may be probed.
+func (b *Balancer) Usable() (usable, benched int) {
+	now := b.opts.Now()
+	for _, t := range b.targets {
+		if t.Benched(now) {
+			benched++
+		} else {
+			usable++
+		}
+	}
+	return usable, benched
 }
 
 // Targets returns the targets in configuration order. The slice must not be
 // modified.
 func (b *Balancer) Targets() []*Target { return b.targets }
+
+// Now is the balancer's clock.
+func (b *Balancer) Now() time.Time { return b.opts.Now() }

@@ -1,0 +1,132 @@
+package classify
+
+import (
+	"encoding/json"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// apiError is the union of the provider error shapes we read:
+//
+//	OpenAI, Azure:  {"error":{"message","type","code","param"}}
+//	Anthropic:      {"type":"error","error":{"type","message"}}
+//	Gemini:         {"error":{"code":400,"message","status","details":[{"reason"},{"retryDelay"}]}}
+type apiError struct {
+	code, typ, status string
+	reasons          []string
+	retryDelay       time.Duration
+}
+
+type wireError struct {
+	Error json.RawMessage `json:"error"`
+}
+
+type wireBody struct {
+	Code    json.RawMessage `json:"code"` // string (OpenAI, Azure) or number (Gemini)
+	Type    string          `json:"type"`
+	Status  string          `json:"status"`
+	Details []struct {
+		Reason     string `json:"reason"`
+		RetryDelay string `json:"retryDelay"`
+	} `json:"details"`
+}
+
+// parseError reads the provider's error object from body; anything it
+// cannot read yields the zero apiError.
+func parseError(body []byte) apiError {
+	var w wireError
+	if len(body) == 0 || json.Unmarshal(body, &w) != nil || len(w.Error) == 0 {
+		return apiError{}
+	}
+	var b wireBody
+	if json.Unmarshal(w.Error, &b) != nil {
+		return apiError{}
+	}
+	e := apiError{typ: strings.ToLower(b.Type), status: strings.ToUpper(b.Status)}
+	if len(b.Code) > 0 {
+		var s string
+		if json.Unmarshal(b.Code, &s) == nil {
+			e.code = strings.ToLower(s)
+		}
+	}
+	for _, d := range b.Details {
+		if d.Reason != "" {
+			e.reasons = append(e.reasons, strings.ToUpper(d.Reason))
+		}
+		if d.RetryDelay != "" {
+			if dur, err := time.ParseDuration(d.RetryDelay); err == nil && dur > 0 {
+				e.retryDelay = dur
+			}
+		}
+	}
+	return e
+}
+
+// keyInvalidCodes mark a key that will never work (400 answers).
+var keyInvalidCodes = map[string]bool{
+	"invalid_api_key":      true,
+	"api_key_invalid":      true,
+	"authentication_error": true,
+	"account_deactivated":  true,
+	"invalid_key":          true,
+}
+
+// quotaCodes mark a key whose quota or billing is exhausted (429 answers):
+// resting it a minute would not help.
+var quotaCodes = map[string]bool{
+	"insufficient_quota":          true,
+	"insufficientquota":           true,
+	"billing_hard_limit_reached":  true,
+	"billing_not_active":          true,
+	"billing_error":               true,
+	"quota_exceeded":              true,
+	"access_terminated":           true,
+	"credit_balance_insufficient": true,
+}
+
+func (e apiError) any(set map[string]bool) bool {
+	if set[e.code] || set[e.typ] {
+		return true
+	}
+	for _, r := range e.reasons {
+		if set[strings.ToLower(r)] {
+			return true
+		}
+	}
+	return false
+}
+
+func (e apiError) keyInvalid() bool { return e.any(keyInvalidCodes) }
+
+func (e apiError) quotaExhausted() bool { return e.any(quotaCodes) }
+
+// reason names the error for people: the provider's code when it gave
+// one, else the status. Only short identifiers are used, so no key or
+// request content leaks into /blacklist.
+func (e apiError) reason(status int) string {
+	for _, s := range []string{e.code, e.typ} {
+		if s != "" && len(s) <= 64 && isIdent(s) {
+			return s
+		}
+	}
+	for _, r := range e.reasons {
+		if len(r) <= 64 && isIdent(r) {
+			return strings.ToLower(r)
+		}
+	}
+	if e.status != "" && len(e.status) <= 64 && isIdent(e.status) {
+		return strings.ToLower(e.status)
+	}
+	return "status " + strconv.Itoa(status)
+}
+
+func isIdent(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-' || c == '.') {
+			return false
+		}
+	}
+	return true
+}

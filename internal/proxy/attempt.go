@@ -1,0 +1,133 @@
+package proxy
+
+import (
+	"bytes"
+	"compress/gzip"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/gpt-load/gpt-load/internal/classify"
+	"github.com/gpt-load/gpt-load/internal/keymanager"
+	"github.com/gpt-load/gpt-load/internal/upstream"
+)
+
+// errorPeek is how much of an error response is read to classify it. Error
+// bodies are small; a larger one is classified on its start.
+const errorPeek = 64 << 10
+
+// attemptTransport runs the attempts of one client request: a bounded loop,
+// each attempt on the next usable key (and target), the same body bytes
+// each time, until an answer is final or attempts run out (SPEC §9). It
+// returns before ReverseProxy writes anything to the client, so no retry
+// can ever follow a byte of the response.
+type attemptTransport struct{ p *Proxy }
+
+// RoundTrip owns out: ReverseProxy made it for this request alone.
+func (t attemptTransport) RoundTrip(out *http.Request) (*http.Response, error) {
+	p := t.p
+	ctx := out.Context()
+	st := stateOf(ctx)
+	var held *http.Response // the last upstream answer, kept while retrying
+	var lastErr error
+	for attempt := 0; ; attempt++ {
+		key, err := p.keys.Next()
+		if err != nil {
+			if held != nil {
+				return held, nil
+			}
+			if lastErr != nil {
+				return nil, lastErr
+			}
+			return nil, noKeysError(err)
+		}
+		target := p.targets.Next()
+		req := out
+		if attempt > 0 {
+			p.counters.Retries.Add(1)
+			req = out.Clone(ctx)
+		}
+		resp, v, err := p.attempt(req, st, key, target)
+		st.attempts = attempt + 1
+		st.key, st.target = key, target
+
+		if !v.Retry || attempt >= p.opts.MaxRetries || ctx.Err() != nil {
+			if resp == nil && held != nil {
+				// The provider's own answer beats our 502 (SPEC §9).
+				return held, nil
+			}
+			if held != nil {
+				held.Body.Close()
+			}
+			return resp, err
+		}
+		lastErr = err
+		if resp != nil {
+			if held != nil {
+				held.Body.Close()
+			}
+			held = hold(resp)
+		}
+	}
+}
+
+// attempt sends req once with key to target, classifies the outcome and
+// applies it to the key's and target's health.
+func (p *Proxy) attempt(req *http.Request, st *reqState, key *keymanager.Key, target *upstream.Target) (*http.Response, classify.Verdict, error) {
+	st.prepare(req, key, target)
+	st.connected.Store(false)
+	start := time.Now()
+	resp, err := p.base.RoundTrip(req)
+	o := classify.Outcome{Err: err, Now: time.Now(), ClientGone: req.Context().Err() != nil}
+	if err == nil {
+		o.Status, o.Header = resp.StatusCode, resp.Header
+		if resp.StatusCode >= 400 {
+			o.Body = peekBody(resp)
+		}
+	} else {
+		o.Connected = st.connected.Load()
+	}
+	v := classify.Attempt(o)
+	p.health.apply(key, target, v, o, time.Since(start))
+	return resp, v, err
+}
+
+// peekBody reads the start of resp's body for classification and puts it
+// back, so the client still gets the body unchanged. A gzip body is
+// decoded for reading only.
+func peekBody(resp *http.Response) []byte {
+	head, _ := io.ReadAll(io.LimitReader(resp.Body, errorPeek))
+	resp.Body = &peekedBody{Reader: io.MultiReader(bytes.NewReader(head), resp.Body), closer: resp.Body, head: head}
+	if resp.Header.Get("Content-Encoding") == "gzip" {
+		zr, err := gzip.NewReader(bytes.NewReader(head))
+		if err != nil {
+			return nil
+		}
+		plain, _ := io.ReadAll(io.LimitReader(zr, errorPeek))
+		return plain
+	}
+	return head
+}
+
+type peekedBody struct {
+	io.Reader
+	closer io.Closer
+	head   []byte
+}
+
+func (b *peekedBody) Close() error { return b.closer.Close() }
+
+// hold keeps resp to give the client should no later attempt produce an
+// answer. Only a fully peeked body can be kept once the connection is
+// released; a larger one is dropped.
+func hold(resp *http.Response) *http.Response {
+	pb, ok := resp.Body.(*peekedBody)
+	if !ok || len(pb.head) >= errorPeek {
+		resp.Body.Close()
+		return nil
+	}
+	pb.closer.Close()
+	resp.Body = io.NopCloser(bytes.NewReader(pb.head))
+	resp.ContentLength = int64(len(pb.head))
+	return resp
+}

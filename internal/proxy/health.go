@@ -1,0 +1,155 @@
+package proxy
+
+import (
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/gpt-load/gpt-load/internal/classify"
+	"github.com/gpt-load/gpt-load/internal/keymanager"
+	"github.com/gpt-load/gpt-load/internal/secret"
+	"github.com/gpt-load/gpt-load/internal/upstream"
+)
+
+// The correlated-failure rule (SPEC §7): when correlatedKeys distinct keys
+// that each succeeded within recentSuccess fail the same way on one target
+// within correlationWindow, the target is to blame, not the keys: it is
+// benched, and keys it got benched in the window are restored.
+const (
+	correlatedKeys    = 3
+	correlationWindow = 5 * time.Second
+	recentSuccess     = time.Minute
+	// logBodyLimit is how much of an upstream error body a log line shows.
+	logBodyLimit = 512
+)
+
+// health applies attempt verdicts to keys and targets. Only failures take
+// its lock; the success path is lock-free.
+type health struct {
+	keys    *keymanager.Manager
+	targets *upstream.Balancer
+	log     *logrus.Entry
+
+	mu      sync.Mutex
+	windows [][]keyFault // per target index: recent key-class failures
+}
+
+type keyFault struct {
+	key    *keymanager.Key
+	fault  classify.Fault
+	status int
+	at     time.Time
+}
+
+func newHealth(keys *keymanager.Manager, targets *upstream.Balancer, log *logrus.Entry) *health {
+	return &health{keys: keys, targets: targets, log: log, windows: make([][]keyFault, len(targets.Targets()))}
+}
+
+// apply records one attempt's verdict v (with its outcome o) against the
+// key and target it used.
+func (h *health) apply(key *keymanager.Key, target *upstream.Target, v classify.Verdict, o classify.Outcome, took time.Duration) {
+	failed := v.Fault != classify.Success && v.Fault != classify.ClientError && v.Fault != classify.Cancelled
+	key.CountRequest(o.Status, failed)
+	target.CountRequest(v.Fault == classify.TargetError)
+
+	switch v.Fault {
+	case classify.Success, classify.ClientError:
+		h.keys.Succeeded(key)
+		h.targets.Succeeded(target)
+	case classify.Cancelled:
+		h.targets.Released(target)
+	case classify.TargetError:
+		if h.targets.Failed(target, v.Reason) {
+			h.log.WithFields(logrus.Fields{"upstream": target.Host(), "reason": v.Reason,
+				"until": target.BenchedUntil().Format(time.RFC3339)}).Warn("upstream benched")
+		}
+	case classify.KeyPermanent, classify.KeyRateLimited:
+		if !target.Active() {
+			// A target benched for failing every key is still used when it
+			// is the only choice; what it answers then is its fault.
+			h.targets.Failed(target, v.Reason)
+			return
+		}
+		// The target answered, so it is up, whatever the key's trouble.
+		h.targets.Succeeded(target)
+		if h.correlated(key, target, v, o.Status) {
+			return
+		}
+		f := logrus.Fields{"key": key.Preview(), "upstream": target.Host(), "status": o.Status, "reason": v.Reason}
+		if v.Fault == classify.KeyPermanent {
+			if h.keys.FailedPermanent(key, v.Reason, o.Status) {
+				f["error"] = errorExcerpt(o.Body)
+				h.log.WithFields(f).Warn("key blacklisted")
+			}
+			return
+		}
+		until := h.keys.RateLimited(key, v.RetryAfter, v.Reason, o.Status)
+		if h.log.Logger.IsLevelEnabled(logrus.DebugLevel) {
+			f["until"] = until.Format(time.RFC3339)
+			h.log.WithFields(f).Debug("key cooling")
+		}
+	}
+}
+
+// correlated records a key-class failure and reports whether it is part of
+// a pattern that blames the target; if so the target is benched and the
+// keys of the pattern are restored.
+func (h *health) correlated(key *keymanager.Key, target *upstream.Target, v classify.Verdict, status int) bool {
+	if !h.keys.SucceededWithin(key, recentSuccess) {
+		return false
+	}
+	now := h.targets.Now()
+	h.mu.Lock()
+	w := h.windows[target.Index][:0]
+	for _, f := range h.windows[target.Index] {
+		if now.Sub(f.at) <= correlationWindow {
+			w = append(w, f)
+		}
+	}
+	w = append(w, keyFault{key: key, fault: v.Fault, status: status, at: now})
+	var same []*keymanager.Key
+	for _, f := range w {
+		if f.fault == v.Fault && f.status == status && !contains(same, f.key) {
+			same = append(same, f.key)
+		}
+	}
+	hit := len(same) >= correlatedKeys
+	if hit {
+		w = w[:0]
+	}
+	h.windows[target.Index] = w
+	h.mu.Unlock()
+	if !hit {
+		return false
+	}
+	reason := "correlated failures: " + strconv.Itoa(len(same)) + " keys got " + v.Reason
+	h.targets.Bench(target, reason)
+	for _, k := range same {
+		if k != key {
+			h.keys.Restore(k)
+		}
+	}
+	h.log.WithFields(logrus.Fields{"upstream": target.Host(), "keys": len(same), "status": status,
+		"reason": v.Reason}).Warn("upstream benched: several healthy keys failed the same way at once")
+	return true
+}
+
+func contains(ks []*keymanager.Key, k *keymanager.Key) bool {
+	for _, x := range ks {
+		if x == k {
+			return true
+		}
+	}
+	return false
+}
+
+// errorExcerpt is an upstream error body fit for a log line: truncated,
+// and with anything key-shaped masked.
+func errorExcerpt(body []byte) string {
+	if len(body) > logBodyLimit {
+		body = body[:logBodyLimit]
+	}
+	return secret.Redact(string(body))
+}
