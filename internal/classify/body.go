@@ -14,8 +14,8 @@ import (
 //	Gemini:         {"error":{"code":400,"message","status","details":[{"reason"},{"retryDelay"}]}}
 type apiError struct {
 	code, typ, status string
-	reasons          []string
-	retryDelay       time.Duration
+	reasons           []string
+	retryDelay        time.Duration
 }
 
 type wireError struct {

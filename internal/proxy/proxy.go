@@ -45,7 +45,7 @@ type Proxy struct {
 	rp      *httputil.ReverseProxy
 	log     *logrus.Entry
 
-	health   *health
+	health *health
 
 	inflight atomic.Int64
 	counters Counters
