@@ -88,8 +88,19 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 	if err != nil {
 		return err
 	}
+	// Every problem, the keys file's included, is reported in one go.
 	cfg, err := config.Load(getenv)
-	if err != nil {
+	problems := []error{err}
+	var parsed keymanager.Parsed
+	if cfg.KeysFile != "" {
+		var perr error
+		if parsed, perr = keymanager.ParseFile(cfg.KeysFile); perr != nil {
+			problems = append(problems, perr)
+		} else if cfg.StartIndex >= len(parsed.Keys) {
+			problems = append(problems, fmt.Errorf("START_INDEX=\"%d\": must be less than the key count (%d)", cfg.StartIndex, len(parsed.Keys)))
+		}
+	}
+	if err := errors.Join(problems...); err != nil {
 		return fmt.Errorf("invalid configuration:\n%w", err)
 	}
 	log, closeLog, err := newLogger(cfg.Log, stdout)
@@ -98,13 +109,6 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 	}
 	defer closeLog()
 
-	parsed, err := keymanager.ParseFile(cfg.KeysFile)
-	if err != nil {
-		return err
-	}
-	if cfg.StartIndex >= len(parsed.Keys) {
-		return fmt.Errorf("invalid configuration:\nSTART_INDEX=\"%d\": must be less than the key count (%d)", cfg.StartIndex, len(parsed.Keys))
-	}
 	if parsed.Duplicates > 0 {
 		log.WithField("count", parsed.Duplicates).Warn("dropped duplicate keys from the keys file")
 	}

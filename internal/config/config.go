@@ -120,6 +120,9 @@ const maxDurationSeconds = 10 * 365 * 24 * 3600
 // Load reads and validates the configuration. getenv returns "" for unset
 // variables; an empty value means the default. Every problem is reported in
 // the returned error, one per line, each naming the variable and the value.
+// The Config is returned even then, holding what did parse, so that the
+// caller can look for more problems (the keys file) and report them all
+// at once; it must not be used to serve.
 func Load(getenv func(string) string) (*Config, error) {
 	p := parser{getenv: getenv}
 	c := &Config{
@@ -171,7 +174,7 @@ func Load(getenv func(string) string) (*Config, error) {
 		}
 	}
 	if len(p.errs) > 0 {
-		return nil, errors.Join(p.errs...)
+		return c, errors.Join(p.errs...)
 	}
 	return c, nil
 }

@@ -65,10 +65,15 @@ func New(d Deps) http.Handler {
 		// GET is kept because the original README used it.
 		PathResetKeys: {[]string{http.MethodPost, http.MethodGet}, s.resetKeys},
 	}
-	notManagement := func(r *http.Request) bool { return !IsManagement(r.URL.Path) }
+	// Requests answered here, management calls and CORS preflights, get no
+	// access line; everything bound for the upstream does, rejected or not.
+	cors := d.Config.CORS.Enabled
+	proxied := func(r *http.Request) bool {
+		return !IsManagement(r.URL.Path) && !(cors && middleware.IsPreflight(r))
+	}
 	return middleware.Chain(s,
 		middleware.Recovery(d.Log),
-		middleware.Logging(d.Log, d.Config.Log.EnableRequest, notManagement),
+		middleware.Logging(d.Log, d.Config.Log.EnableRequest, proxied),
 		middleware.CORS(d.Config.CORS),
 		middleware.Auth(d.Config.AuthKey, func(r *http.Request) bool { return r.URL.Path == PathHealth }),
 	)

@@ -96,6 +96,9 @@ func (m *Manager) newKeys(raw []string, old map[string]*Key) []*Key {
 // install builds the rotation for all and publishes it. Caller holds mu or
 // owns m exclusively.
 func (m *Manager) install(all []*Key, now int64) *view {
+	// Cleared before the scan: a change made during it sets dirty again
+	// and is picked up by the next rebuild rather than lost.
+	m.dirty.Store(false)
 	v := &view{all: all, usable: make([]*Key, 0, len(all)), wake: math.MaxInt64}
 	for _, k := range all {
 		if k.usableAt(now) {
@@ -107,7 +110,6 @@ func (m *Manager) install(all []*Key, now int64) *view {
 		}
 	}
 	m.lastRebuild = now
-	m.dirty.Store(false)
 	m.view.Store(v)
 	return v
 }

@@ -12,6 +12,12 @@ import (
 // a browser client does not pay a preflight per call.
 const corsMaxAge = 86400
 
+// exposedWithCredentials are the response headers browser code may read
+// when credentials are allowed.
+const exposedWithCredentials = "X-Gpt-Load-Attempts, X-Request-Id, Retry-After, Openai-Processing-Ms, " +
+	"X-Ratelimit-Limit-Requests, X-Ratelimit-Remaining-Requests, X-Ratelimit-Reset-Requests, " +
+	"X-Ratelimit-Limit-Tokens, X-Ratelimit-Remaining-Tokens, X-Ratelimit-Reset-Tokens"
+
 // CORS answers preflights from allowed origins with 204 and marks other
 // responses to allowed origins (SPEC §14). Disallowed origins get no CORS
 // headers; their preflights are answered 204 without them, so the browser
@@ -29,11 +35,17 @@ func CORS(c config.CORS) Middleware {
 	methods := strings.Join(c.AllowedMethods, ", ")
 	headers := strings.Join(c.AllowedHeaders, ", ")
 	maxAge := strconv.Itoa(corsMaxAge)
+	// "*" exposes every header, except to credentialed requests, which
+	// take it literally (Fetch standard): name the useful ones then.
+	expose := "*"
+	if c.AllowCredentials {
+		expose = exposedWithCredentials
+	}
 
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			origin := r.Header.Get("Origin")
-			preflight := r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != ""
+			preflight := IsPreflight(r)
 			if origin == "" {
 				if preflight {
 					w.WriteHeader(http.StatusNoContent)
@@ -57,7 +69,7 @@ func CORS(c config.CORS) Middleware {
 			}
 			if !preflight {
 				if ok {
-					h.Set("Access-Control-Expose-Headers", "*")
+					h.Set("Access-Control-Expose-Headers", expose)
 				}
 				next.ServeHTTP(w, r)
 				return
@@ -80,4 +92,9 @@ func CORS(c config.CORS) Middleware {
 			w.WriteHeader(http.StatusNoContent)
 		})
 	}
+}
+
+// IsPreflight reports whether r is a CORS preflight request.
+func IsPreflight(r *http.Request) bool {
+	return r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != ""
 }
