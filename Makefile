@@ -1,0 +1,146 @@
+# Makefile for gpt-load. Run `make` (or `make help`) to see the targets.
+#
+# Recipes are plain POSIX sh, so they work with GNU make on Linux and macOS.
+# .env is never included here: the binary reads it itself, and the
+# management targets pick PORT and AUTH_KEY out of it with sed, because
+# values may contain characters make would mangle ($, #, quotes).
+
+.DEFAULT_GOAL := help
+
+BINARY    := gpt-load
+PKG       := ./cmd/gpt-load
+BIN_DIR   := bin
+DIST_DIR  := dist
+PLATFORMS := linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64 windows/arm64
+
+# VERSION can be given on the command line: make build VERSION=v1.2.3
+ifeq ($(origin VERSION),undefined)
+VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+endif
+ifeq ($(strip $(VERSION)),)
+VERSION := dev
+endif
+LDFLAGS := -s -w -X main.version=$(VERSION)
+
+# The race detector needs cgo (a C compiler). Without one, tests still run,
+# only without -race, and `make test` says so.
+RACE := $(shell [ "$$(go env CGO_ENABLED 2>/dev/null)" = 1 ] && echo -race)
+
+# Extra arguments for run/dev, e.g. make run ARGS="-env-file prod.env"
+ARGS ?=
+
+.PHONY: help run dev build build-all test coverage bench lint fmt tidy clean \
+        health stats blacklist reset-keys
+
+help: ## list the targets (default)
+	@echo "gpt-load $(VERSION): make <target>"
+	@echo
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
+		awk 'BEGIN { FS = ":.*## " } { printf "  %-12s %s\n", $$1, $$2 }'
+	@echo
+	@echo "Management targets talk to http://localhost:PORT (PORT from the environment,"
+	@echo "then .env, else 3000) and send AUTH_KEY as a bearer token when it is set."
+
+run: ## run the proxy from source (reads .env and keys.txt in this directory)
+	go run -ldflags '-X main.version=$(VERSION)' $(PKG) $(ARGS)
+
+dev: ## run with LOG_LEVEL=debug and the race detector
+	LOG_LEVEL=debug go run $(RACE) -ldflags '-X main.version=$(VERSION)' $(PKG) $(ARGS)
+
+build: ## build a static binary into bin/gpt-load
+	CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN_DIR)/$(BINARY) $(PKG)
+	@echo "built $(BIN_DIR)/$(BINARY) ($(VERSION))"
+
+build-all: ## cross-compile for linux, darwin and windows (amd64, arm64) into dist/
+	@mkdir -p $(DIST_DIR)
+	@set -e; for p in $(PLATFORMS); do \
+		os=$${p%/*}; arch=$${p#*/}; ext=; \
+		if [ "$$os" = windows ]; then ext=.exe; fi; \
+		out=$(DIST_DIR)/$(BINARY)-$$os-$$arch$$ext; \
+		echo "building $$out"; \
+		CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch go build -trimpath -ldflags '$(LDFLAGS)' -o $$out $(PKG); \
+	done
+
+test: ## run every test with the race detector (the project's test command)
+ifeq ($(RACE),)
+	@echo "note: cgo is unavailable (no C compiler), so the tests run without -race" >&2
+endif
+	go test $(RACE) -count=1 ./...
+
+coverage: ## run the tests with coverage; writes coverage.html and prints the total
+	go test $(RACE) -count=1 -covermode=atomic -coverprofile=coverage.out ./...
+	go tool cover -html=coverage.out -o coverage.html
+	@go tool cover -func=coverage.out | tail -n 1 | awk '{ print "total coverage: " $$NF " (details in coverage.html)" }'
+
+bench: ## run the benchmarks (no tests)
+	go test -run '^$$' -bench . -benchmem ./...
+
+lint: ## go vet, a gofmt check, and staticcheck when it is installed
+	go vet ./...
+	@unformatted=$$(gofmt -l .); \
+	if [ -n "$$unformatted" ]; then \
+		echo "these files need gofmt (run: make fmt):"; echo "$$unformatted"; exit 1; \
+	fi; \
+	echo "gofmt: ok"
+	@sc=$$(command -v staticcheck 2>/dev/null || true); \
+	for d in "$$(go env GOBIN)" "$$(go env GOPATH)/bin"; do \
+		if [ -z "$$sc" ] && [ -n "$$d" ] && [ -x "$$d/staticcheck" ]; then sc="$$d/staticcheck"; fi; \
+	done; \
+	if [ -n "$$sc" ]; then \
+		echo "staticcheck ./..."; "$$sc" ./...; \
+	else \
+		echo "staticcheck is not installed, skipped (install: go install honnef.co/go/tools/cmd/staticcheck@latest)"; \
+	fi
+
+fmt: ## format every Go file in place with gofmt
+	gofmt -w .
+
+tidy: ## go mod tidy
+	go mod tidy
+
+clean: ## remove build output and coverage files
+	rm -rf $(BIN_DIR) $(DIST_DIR) coverage.out coverage.html
+
+# The management targets share one recipe; these lines give them their help.
+health: ## GET /health of the local server
+stats: ## GET /stats of the local server (make stats KEYS=1 adds per-key details)
+blacklist: ## GET /blacklist of the local server
+reset-keys: ## POST /reset-keys: re-read the keys file and clear every key's state
+
+health stats blacklist reset-keys:
+	@if ! command -v curl >/dev/null 2>&1; then \
+		echo "make $@: curl is not installed; install it (e.g. apt-get install curl, brew install curl)" >&2; \
+		exit 1; \
+	fi; \
+	dotenv() { \
+		[ -f .env ] || return 0; \
+		v=$$(sed -n -E "s/^[[:space:]]*(export[[:space:]]+)?$$1[[:space:]]*=[[:space:]]*//p" .env | tail -n 1 | tr -d '\r'); \
+		case "$$v" in \
+			\"*) v=$${v#\"}; v=$${v%%\"*} ;; \
+			\'*) v=$${v#\'}; v=$${v%%\'*} ;; \
+			*) v=$$(printf '%s' "$$v" | sed -E 's/[[:space:]]+#.*$$//; s/[[:space:]]+$$//') ;; \
+		esac; \
+		printf '%s' "$$v"; \
+	}; \
+	port=$${PORT:-$$(dotenv PORT)}; port=$${port:-3000}; \
+	token=$${AUTH_KEY:-$$(dotenv AUTH_KEY)}; \
+	method=GET; path=/$@; \
+	if [ "$@" = reset-keys ]; then method=POST; fi; \
+	if [ "$@" = stats ] && [ -n "$(KEYS)" ]; then path="/stats?keys=1"; fi; \
+	url="http://localhost:$$port$$path"; \
+	body=$$(mktemp); trap 'rm -f "$$body"' EXIT; \
+	code=$$(printf 'Authorization: Bearer %s\n' "$$token" | \
+		if [ -n "$$token" ]; then curl -s -o "$$body" -w '%{http_code}' --max-time 30 -X "$$method" -H @- "$$url"; \
+		else curl -s -o "$$body" -w '%{http_code}' --max-time 30 -X "$$method" "$$url"; fi); \
+	rc=$$?; \
+	if [ "$$rc" -ne 0 ]; then \
+		echo "make $@: could not reach gpt-load at $$url (curl exit $$rc)." >&2; \
+		echo "Is it running (make run)? Is PORT right? (environment, then .env, else 3000)" >&2; \
+		exit 1; \
+	fi; \
+	cat "$$body"; \
+	case "$$code" in \
+		2??) ;; \
+		401) echo "make $@: HTTP 401: set AUTH_KEY (environment or .env) to the server's token" >&2; exit 1 ;; \
+		*) echo "make $@: HTTP $$code" >&2; exit 1 ;; \
+	esac
