@@ -21,9 +21,8 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/gpt-load/gpt-load/internal/config"
-	"github.com/gpt-load/gpt-load/internal/handler"
 	"github.com/gpt-load/gpt-load/internal/keymanager"
-	"github.com/gpt-load/gpt-load/internal/proxy"
+	"github.com/gpt-load/gpt-load/internal/server"
 	"github.com/gpt-load/gpt-load/internal/upstream"
 )
 
@@ -112,53 +111,14 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 	if parsed.Duplicates > 0 {
 		log.WithField("count", parsed.Duplicates).Warn("dropped duplicate keys from the keys file")
 	}
-	keys := keymanager.New(parsed.Keys, keymanager.Options{
-		StartIndex:         cfg.StartIndex,
-		BlacklistThreshold: cfg.BlacklistThreshold,
-		Cooldown:           cfg.KeyCooldown,
-	})
-	targets, err := newTargets(cfg)
+	app, err := server.New(cfg, parsed.Keys, log, server.Options{})
 	if err != nil {
 		return err
 	}
-	transport, err := proxy.NewTransport(proxy.TransportOptions{
-		ConnectTimeout:  cfg.RequestTimeout,
-		ResponseTimeout: cfg.ResponseTimeout,
-		IdleConnTimeout: cfg.IdleConnTimeout,
-		MaxIdlePerHost:  cfg.MaxConcurrentRequests,
-	})
-	if err != nil {
-		return err
-	}
-	defer transport.CloseIdleConnections()
-	px := proxy.New(proxy.Options{
-		MaxRetries:        cfg.MaxRetries,
-		MaxBodySize:       cfg.MaxRequestBodySize,
-		MaxConcurrent:     cfg.MaxConcurrentRequests,
-		StripUpstreamCORS: cfg.CORS.Enabled,
-	}, keys, targets, transport, log)
-
-	reload := func(reset bool) error {
-		p, err := keymanager.ParseFile(cfg.KeysFile)
-		if err != nil {
-			return err
-		}
-		if reset {
-			keys.Reset(p.Keys)
-			log.WithFields(logrus.Fields{"keys": len(p.Keys), "duplicates": p.Duplicates}).Info("keys reset")
-			return nil
-		}
-		res := keys.Reload(p.Keys)
-		log.WithFields(logrus.Fields{"keys": res.Total, "added": res.Added, "removed": res.Removed,
-			"duplicates": p.Duplicates}).Info("keys reloaded")
-		return nil
-	}
+	defer app.Close()
 
 	srv := &http.Server{
-		Handler: handler.New(handler.Deps{
-			Config: cfg, Keys: keys, Targets: targets, Proxy: px, Log: log,
-			Started: time.Now(), ResetKeys: func() error { return reload(true) },
-		}),
+		Handler: app.Handler,
 		// Slow or stalled clients must not hold a connection before they
 		// have sent their headers; a generous bound still fits any client.
 		ReadHeaderTimeout: min(30*time.Second, nonZero(cfg.ServerReadTimeout, 30*time.Second)),
@@ -180,7 +140,7 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Addr(), err)
 	}
-	logStartup(log, cfg, ln.Addr().String(), keys.Len(), targets)
+	logStartup(log, cfg, ln.Addr().String(), app.Keys.Len(), app.Targets)
 
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -193,7 +153,7 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 			case <-ctx.Done():
 				return
 			case <-hup:
-				if err := reload(false); err != nil {
+				if err := app.Reload(false); err != nil {
 					log.WithError(err).Error("SIGHUP: keeping the old keys")
 				}
 			}
@@ -205,7 +165,7 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 	recheckDone := make(chan struct{})
 	go func() {
 		defer close(recheckDone)
-		px.Recheck(recheckCtx, cfg.KeyRecheckInterval)
+		app.Proxy.Recheck(recheckCtx, cfg.KeyRecheckInterval)
 	}()
 	defer func() { stopRecheck(); <-recheckDone }()
 
@@ -260,26 +220,6 @@ func withEnvFile(path string, getenv func(string) string) (func(string) string, 
 	}, nil
 }
 
-func newTargets(cfg *config.Config) (*upstream.Balancer, error) {
-	var forced *upstream.AuthStyle
-	if cfg.AuthStyle != "auto" {
-		s, err := upstream.ParseAuthStyle(cfg.AuthStyle)
-		if err != nil {
-			return nil, err
-		}
-		forced = &s
-	}
-	targets := make([]*upstream.Target, 0, len(cfg.Upstreams))
-	for _, u := range cfg.Upstreams {
-		style := upstream.StyleForHost(u.Hostname())
-		if forced != nil {
-			style = *forced
-		}
-		targets = append(targets, upstream.NewTarget(u, style))
-	}
-	return upstream.NewBalancer(targets, upstream.Options{}), nil
-}
-
 func logStartup(log *logrus.Entry, cfg *config.Config, addr string, keyCount int, targets *upstream.Balancer) {
 	log.WithFields(logrus.Fields{
 		"version": version,
@@ -287,7 +227,7 @@ func logStartup(log *logrus.Entry, cfg *config.Config, addr string, keyCount int
 		"keys":    keyCount,
 		"auth":    !cfg.AuthKey.Empty(),
 		"cors":    cfg.CORS.Enabled,
-		"metrics": false,
+		"metrics": true,
 	}).Info("gpt-load started")
 	v1 := 0
 	for _, t := range targets.Targets() {

@@ -314,12 +314,18 @@ func (p *parser) upstreams(name string) []*url.URL {
 		p.fail(name, v, "must name at least one upstream URL")
 	}
 	var out []*url.URL
+	seen := map[string]bool{}
 	for _, item := range items {
 		u, err := ParseUpstream(item)
 		if err != nil {
 			p.fail(name, item, err.Error())
 			continue
 		}
+		if seen[u.String()] {
+			p.fail(name, item, "listed twice")
+			continue
+		}
+		seen[u.String()] = true
 		out = append(out, u)
 	}
 	return out

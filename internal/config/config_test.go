@@ -520,3 +520,11 @@ func FuzzParseUpstream(f *testing.F) {
 		}
 	})
 }
+
+func TestLoadRejectsDuplicateUpstream(t *testing.T) {
+	env := map[string]string{"OPENAI_BASE_URL": "https://a.example/v1, https://b.example,https://a.example/v1/"}
+	_, err := Load(func(k string) string { return env[k] })
+	if err == nil || !strings.Contains(err.Error(), `OPENAI_BASE_URL="https://a.example/v1/": listed twice`) {
+		t.Errorf("Load(%v) error = %v; want the duplicate named", env, err)
+	}
+}

@@ -27,6 +27,7 @@ const (
 	CodeMethodNotAllowed = "method_not_allowed"
 	CodeInvalidRequest   = "invalid_request"
 	CodeKeysFileUnusable = "keys_file_error"
+	CodeNotFound         = "not_found"
 )
 
 // Error is an error with the HTTP status and code it is answered with. It

@@ -28,6 +28,8 @@ type Deps struct {
 	Started time.Time
 	// ResetKeys re-reads the keys file and resets every key's state.
 	ResetKeys func() error
+	// Metrics serves /metrics.
+	Metrics http.Handler
 }
 
 // endpoint is a management endpoint and the methods it answers.
@@ -42,12 +44,13 @@ const (
 	PathStats     = "/stats"
 	PathBlacklist = "/blacklist"
 	PathResetKeys = "/reset-keys"
+	PathMetrics   = "/metrics"
 )
 
 // IsManagement reports whether path is answered by gpt-load itself.
 func IsManagement(path string) bool {
 	switch path {
-	case PathHealth, PathStats, PathBlacklist, PathResetKeys:
+	case PathHealth, PathStats, PathBlacklist, PathResetKeys, PathMetrics:
 		return true
 	}
 	return false
@@ -64,6 +67,7 @@ func New(d Deps) http.Handler {
 		PathBlacklist: {get, s.blacklist},
 		// GET is kept because the original README used it.
 		PathResetKeys: {[]string{http.MethodPost, http.MethodGet}, s.resetKeys},
+		PathMetrics:   {get, s.metrics},
 	}
 	// Requests answered here, management calls and CORS preflights, get no
 	// access line; everything bound for the upstream does, rejected or not.
@@ -113,4 +117,12 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
 	w.Write(append(body, '\n'))
+}
+
+func (s *server) metrics(w http.ResponseWriter, r *http.Request) {
+	if s.Metrics == nil {
+		apierr.Write(w, apierr.New(http.StatusNotFound, apierr.CodeNotFound, "metrics are not enabled"))
+		return
+	}
+	s.Metrics.ServeHTTP(w, r)
 }

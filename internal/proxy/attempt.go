@@ -88,7 +88,10 @@ func (p *Proxy) attempt(req *http.Request, st *reqState, key *keymanager.Key, ta
 		o.Connected = st.connected.Load()
 	}
 	v := classify.Attempt(o)
-	p.health.apply(key, target, v, o, time.Since(start))
+	took := time.Since(start)
+	st.upstreamTime += took
+	p.health.apply(key, target, v, o)
+	p.obs.Attempt(target, v.Fault)
 	return resp, v, err
 }
 

@@ -16,10 +16,9 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/gpt-load/gpt-load/internal/config"
-	"github.com/gpt-load/gpt-load/internal/handler"
 	"github.com/gpt-load/gpt-load/internal/keymanager"
 	"github.com/gpt-load/gpt-load/internal/proxy"
-	"github.com/gpt-load/gpt-load/internal/upstream"
+	"github.com/gpt-load/gpt-load/internal/server"
 )
 
 // testKeys are long enough that a mask never shows them whole.
@@ -98,40 +97,20 @@ func startWith(t testing.TB, keys []string, upstreams []string, vars map[string]
 	level, _ := logrus.ParseLevel(cfg.Log.Level)
 	l.SetLevel(level)
 	l.SetFormatter(&logrus.JSONFormatter{})
-	log := logrus.NewEntry(l)
-
-	km := keymanager.New(keys, keymanager.Options{StartIndex: cfg.StartIndex, BlacklistThreshold: cfg.BlacklistThreshold, Cooldown: cfg.KeyCooldown})
-	var targets []*upstream.Target
-	for _, u := range cfg.Upstreams {
-		style := upstream.StyleForHost(u.Hostname())
-		if cfg.AuthStyle != "auto" {
-			style, _ = upstream.ParseAuthStyle(cfg.AuthStyle)
-		}
-		targets = append(targets, upstream.NewTarget(u, style))
-	}
-	tr, err := proxy.NewTransport(proxy.TransportOptions{
-		ConnectTimeout:  cfg.RequestTimeout,
-		ResponseTimeout: cfg.ResponseTimeout,
-		IdleConnTimeout: cfg.IdleConnTimeout,
-		MaxIdlePerHost:  cfg.MaxConcurrentRequests,
-	})
+	app, err := server.New(cfg, keys, logrus.NewEntry(l), server.Options{TargetCooldown: benchCooldown(vars)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(tr.CloseIdleConnections)
-	bal := upstream.NewBalancer(targets, upstream.Options{Cooldown: benchCooldown(vars)})
-	px := proxy.New(proxy.Options{
-		MaxRetries:        cfg.MaxRetries,
-		MaxBodySize:       cfg.MaxRequestBodySize,
-		MaxConcurrent:     cfg.MaxConcurrentRequests,
-		StripUpstreamCORS: cfg.CORS.Enabled,
-	}, km, bal, tr, log)
-	srv := httptest.NewServer(handler.New(handler.Deps{
-		Config: cfg, Keys: km, Targets: bal, Proxy: px, Log: log,
-		Started: time.Now(), ResetKeys: func() error { return nil },
-	}))
+	t.Cleanup(app.Close)
+	srv := httptest.NewServer(app.Handler)
 	t.Cleanup(srv.Close)
-	return &env{URL: srv.URL, Keys: km, Proxy: px, Transport: tr, Config: cfg}
+	return &env{URL: srv.URL, Keys: app.Keys, Proxy: app.Proxy, Transport: app.Transport, Config: cfg}
+}
+
+// benchCooldown reads the test-only TARGET_COOLDOWN_MS from vars.
+func benchCooldown(vars map[string]string) time.Duration {
+	ms, _ := strconv.Atoi(vars["TARGET_COOLDOWN_MS"])
+	return time.Duration(ms) * time.Millisecond
 }
 
 // client is an HTTP client that leaves compression alone, so tests see the
@@ -151,10 +130,4 @@ func assertNoKeys(t *testing.T, what, s string, keys ...string) {
 			t.Errorf("%s contains the raw key %q", what, k)
 		}
 	}
-}
-
-// benchCooldown reads the test-only TARGET_COOLDOWN_MS from vars.
-func benchCooldown(vars map[string]string) time.Duration {
-	ms, _ := strconv.Atoi(vars["TARGET_COOLDOWN_MS"])
-	return time.Duration(ms) * time.Millisecond
 }

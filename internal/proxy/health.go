@@ -49,7 +49,7 @@ func newHealth(keys *keymanager.Manager, targets *upstream.Balancer, log *logrus
 
 // apply records one attempt's verdict v (with its outcome o) against the
 // key and target it used.
-func (h *health) apply(key *keymanager.Key, target *upstream.Target, v classify.Verdict, o classify.Outcome, took time.Duration) {
+func (h *health) apply(key *keymanager.Key, target *upstream.Target, v classify.Verdict, o classify.Outcome) {
 	failed := v.Fault != classify.Success && v.Fault != classify.ClientError && v.Fault != classify.Cancelled
 	key.CountRequest(o.Status, failed)
 	target.CountRequest(v.Fault == classify.TargetError)

@@ -14,9 +14,11 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/gpt-load/gpt-load/internal/classify"
 	apierr "github.com/gpt-load/gpt-load/internal/errors"
 	"github.com/gpt-load/gpt-load/internal/keymanager"
 	"github.com/gpt-load/gpt-load/internal/middleware"
@@ -27,8 +29,26 @@ import (
 // response (SPEC §9).
 const HeaderAttempts = "X-Gpt-Load-Attempts"
 
+// Observer is told about every attempt and every finished request, for
+// metrics. Its methods are called on the request path: they must be cheap
+// and safe for concurrent use.
+type Observer interface {
+	Attempt(t *upstream.Target, f classify.Fault)
+	// Request reports a finished request: its final status, the target of
+	// its last attempt (nil if none), attempts made, total time, and the
+	// proxy's own share before the response headers (negative: unknown).
+	Request(t *upstream.Target, status, attempts int, took, overhead time.Duration)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) Attempt(*upstream.Target, classify.Fault)                         {}
+func (nopObserver) Request(*upstream.Target, int, int, time.Duration, time.Duration) {}
+
 // Options configures a Proxy.
 type Options struct {
+	// Observer receives metrics events; nil means none.
+	Observer          Observer
 	MaxRetries        int
 	MaxBodySize       int64
 	MaxConcurrent     int
@@ -46,6 +66,7 @@ type Proxy struct {
 	log     *logrus.Entry
 
 	health *health
+	obs    Observer
 
 	inflight atomic.Int64
 	counters Counters
@@ -60,7 +81,10 @@ type Counters struct {
 // New returns a proxy that sends requests through base (see NewTransport).
 func New(opts Options, keys *keymanager.Manager, targets *upstream.Balancer, base http.RoundTripper, log *logrus.Entry) *Proxy {
 	p := &Proxy{opts: opts, keys: keys, targets: targets, base: base, log: log,
-		health: newHealth(keys, targets, log)}
+		health: newHealth(keys, targets, log), obs: opts.Observer}
+	if p.obs == nil {
+		p.obs = nopObserver{}
+	}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:        rewrite,
 		Transport:      attemptTransport{p},
@@ -93,6 +117,10 @@ type reqState struct {
 	// connected is set by the client trace once the current attempt has
 	// a connection, so a timeout after it means the request was sent.
 	connected atomic.Bool
+	// For the overhead metric: when the body was read, when the response
+	// headers were ready, and the time attempts spent waiting upstream.
+	bodyRead, headersAt time.Time
+	upstreamTime        time.Duration
 }
 
 type stateKey struct{}
@@ -105,9 +133,15 @@ func stateOf(ctx context.Context) *reqState {
 // ServeHTTP enforces the concurrency and body limits, buffers the body so
 // it can be replayed, and forwards.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
 	p.counters.Total.Add(1)
 	st := &reqState{path: r.URL.Path, rawPath: r.URL.RawPath}
 	defer func() {
+		overhead := time.Duration(-1)
+		if !st.headersAt.IsZero() && !st.bodyRead.IsZero() {
+			overhead = max(0, st.headersAt.Sub(st.bodyRead)-st.upstreamTime)
+		}
+		p.obs.Request(st.target, st.status, st.attempts, time.Since(start), overhead)
 		if st.status >= 200 && st.status < 400 {
 			p.counters.Success.Add(1)
 		} else {
@@ -145,6 +179,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	st.body = body
+	st.bodyRead = time.Now()
 	ctx := context.WithValue(r.Context(), stateKey{}, st)
 	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
 		GotConn: func(httptrace.GotConnInfo) { st.connected.Store(true) },
@@ -154,6 +189,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func (p *Proxy) fail(w http.ResponseWriter, st *reqState, e *apierr.Error) {
 	st.status = e.Status
+	st.headersAt = time.Now()
 	w.Header().Set(HeaderAttempts, strconv.Itoa(st.attempts))
 	apierr.Write(w, e)
 }
@@ -268,6 +304,7 @@ func noKeysError(err error) *apierr.Error {
 func (p *Proxy) modifyResponse(resp *http.Response) error {
 	st := stateOf(resp.Request.Context())
 	st.status = resp.StatusCode
+	st.headersAt = time.Now()
 	h := resp.Header
 	h.Set(HeaderAttempts, strconv.Itoa(st.attempts))
 	if strings.HasPrefix(h.Get("Content-Type"), "text/event-stream") {
