@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -231,5 +232,28 @@ func TestMetricsConsistentUnderLoad(t *testing.T) {
 	}
 	if got := m["gpt_load_request_duration_seconds"].sum(nil); got != workers*each {
 		t.Errorf("duration histogram count = %v; want %d", got, workers*each)
+	}
+}
+
+// TestDashboardUsesRealMetrics fails when docs/grafana-dashboard.json
+// queries a metric the code does not export.
+func TestDashboardUsesRealMetrics(t *testing.T) {
+	raw, err := os.ReadFile("../../docs/grafana-dashboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := testupstream.New(t, nil)
+	base := start(t, up.URL)
+	get(t, base+"/v1/models", true)
+	m, _ := scrape(t, base)
+	names := regexp.MustCompile(`gpt_load_[a-z_]+`).FindAllString(string(raw), -1)
+	if len(names) == 0 {
+		t.Fatal("the dashboard queries no gpt_load metric")
+	}
+	for _, n := range names {
+		base := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(n, "_bucket"), "_count"), "_sum")
+		if _, ok := m[base]; !ok {
+			t.Errorf("dashboard queries %s, which /metrics does not export", n)
+		}
 	}
 }
