@@ -1,10 +1,13 @@
 package classify
 
 import (
+	"bytes"
 	"encoding/json"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/gpt-load/gpt-load/internal/secret"
 )
 
 // apiError is the union of the provider error shapes we read:
@@ -36,7 +39,18 @@ type wireBody struct {
 // cannot read yields the zero apiError.
 func parseError(body []byte) apiError {
 	var w wireError
-	if len(body) == 0 || json.Unmarshal(body, &w) != nil || len(w.Error) == 0 {
+	if t := bytes.TrimLeft(body, " \t\r\n"); len(t) > 0 && t[0] == '[' {
+		// Gemini's streamGenerateContent without alt=sse answers with a
+		// JSON array: [{"error":{...}}].
+		var ws []wireError
+		if json.Unmarshal(t, &ws) != nil || len(ws) == 0 {
+			return apiError{}
+		}
+		w = ws[0]
+	} else if len(body) == 0 || json.Unmarshal(body, &w) != nil {
+		return apiError{}
+	}
+	if len(w.Error) == 0 {
 		return apiError{}
 	}
 	var b wireBody
@@ -106,19 +120,26 @@ func (e apiError) quotaExhausted() bool { return e.any(quotaCodes) }
 // request content leaks into /blacklist.
 func (e apiError) reason(status int) string {
 	for _, s := range []string{e.code, e.typ} {
-		if s != "" && len(s) <= 64 && isIdent(s) {
+		if label(s) {
 			return s
 		}
 	}
 	for _, r := range e.reasons {
-		if len(r) <= 64 && isIdent(r) {
+		if label(r) {
 			return strings.ToLower(r)
 		}
 	}
-	if e.status != "" && len(e.status) <= 64 && isIdent(e.status) {
+	if label(e.status) {
 		return strings.ToLower(e.status)
 	}
 	return "status " + strconv.Itoa(status)
+}
+
+// label reports whether s can name an error in /blacklist and logs: a short
+// identifier that is not key-shaped, so a body quoting a key in its code
+// field cannot leak it.
+func label(s string) bool {
+	return s != "" && len(s) <= 64 && isIdent(s) && secret.Redact(s) == s
 }
 
 func isIdent(s string) bool {

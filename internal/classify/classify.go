@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"math"
 	"net"
 	"net/http"
 	"strconv"
@@ -83,12 +84,19 @@ func Attempt(o Outcome) Verdict {
 	if o.Status == 0 {
 		return transportFailure(o)
 	}
+	if o.Status < 100 {
+		// Not an HTTP status (Go accepts any three digits): a broken upstream.
+		return Verdict{Fault: TargetError, Retry: true, Reason: "status " + strconv.Itoa(o.Status)}
+	}
 	if o.Status < 400 {
 		return Verdict{Fault: Success}
 	}
 	e := parseError(o.Body)
 	switch o.Status {
-	case http.StatusUnauthorized, http.StatusForbidden:
+	case http.StatusUnauthorized, http.StatusForbidden,
+		// 402: OpenAI-compatible providers (DeepSeek, OpenRouter, ...)
+		// answer it for an account out of balance: the key's, for good.
+		http.StatusPaymentRequired:
 		return Verdict{Fault: KeyPermanent, Retry: true, Reason: e.reason(o.Status)}
 	case http.StatusBadRequest:
 		if e.keyInvalid() {
@@ -101,7 +109,9 @@ func Attempt(o Outcome) Verdict {
 		return Verdict{Fault: KeyRateLimited, Retry: true, Reason: e.reason(o.Status),
 			RetryAfter: retryAfter(o.Header, e, o.Now)}
 	case http.StatusInternalServerError, http.StatusBadGateway, http.StatusServiceUnavailable,
-		http.StatusGatewayTimeout, 529:
+		http.StatusGatewayTimeout, 529,
+		// Cloudflare's: origin down, refused, timed out, unreachable.
+		520, 521, 522, 523, 524:
 		return Verdict{Fault: TargetError, Retry: true, Reason: e.reason(o.Status)}
 	}
 	return Verdict{Fault: ClientError, Reason: e.reason(o.Status)}
@@ -156,13 +166,13 @@ func isTLS(err error) bool {
 func retryAfter(h http.Header, e apiError, now time.Time) time.Duration {
 	if v := h.Get("Retry-After-Ms"); v != "" {
 		if ms, err := strconv.ParseFloat(v, 64); err == nil && ms > 0 {
-			return time.Duration(ms * float64(time.Millisecond))
+			return duration(ms, time.Millisecond)
 		}
 	}
 	if v := strings.TrimSpace(h.Get("Retry-After")); v != "" {
 		if s, err := strconv.ParseFloat(v, 64); err == nil {
 			if s > 0 {
-				return time.Duration(s * float64(time.Second))
+				return duration(s, time.Second)
 			}
 			return 0
 		}
@@ -173,4 +183,13 @@ func retryAfter(h http.Header, e apiError, now time.Time) time.Duration {
 		}
 	}
 	return e.retryDelay
+}
+
+// duration converts v units to a Duration, saturating instead of
+// overflowing (a float out of int64 range converts to a negative value).
+func duration(v float64, unit time.Duration) time.Duration {
+	if d := v * float64(unit); d < float64(math.MaxInt64) {
+		return time.Duration(d)
+	}
+	return math.MaxInt64
 }

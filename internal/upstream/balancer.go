@@ -112,18 +112,26 @@ func (b *Balancer) Bench(t *Target, reason string) bool { return b.bench(t, reas
 
 func (b *Balancer) bench(t *Target, reason string) bool {
 	prev := t.state.Load()
-	if prev == stateBenched || !t.state.CompareAndSwap(prev, stateBenched) {
+	if prev == stateBenched {
 		return false
 	}
-	k := t.benches.Add(1)
+	k := t.benches.Load() + 1
 	d := b.opts.Cooldown
 	for i := int32(1); i < k && d < b.opts.MaxCooldown; i++ {
 		d *= 2
 	}
 	d = min(d, b.opts.MaxCooldown)
+	// The deadline is stored before the state turns benched: Next reads it
+	// once it sees stateBenched, and the previous (past) deadline would hand
+	// the target out as a probe at once. Active and probing targets'
+	// deadlines are not read by Next.
 	now := b.opts.Now()
 	t.benchedAt.Store(now.UnixNano())
 	t.benchedUntil.Store(now.Add(d).UnixNano())
+	if !t.state.CompareAndSwap(prev, stateBenched) {
+		return false
+	}
+	t.benches.Add(1)
 	t.reason.Store(&reason)
 	t.consecutive.Store(0)
 	return true

@@ -99,7 +99,7 @@ func (t *Target) Reason() string {
 // JoinPath joins the target's base path and a request path without doubling
 // the slash: base "/openai" + "/v1/models" is "/openai/v1/models".
 func (t *Target) JoinPath(path string) string {
-	base := t.URL.Path
+	base := strings.TrimRight(t.URL.Path, "/")
 	if base == "" {
 		return path
 	}
