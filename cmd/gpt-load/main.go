@@ -111,7 +111,7 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 	if parsed.Duplicates > 0 {
 		log.WithField("count", parsed.Duplicates).Warn("dropped duplicate keys from the keys file")
 	}
-	app, err := server.New(cfg, parsed.Keys, log, server.Options{})
+	app, err := server.New(ctx, cfg, parsed.Keys, log, server.Options{})
 	if err != nil {
 		return err
 	}
@@ -165,7 +165,7 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 	recheckDone := make(chan struct{})
 	go func() {
 		defer close(recheckDone)
-		app.Proxy.Recheck(recheckCtx, cfg.KeyRecheckInterval)
+		app.RunRecheck(recheckCtx)
 	}()
 	defer func() { stopRecheck(); <-recheckDone }()
 

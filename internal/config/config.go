@@ -48,6 +48,10 @@ type Config struct {
 	IdleConnTimeout    time.Duration
 
 	Log Log
+
+	// RedisURL turns on shared state between replicas; empty: off.
+	RedisURL    secret.Key // may hold a password
+	RedisPrefix string
 }
 
 // CORS is the cross-origin policy.
@@ -112,6 +116,8 @@ var Variables = []Variable{
 	{"LOG_ENABLE_FILE", "false", "also append logs to LOG_FILE_PATH"},
 	{"LOG_FILE_PATH", "logs/app.log", "log file path"},
 	{"LOG_ENABLE_REQUEST", "true", "one access line per proxied request"},
+	{"REDIS_URL", "", "redis://[:password@]host:port/db or rediss://; empty: no shared state"},
+	{"REDIS_PREFIX", "gpt-load:", "prefix of every Redis key; replicas with different prefixes share nothing"},
 }
 
 // maxDurationSeconds keeps durations far from time.Duration overflow.
@@ -153,6 +159,8 @@ func Load(getenv func(string) string) (*Config, error) {
 			AllowedHeaders:   p.list("ALLOWED_HEADERS"),
 			AllowCredentials: p.boolean("ALLOW_CREDENTIALS"),
 		},
+		RedisURL:    secret.NewKey(p.redisURL("REDIS_URL")),
+		RedisPrefix: p.str("REDIS_PREFIX"),
 		Log: Log{
 			Level:         p.oneOf("LOG_LEVEL", "debug", "info", "warn", "error"),
 			Format:        p.oneOf("LOG_FORMAT", "text", "json"),
@@ -356,4 +364,33 @@ func ParseUpstream(s string) (*url.URL, error) {
 	u.Path = strings.TrimRight(u.Path, "/")
 	u.RawPath = ""
 	return u, nil
+}
+
+// redisURL validates a Redis URL without echoing a password in the error.
+func (p *parser) redisURL(name string) string {
+	v := p.raw(name)
+	if v == "" {
+		return ""
+	}
+	u, err := url.Parse(v)
+	shown := v
+	if err == nil && u.User != nil {
+		u.User = url.User("xxxx")
+		shown = strings.Replace(u.String(), "xxxx@", "****@", 1)
+	}
+	switch {
+	case err != nil:
+		p.fail(name, "(unparsable)", "not a URL")
+	case u.Scheme != "redis" && u.Scheme != "rediss":
+		p.fail(name, shown, "scheme must be redis or rediss")
+	case u.Hostname() == "":
+		p.fail(name, shown, "has no host")
+	default:
+		if db := strings.Trim(u.Path, "/"); db != "" {
+			if _, err := strconv.Atoi(db); err != nil {
+				p.fail(name, shown, "database must be a number")
+			}
+		}
+	}
+	return v
 }

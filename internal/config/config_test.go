@@ -76,6 +76,7 @@ func TestLoadDefaults(t *testing.T) {
 			FilePath:      "logs/app.log",
 			EnableRequest: true,
 		},
+		RedisPrefix: "gpt-load:",
 	}
 	// Compare field by field so a failure names the field.
 	gv, wv := reflect.ValueOf(*c), reflect.ValueOf(*want)
@@ -526,5 +527,37 @@ func TestLoadRejectsDuplicateUpstream(t *testing.T) {
 	_, err := Load(func(k string) string { return env[k] })
 	if err == nil || !strings.Contains(err.Error(), `OPENAI_BASE_URL="https://a.example/v1/": listed twice`) {
 		t.Errorf("Load(%v) error = %v; want the duplicate named", env, err)
+	}
+}
+
+func TestLoadRedisURL(t *testing.T) {
+	tests := []struct {
+		value, wantErr string
+	}{
+		{"redis://127.0.0.1:6379/0", ""},
+		{"rediss://:pw@cache.example:6380/2", ""},
+		{"redis://localhost", ""},
+		{"http://127.0.0.1:6379", "scheme must be redis or rediss"},
+		{"redis:///0", "has no host"},
+		{"redis://127.0.0.1:6379/x", "database must be a number"},
+		{"redis://:supersecret@h:1/x", `REDIS_URL="redis://****@h:1/x"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.value, func(t *testing.T) {
+			e := env{"REDIS_URL": tt.value}
+			c, err := Load(e.get)
+			if tt.wantErr == "" {
+				if err != nil || c.RedisURL.Reveal() != tt.value {
+					t.Errorf("Load(REDIS_URL=%q) = %v, %v; want it accepted", tt.value, c.RedisURL, err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("Load(REDIS_URL=%q) error = %v; want %q", tt.value, err, tt.wantErr)
+			}
+			if err != nil && strings.Contains(err.Error(), "supersecret") {
+				t.Errorf("error %q shows the Redis password", err)
+			}
+		})
 	}
 }

@@ -17,6 +17,18 @@ type Health struct {
 	TotalKeys   int    `json:"total_keys"`
 	Uptime      string `json:"uptime"`
 	Timestamp   string `json:"timestamp"`
+	// Redis is "up" or "down" when state is shared through Redis.
+	Redis string `json:"redis,omitempty"`
+}
+
+func (s *server) redisState() string {
+	switch {
+	case s.Shared == nil:
+		return ""
+	case s.Shared.Up():
+		return "up"
+	}
+	return "down"
 }
 
 func (s *server) health(w http.ResponseWriter, r *http.Request) {
@@ -28,6 +40,7 @@ func (s *server) health(w http.ResponseWriter, r *http.Request) {
 		TotalKeys:   c.Total,
 		Uptime:      s.uptime(),
 		Timestamp:   now(),
+		Redis:       s.redisState(),
 	}
 	status := http.StatusOK
 	switch {
@@ -47,8 +60,12 @@ type Stats struct {
 	Memory     MemoryStats  `json:"memory"`
 	System     SystemStats  `json:"system"`
 	KeyDetails []KeyDetail  `json:"key_details,omitempty"`
-	Uptime     string       `json:"uptime"`
-	Timestamp  string       `json:"timestamp"`
+	// Redis and Cluster are set when state is shared through Redis:
+	// the connection state and the request totals of every replica.
+	Redis     string        `json:"redis,omitempty"`
+	Cluster   *ClusterStats `json:"cluster,omitempty"`
+	Uptime    string        `json:"uptime"`
+	Timestamp string        `json:"timestamp"`
 }
 
 // KeyStats counts keys by state.
@@ -67,6 +84,15 @@ type RequestStats struct {
 	FailureCount uint64 `json:"failure_count"`
 	RetryCount   uint64 `json:"retry_count"`
 	InFlight     int64  `json:"in_flight"`
+}
+
+// ClusterStats are the request counters of every replica together, as
+// last flushed to Redis (each replica flushes about twice a second).
+type ClusterStats struct {
+	TotalCount   int64 `json:"total_count"`
+	SuccessCount int64 `json:"success_count"`
+	FailureCount int64 `json:"failure_count"`
+	RetryCount   int64 `json:"retry_count"`
 }
 
 // TargetStat is one upstream's counters.
@@ -130,6 +156,11 @@ func (s *server) stats(w http.ResponseWriter, r *http.Request) {
 		Timestamp: now(),
 	}
 	now := s.Targets.Now()
+	if s.Shared != nil {
+		st.Redis = s.redisState()
+		t, ok, f, r := s.Shared.Totals()
+		st.Cluster = &ClusterStats{TotalCount: t, SuccessCount: ok, FailureCount: f, RetryCount: r}
+	}
 	for _, t := range s.Targets.Targets() {
 		st.Targets = append(st.Targets, TargetStat{URL: t.String(), Requests: t.Requests(), Failures: t.Failures(),
 			State: t.State(now), Reason: t.Reason(), BenchedUntil: rfc3339(t.BenchedUntil())})

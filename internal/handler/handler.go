@@ -30,6 +30,15 @@ type Deps struct {
 	ResetKeys func() error
 	// Metrics serves /metrics.
 	Metrics http.Handler
+	// Shared is the link to other replicas; nil without REDIS_URL.
+	Shared Shared
+}
+
+// Shared is what /health and /stats show of the state shared through Redis.
+type Shared interface {
+	Up() bool
+	// Totals are the cluster-wide request counters.
+	Totals() (total, success, failure, retries int64)
 }
 
 // endpoint is a management endpoint and the methods it answers.

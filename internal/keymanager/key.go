@@ -97,6 +97,9 @@ type Snapshot struct {
 	FailCount  int       // consecutive failures counted toward its state
 }
 
+// Snapshot returns the key's state now.
+func (k *Key) Snapshot() Snapshot { return k.snapshot(time.Now().UnixNano()) }
+
 func (k *Key) snapshot(now int64) Snapshot {
 	s := Snapshot{
 		Preview:    k.Preview(),

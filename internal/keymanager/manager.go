@@ -33,6 +33,7 @@ type Manager struct {
 	threshold int
 	cooldown  time.Duration
 	nextID    atomic.Uint64
+	listener  atomic.Pointer[Listener]
 }
 
 // view is an immutable rotation: all keys, the usable ones, and when the
@@ -172,8 +173,17 @@ func (m *Manager) refresh(v *view, now int64) *view {
 	return m.install(v.all, now)
 }
 
-// setState moves k to state s and marks the rotation for rebuilding.
+// setState moves k to state s, marks the rotation for rebuilding and tells
+// the listener.
 func (m *Manager) setState(k *Key, s State, until time.Time, reason string, status int) {
+	m.applyState(k, s, m.now(), until, reason, status)
+	if l := m.listener.Load(); l != nil {
+		(*l).KeyChanged(k, k.snapshot(m.now().UnixNano()))
+	}
+}
+
+// applyState moves k to state s as of since.
+func (m *Manager) applyState(k *Key, s State, since, until time.Time, reason string, status int) {
 	now := m.now()
 	if s == Active {
 		k.until.Store(0)
@@ -181,7 +191,7 @@ func (m *Manager) setState(k *Key, s State, until time.Time, reason string, stat
 		k.reason.Store(nil)
 	} else {
 		if State(k.state.Load()) == Active || s != State(k.state.Load()) {
-			k.since.Store(now.UnixNano())
+			k.since.Store(since.UnixNano())
 		}
 		var u int64
 		if !until.IsZero() {
@@ -203,6 +213,37 @@ func (m *Manager) setState(k *Key, s State, until time.Time, reason string, stat
 		m.mu.Unlock()
 	}
 }
+
+// Listener hears of the key state changes this process decides (not the
+// ones applied with Apply). KeyChanged is called on the request path and
+// must not block.
+type Listener interface {
+	KeyChanged(k *Key, s Snapshot)
+}
+
+// SetListener sets the listener; nil removes it.
+func (m *Manager) SetListener(l Listener) {
+	if l == nil {
+		m.listener.Store(nil)
+		return
+	}
+	m.listener.Store(&l)
+}
+
+// Apply sets k's state as another replica decided it, without telling the
+// listener: since is when it left rotation, until its cooling deadline.
+func (m *Manager) Apply(k *Key, s State, since, until time.Time, reason string, status, failCount int) {
+	if s == Active {
+		k.consecutive.Store(0)
+		k.limitStreak.Store(0)
+	} else {
+		k.consecutive.Store(int32(failCount))
+	}
+	m.applyState(k, s, since, until, reason, status)
+}
+
+// Keys returns every key, in file order. The slice must not be modified.
+func (m *Manager) Keys() []*Key { return m.view.Load().all }
 
 // Blacklist takes k out of rotation until reset, reload or Restore.
 func (m *Manager) Blacklist(k *Key, reason string, status int) {

@@ -1,6 +1,7 @@
 package metrics_test
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -40,7 +41,7 @@ func start(t *testing.T, upstreams ...string) string {
 	}
 	l := logrus.New()
 	l.SetOutput(io.Discard)
-	app, err := server.New(cfg, keys, logrus.NewEntry(l), server.Options{})
+	app, err := server.New(context.Background(), cfg, keys, logrus.NewEntry(l), server.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

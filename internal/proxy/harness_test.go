@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -97,7 +98,7 @@ func startWith(t testing.TB, keys []string, upstreams []string, vars map[string]
 	level, _ := logrus.ParseLevel(cfg.Log.Level)
 	l.SetLevel(level)
 	l.SetFormatter(&logrus.JSONFormatter{})
-	app, err := server.New(cfg, keys, logrus.NewEntry(l), server.Options{TargetCooldown: benchCooldown(vars)})
+	app, err := server.New(context.Background(), cfg, keys, logrus.NewEntry(l), server.Options{TargetCooldown: benchCooldown(vars)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -491,7 +491,7 @@ func TestRecheckRestoresKey(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { e.Proxy.Recheck(ctx, 20*time.Millisecond); close(done) }()
+	go func() { e.Proxy.Recheck(ctx, 20*time.Millisecond, nil); close(done) }()
 
 	// Still revoked: the check runs and leaves it blacklisted.
 	n := up.Count()

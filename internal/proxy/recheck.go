@@ -26,8 +26,9 @@ const azureAPIVersion = "2024-10-21"
 
 // Recheck re-checks blacklisted keys every interval until ctx ends, with a
 // request that costs no tokens (listing models); a key that gets a 2xx is
-// back in rotation. It returns when ctx ends and no check is running.
-func (p *Proxy) Recheck(ctx context.Context, interval time.Duration) {
+// back in rotation. A round runs only when gate (if not nil) allows it, so
+// replicas can take turns. It returns when ctx ends and no check is running.
+func (p *Proxy) Recheck(ctx context.Context, interval time.Duration, gate func(context.Context) bool) {
 	if interval <= 0 {
 		return
 	}
@@ -38,7 +39,9 @@ func (p *Proxy) Recheck(ctx context.Context, interval time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
-			p.RecheckOnce(ctx)
+			if gate == nil || gate(ctx) {
+				p.RecheckOnce(ctx)
+			}
 		}
 	}
 }

@@ -3,11 +3,14 @@
 package server
 
 import (
+	"context"
+	"math/rand/v2"
 	"net/http"
 	"time"
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/gpt-load/gpt-load/internal/cluster"
 	"github.com/gpt-load/gpt-load/internal/config"
 	"github.com/gpt-load/gpt-load/internal/handler"
 	"github.com/gpt-load/gpt-load/internal/keymanager"
@@ -26,6 +29,8 @@ type Server struct {
 	Proxy     *proxy.Proxy
 	Metrics   *metrics.Metrics
 	Handler   http.Handler
+	// Cluster links replicas through Redis; nil without REDIS_URL.
+	Cluster *cluster.Cluster
 
 	log *logrus.Entry
 }
@@ -37,11 +42,19 @@ type Options struct {
 	TargetCooldown time.Duration
 }
 
-// New wires a server for cfg over keys, which must not be empty.
-func New(cfg *config.Config, keys []string, log *logrus.Entry, opts Options) (*Server, error) {
+// New wires a server for cfg over keys, which must not be empty. With
+// REDIS_URL set it connects to Redis and loads the shared state first,
+// waiting a few seconds at most (ctx bounds that wait).
+func New(ctx context.Context, cfg *config.Config, keys []string, log *logrus.Entry, opts Options) (*Server, error) {
 	s := &Server{Config: cfg, log: log}
+	start := cfg.StartIndex
+	if !cfg.RedisURL.Empty() {
+		// Replicas start at different places so they do not march in step
+		// over the same keys.
+		start = (start + rand.IntN(len(keys))) % len(keys)
+	}
 	s.Keys = keymanager.New(keys, keymanager.Options{
-		StartIndex:         cfg.StartIndex,
+		StartIndex:         start,
 		BlacklistThreshold: cfg.BlacklistThreshold,
 		Cooldown:           cfg.KeyCooldown,
 	})
@@ -67,12 +80,68 @@ func New(cfg *config.Config, keys []string, log *logrus.Entry, opts Options) (*S
 		StripUpstreamCORS: cfg.CORS.Enabled,
 		Observer:          s.Metrics,
 	}, s.Keys, s.Targets, s.Transport, log)
-	s.Handler = handler.New(handler.Deps{
+	deps := handler.Deps{
 		Config: cfg, Keys: s.Keys, Targets: s.Targets, Proxy: s.Proxy, Log: log,
-		Started: time.Now(), ResetKeys: func() error { return s.Reload(true) },
+		Started: time.Now(), ResetKeys: s.resetKeys,
 		Metrics: s.Metrics.Handler(),
-	})
+	}
+	if !cfg.RedisURL.Empty() {
+		s.Cluster, err = cluster.New(ctx, cluster.Options{
+			URL: cfg.RedisURL.Reveal(), Prefix: cfg.RedisPrefix, Log: log,
+			OnReset: func() error { return s.Reload(true) },
+		}, s.Keys, s.Targets, proxyCounters{s.Proxy})
+		if err != nil {
+			return nil, err
+		}
+		deps.Shared = sharedView{s.Cluster}
+	}
+	s.Handler = handler.New(deps)
 	return s, nil
+}
+
+// resetKeys is /reset-keys: here, then on every replica.
+func (s *Server) resetKeys() error {
+	if err := s.Reload(true); err != nil {
+		return err
+	}
+	if s.Cluster != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := s.Cluster.Reset(ctx); err != nil {
+			s.log.WithError(err).Warn("reset-keys: done here, but not shared with the other replicas")
+		}
+	}
+	return nil
+}
+
+// RunRecheck re-checks blacklisted keys every KEY_RECHECK_INTERVAL until
+// ctx ends; with Redis, one replica per round takes a lease and does it.
+func (s *Server) RunRecheck(ctx context.Context) {
+	interval := s.Config.KeyRecheckInterval
+	var gate func(context.Context) bool
+	if s.Cluster != nil {
+		gate = func(ctx context.Context) bool { return s.Cluster.AcquireRecheck(ctx, interval*9/10) }
+	}
+	s.Proxy.Recheck(ctx, interval, gate)
+}
+
+// proxyCounters shows the proxy's counters to the cluster.
+type proxyCounters struct{ p *proxy.Proxy }
+
+func (c proxyCounters) Totals() cluster.Totals {
+	n := c.p.Counters()
+	return cluster.Totals{Total: int64(n.Total.Load()), Success: int64(n.Success.Load()),
+		Failure: int64(n.Failure.Load()), Retries: int64(n.Retries.Load())}
+}
+
+// sharedView shows the cluster to the management endpoints.
+type sharedView struct{ c *cluster.Cluster }
+
+func (v sharedView) Up() bool { return v.c.Up() }
+
+func (v sharedView) Totals() (total, success, failure, retries int64) {
+	t := v.c.ClusterTotals()
+	return t.Total, t.Success, t.Failure, t.Retries
 }
 
 func newTargets(cfg *config.Config) ([]*upstream.Target, error) {
@@ -105,14 +174,25 @@ func (s *Server) Reload(reset bool) error {
 	}
 	if reset {
 		s.Keys.Reset(p.Keys)
+		if s.Cluster != nil {
+			s.Cluster.KeysChanged()
+		}
 		s.log.WithFields(logrus.Fields{"keys": len(p.Keys), "duplicates": p.Duplicates}).Info("keys reset")
 		return nil
 	}
 	res := s.Keys.Reload(p.Keys)
+	if s.Cluster != nil {
+		s.Cluster.KeysChanged()
+	}
 	s.log.WithFields(logrus.Fields{"keys": res.Total, "added": res.Added, "removed": res.Removed,
 		"duplicates": p.Duplicates}).Info("keys reloaded")
 	return nil
 }
 
-// Close releases idle upstream connections.
-func (s *Server) Close() { s.Transport.CloseIdleConnections() }
+// Close stops sharing state and releases idle upstream connections.
+func (s *Server) Close() {
+	if s.Cluster != nil {
+		s.Cluster.Close()
+	}
+	s.Transport.CloseIdleConnections()
+}

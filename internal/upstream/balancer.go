@@ -23,9 +23,10 @@ type Options struct {
 // benched, and benches targets that keep failing (passive health, SPEC
 // §10). Next is lock-free. A Balancer is safe for concurrent use.
 type Balancer struct {
-	targets []*Target
-	cursor  atomic.Uint64
-	opts    Options
+	targets  []*Target
+	cursor   atomic.Uint64
+	opts     Options
+	listener atomic.Pointer[Listener]
 }
 
 // NewBalancer returns a balancer over targets, which must not be empty.
@@ -87,7 +88,45 @@ func (b *Balancer) Succeeded(t *Target) {
 	if t.state.Load() != stateActive {
 		t.benches.Store(0)
 		t.state.Store(stateActive)
+		b.notify(t)
 	}
+}
+
+// Listener hears of the target state changes this process decides (not
+// the ones applied with ApplyBench or ApplyActive). TargetChanged is called
+// on the request path and must not block.
+type Listener interface {
+	TargetChanged(t *Target)
+}
+
+// SetListener sets the listener; nil removes it.
+func (b *Balancer) SetListener(l Listener) {
+	if l == nil {
+		b.listener.Store(nil)
+		return
+	}
+	b.listener.Store(&l)
+}
+
+func (b *Balancer) notify(t *Target) {
+	if l := b.listener.Load(); l != nil {
+		(*l).TargetChanged(t)
+	}
+}
+
+// ApplyBench benches t as another replica decided, from at until until.
+func (b *Balancer) ApplyBench(t *Target, at, until time.Time, reason string) {
+	t.benchedAt.Store(at.UnixNano())
+	t.benchedUntil.Store(until.UnixNano())
+	t.reason.Store(&reason)
+	t.state.Store(stateBenched)
+}
+
+// ApplyActive returns t to rotation as another replica decided.
+func (b *Balancer) ApplyActive(t *Target) {
+	t.consecutive.Store(0)
+	t.benches.Store(0)
+	t.state.Store(stateActive)
 }
 
 // Failed records a target fault. It benches t after FailThreshold in a
@@ -134,6 +173,7 @@ func (b *Balancer) bench(t *Target, reason string) bool {
 	t.benches.Add(1)
 	t.reason.Store(&reason)
 	t.consecutive.Store(0)
+	b.notify(t)
 	return true
 }
 

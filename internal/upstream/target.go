@@ -118,3 +118,11 @@ func (t *Target) EndsInV1() bool { return strings.HasSuffix(t.URL.Path, "/v1") }
 // Active reports whether the target is in rotation: neither benched nor
 // being probed.
 func (t *Target) Active() bool { return t.state.Load() == stateActive }
+
+// BenchedAt is when the current bench began, zero when not benched.
+func (t *Target) BenchedAt() time.Time {
+	if t.state.Load() == stateActive {
+		return time.Time{}
+	}
+	return time.Unix(0, t.benchedAt.Load())
+}

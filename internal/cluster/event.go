@@ -1,0 +1,141 @@
+package cluster
+
+import (
+	"encoding/json"
+	"strconv"
+	"time"
+
+	"github.com/gpt-load/gpt-load/internal/keymanager"
+	"github.com/gpt-load/gpt-load/internal/upstream"
+)
+
+// Event kinds and states as written to Redis.
+const (
+	kindKey    = "key"
+	kindTarget = "target"
+	kindReset  = "reset"
+
+	stateActive      = "active"
+	stateCooling     = "cooling"
+	stateBlacklisted = "blacklisted"
+	stateBenched     = "benched"
+)
+
+// event is a state change as stored (a Redis hash) and published (JSON).
+// It holds a fingerprint, never a key; Reason is the classifier's short
+// label, never an upstream body.
+type event struct {
+	From   string `json:"from"`
+	Kind   string `json:"kind"`
+	FP     string `json:"fp,omitempty"`
+	State  string `json:"state,omitempty"`
+	Reason string `json:"reason,omitempty"`
+	Status int    `json:"status,omitempty"`
+	Since  int64  `json:"since,omitempty"` // unix milliseconds
+	Until  int64  `json:"until,omitempty"` // unix milliseconds
+	Fails  int    `json:"fails,omitempty"`
+}
+
+func (e event) encode() string {
+	b, _ := json.Marshal(e)
+	return string(b)
+}
+
+func decode(s string) (event, bool) {
+	var e event
+	return e, json.Unmarshal([]byte(s), &e) == nil
+}
+
+// fields is the hash stored for a benched key or target.
+func (e event) fields() map[string]any {
+	return map[string]any{
+		"state": e.State, "reason": e.Reason, "status": e.Status,
+		"since": e.Since, "until": e.Until, "fails": e.Fails,
+	}
+}
+
+// fromHash reads a stored hash back.
+func fromHash(kind, fp string, h map[string]string) event {
+	return event{Kind: kind, FP: fp, State: h["state"], Reason: h["reason"], Status: int(atoi(h["status"])),
+		Since: atoi(h["since"]), Until: atoi(h["until"]), Fails: int(atoi(h["fails"]))}
+}
+
+func atoi(s string) int64 {
+	n, _ := strconv.ParseInt(s, 10, 64)
+	return n
+}
+
+func millis(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
+}
+
+func fromMillis(ms int64) time.Time {
+	if ms == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(ms)
+}
+
+func keyEvent(replica string, k *keymanager.Key) event {
+	s := k.Snapshot()
+	e := event{From: replica, Kind: kindKey, FP: Fingerprint(k.Secret().Reveal()), Status: s.LastStatus}
+	switch s.State {
+	case keymanager.Cooling:
+		e.State = stateCooling
+	case keymanager.Blacklisted:
+		e.State = stateBlacklisted
+	default:
+		e.State = stateActive
+		return e
+	}
+	e.Reason, e.Since, e.Until, e.Fails = s.Reason, millis(s.Since), millis(s.Until), s.FailCount
+	return e
+}
+
+func targetEvent(replica string, t *upstream.Target) event {
+	e := event{From: replica, Kind: kindTarget, FP: Fingerprint(t.String()), State: stateActive}
+	if until := t.BenchedUntil(); !until.IsZero() && !t.Active() {
+		e.State, e.Reason, e.Since, e.Until = stateBenched, t.Reason(), millis(t.BenchedAt()), millis(until)
+	}
+	return e
+}
+
+// applyKey sets a local key to the state another replica decided.
+func (c *Cluster) applyKey(e event) {
+	k := (*c.byFP.Load())[e.FP]
+	if k == nil {
+		return // not in this replica's keys file
+	}
+	switch e.State {
+	case stateBlacklisted:
+		c.keys.Apply(k, keymanager.Blacklisted, fromMillis(e.Since), time.Time{}, e.Reason, e.Status, e.Fails)
+	case stateCooling:
+		if time.Now().UnixMilli() < e.Until {
+			c.keys.Apply(k, keymanager.Cooling, fromMillis(e.Since), fromMillis(e.Until), e.Reason, e.Status, e.Fails)
+			return
+		}
+		fallthrough
+	default:
+		if k.Snapshot().State != keymanager.Active {
+			c.keys.Apply(k, keymanager.Active, time.Time{}, time.Time{}, "", 0, 0)
+		}
+	}
+}
+
+// applyTarget sets a local target to the state another replica decided.
+func (c *Cluster) applyTarget(e event) {
+	t := c.targetFP[e.FP]
+	if t == nil {
+		return
+	}
+	if e.State == stateBenched && time.Now().UnixMilli() < e.Until {
+		c.targets.ApplyBench(t, fromMillis(e.Since), fromMillis(e.Until), e.Reason)
+		return
+	}
+	if !t.Active() {
+		c.targets.ApplyActive(t)
+	}
+}

@@ -1,0 +1,170 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/gpt-load/gpt-load/internal/keymanager"
+	"github.com/gpt-load/gpt-load/internal/upstream"
+)
+
+var _ keymanager.Listener = (*Cluster)(nil)
+var _ upstream.Listener = (*Cluster)(nil)
+
+// subscriber applies other replicas' changes as they are published. After
+// the subscription breaks and comes back, it asks for a full resync, since
+// messages sent in between are lost.
+func (c *Cluster) subscriber(ctx context.Context) {
+	defer c.done.Done()
+	ps := c.rdb.Subscribe(ctx, c.channel())
+	defer ps.Close()
+	var broken atomic.Bool
+	backoff := backoffMin
+	for ctx.Err() == nil {
+		msg, err := ps.ReceiveTimeout(ctx, time.Second)
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				// Quiet channel: a ping makes a dead connection show.
+				ps.Ping(ctx)
+				continue
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			broken.Store(true)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, backoffMax)
+			continue
+		}
+		backoff = backoffMin
+		switch m := msg.(type) {
+		case *redis.Subscription:
+			if broken.Swap(false) {
+				c.requestResync()
+			}
+		case *redis.Message:
+			c.handle(m.Payload)
+		}
+	}
+}
+
+// requestResync makes the writer reconnect and load the whole state.
+func (c *Cluster) requestResync() {
+	c.up.Store(false)
+	c.poke()
+}
+
+func (c *Cluster) handle(payload string) {
+	e, ok := decode(payload)
+	if !ok || e.From == c.replica {
+		return
+	}
+	switch e.Kind {
+	case kindKey:
+		c.applyKey(e)
+	case kindTarget:
+		c.applyTarget(e)
+	case kindReset:
+		if c.onReset != nil {
+			if err := c.onReset(); err != nil {
+				c.log.WithError(err).Error("reset from another replica: keeping the old keys")
+			}
+		}
+		c.KeysChanged()
+		c.mu.Lock()
+		c.pendingKeys = map[*keymanager.Key]struct{}{}
+		c.mu.Unlock()
+	}
+}
+
+// resync loads the whole shared state and applies it: Redis is the truth,
+// except for changes made here that are still queued (they are written
+// next and win). A local bench that Redis does not know of, and that is not
+// queued, was lifted elsewhere (a reset, a re-check) while this replica
+// could not hear it, and is lifted here too.
+func (c *Cluster) resync(ctx context.Context) error {
+	keyStates, err := c.load(ctx, kindKey, c.prefix+"key:")
+	if err != nil {
+		return err
+	}
+	targetStates, err := c.load(ctx, kindTarget, c.prefix+"target:")
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	pendingKeys := make(map[*keymanager.Key]bool, len(c.pendingKeys))
+	for k := range c.pendingKeys {
+		pendingKeys[k] = true
+	}
+	pendingTargets := make(map[*upstream.Target]bool, len(c.pendingTargets))
+	for t := range c.pendingTargets {
+		pendingTargets[t] = true
+	}
+	c.mu.Unlock()
+
+	byFP := *c.byFP.Load()
+	for fp, k := range byFP {
+		if pendingKeys[k] {
+			continue
+		}
+		e, ok := keyStates[fp]
+		if !ok {
+			e = event{Kind: kindKey, FP: fp, State: stateActive}
+		}
+		c.applyKey(e)
+	}
+	for fp, t := range c.targetFP {
+		if pendingTargets[t] {
+			continue
+		}
+		e, ok := targetStates[fp]
+		if !ok {
+			e = event{Kind: kindTarget, FP: fp, State: stateActive}
+		}
+		c.applyTarget(e)
+	}
+	return nil
+}
+
+// load reads every stored state under prefix.
+func (c *Cluster) load(ctx context.Context, kind, prefix string) (map[string]event, error) {
+	out := map[string]event{}
+	iter := c.rdb.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+	var names []string
+	for iter.Next(ctx) {
+		names = append(names, iter.Val())
+	}
+	if err := iter.Err(); err != nil {
+		return nil, err
+	}
+	for len(names) > 0 {
+		batch := names[:min(len(names), 1000)]
+		names = names[len(batch):]
+		pipe := c.rdb.Pipeline()
+		cmds := make([]*redis.MapStringStringCmd, len(batch))
+		for i, n := range batch {
+			cmds[i] = pipe.HGetAll(ctx, n)
+		}
+		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+			return nil, err
+		}
+		for i, n := range batch {
+			if h := cmds[i].Val(); len(h) > 0 {
+				fp := strings.TrimPrefix(n, prefix)
+				out[fp] = fromHash(kind, fp, h)
+			}
+		}
+	}
+	return out, nil
+}
