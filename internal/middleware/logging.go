@@ -82,11 +82,16 @@ func Logging(log *logrus.Entry, enabled bool, proxied func(*http.Request) bool) 
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			rec := &recorder{ResponseWriter: w}
 			start := time.Now()
+			returned := false
 			defer func() {
 				status := rec.status
-				if rec.access.Status != 0 {
+				switch {
+				case rec.access.Status != 0:
 					status = rec.access.Status
-				} else if !rec.wroteHeader {
+				case !rec.wroteHeader && !returned:
+					// next panicked; Recovery, further out, answers 500.
+					status = http.StatusInternalServerError
+				case !rec.wroteHeader:
 					status = http.StatusOK
 				}
 				level := logrus.InfoLevel
@@ -119,6 +124,7 @@ func Logging(log *logrus.Entry, enabled bool, proxied func(*http.Request) bool) 
 				log.WithFields(fields).Log(level, "request")
 			}()
 			next.ServeHTTP(rec, r)
+			returned = true
 		})
 	}
 }

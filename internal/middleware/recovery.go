@@ -16,6 +16,9 @@ import (
 func Recovery(log *logrus.Entry) Middleware {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			// Recovery runs outside the access log, so the recorder is not
+			// in w's Unwrap chain: track the start of the response here.
+			sw := &startWriter{ResponseWriter: w}
 			defer func() {
 				v := recover()
 				if v == nil {
@@ -30,11 +33,35 @@ func Recovery(log *logrus.Entry) Middleware {
 					"path":   r.URL.Path,
 					"stack":  string(debug.Stack()),
 				}).Error("recovered from panic")
-				if rec := findRecorder(w); rec == nil || !rec.wroteHeader {
-					apierr.Write(w, apierr.New(http.StatusInternalServerError, apierr.CodeInternal, "internal error"))
+				if sw.started {
+					// Half an answer must not look whole: cut the connection
+					// so the client sees the truncation.
+					panic(http.ErrAbortHandler)
 				}
+				apierr.Write(w, apierr.New(http.StatusInternalServerError, apierr.CodeInternal, "internal error"))
 			}()
-			next.ServeHTTP(w, r)
+			next.ServeHTTP(sw, r)
 		})
 	}
 }
+
+// startWriter records whether the response has started. It implements
+// Unwrap so http.ResponseController and Annotate see through it.
+type startWriter struct {
+	http.ResponseWriter
+	started bool
+}
+
+func (w *startWriter) WriteHeader(code int) {
+	if code >= 200 {
+		w.started = true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *startWriter) Write(p []byte) (int, error) {
+	w.started = true
+	return w.ResponseWriter.Write(p)
+}
+
+func (w *startWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -1,0 +1,345 @@
+package handler_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"maps"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/gpt-load/gpt-load/internal/config"
+	"github.com/gpt-load/gpt-load/internal/handler"
+	"github.com/gpt-load/gpt-load/internal/keymanager"
+	"github.com/gpt-load/gpt-load/internal/secret"
+	appserver "github.com/gpt-load/gpt-load/internal/server"
+	"github.com/gpt-load/gpt-load/internal/testupstream"
+)
+
+// waitTimeout bounds every wait on a condition in these tests.
+const waitTimeout = 5 * time.Second
+
+// testAuthKey is the AUTH_KEY of servers that turn client auth on.
+const testAuthKey = "gl-auth-9c4e1b7d2a6f08e3"
+
+// logBuffer is the log output of a server under test; tests read it while
+// the server writes. It is safe for concurrent use.
+type logBuffer struct {
+	mu      sync.Mutex
+	buf     bytes.Buffer
+	changed chan struct{}
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	n, err := b.buf.Write(p)
+	b.mu.Unlock()
+	select {
+	case b.changed <- struct{}{}:
+	default:
+	}
+	return n, err
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// entries parses the buffer as JSON lines; the server must log JSON.
+func (b *logBuffer) entries(t *testing.T) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	sc := bufio.NewScanner(strings.NewReader(b.String()))
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for sc.Scan() {
+		var m map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			t.Fatalf("log line %q is not JSON: %v", sc.Text(), err)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// accessLines returns the access lines of proxied requests.
+func (b *logBuffer) accessLines(t *testing.T) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	for _, e := range b.entries(t) {
+		if _, proxied := e["upstream"]; e["msg"] == "request" && proxied {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// waitAccess waits until n proxied requests were logged, which happens
+// after the proxy updated its counters and returned.
+func (b *logBuffer) waitAccess(t *testing.T, n int) []map[string]any {
+	t.Helper()
+	deadline := time.NewTimer(waitTimeout)
+	defer deadline.Stop()
+	for {
+		if got := b.accessLines(t); len(got) >= n {
+			return got
+		}
+		select {
+		case <-b.changed:
+		case <-deadline.C:
+			t.Fatalf("%d access lines after %v; want %d\n%s", len(b.accessLines(t)), waitTimeout, n, b.String())
+		}
+	}
+}
+
+// options shape a server under test. The zero value is three keys, the
+// default configuration and an upstream answering 200.
+type options struct {
+	keys     []string
+	env      map[string]string
+	upstream http.HandlerFunc
+	// resetKeys, when set, replaces the /reset-keys action.
+	resetKeys func() error
+}
+
+// server is gpt-load wired as cmd/gpt-load does it, behind a real HTTP
+// server, in front of a recording upstream.
+type server struct {
+	URL      string
+	Up       *testupstream.Server
+	Keys     *keymanager.Manager
+	KeysFile string
+	Raw      []string // raw keys in file order
+	Log      *logBuffer
+	AuthKey  string
+	client   *http.Client
+}
+
+// newServer starts a server wired as cmd/gpt-load wires it: config.Load
+// over a map, the keys file in a temporary directory, then server.New.
+func newServer(t *testing.T, o options) *server {
+	t.Helper()
+	if o.keys == nil {
+		o.keys = rawKeys("k", 3)
+	}
+	up := testupstream.New(t, o.upstream)
+	keysFile := filepath.Join(t.TempDir(), "keys.txt")
+	writeKeys(t, keysFile, o.keys)
+	env := map[string]string{
+		"HOST":            "127.0.0.1",
+		"KEYS_FILE":       keysFile,
+		"OPENAI_BASE_URL": up.URL,
+		"LOG_FORMAT":      "json",
+	}
+	maps.Copy(env, o.env)
+	cfg, err := config.Load(func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatalf("config.Load(%v): %v", env, err)
+	}
+
+	logs := &logBuffer{changed: make(chan struct{}, 1)}
+	l := logrus.New()
+	l.SetOutput(logs)
+	level, err := logrus.ParseLevel(cfg.Log.Level)
+	if err != nil {
+		t.Fatalf("ParseLevel(%q): %v", cfg.Log.Level, err)
+	}
+	l.SetLevel(level)
+	if cfg.Log.Format == "json" {
+		l.SetFormatter(&logrus.JSONFormatter{})
+	} else {
+		l.SetFormatter(&logrus.TextFormatter{DisableColors: true, FullTimestamp: true})
+	}
+	log := logrus.NewEntry(l)
+
+	parsed, err := keymanager.ParseFile(cfg.KeysFile)
+	if err != nil {
+		t.Fatalf("ParseFile: %v", err)
+	}
+	app, err := appserver.New(context.Background(), cfg, parsed.Keys, log, appserver.Options{})
+	if err != nil {
+		t.Fatalf("server.New: %v", err)
+	}
+	t.Cleanup(app.Close)
+	h := app.Handler
+	if o.resetKeys != nil {
+		// The same parts behind a handler with another /reset-keys.
+		h = handler.New(handler.Deps{
+			Config: cfg, Keys: app.Keys, Targets: app.Targets, Proxy: app.Proxy, Log: log,
+			Started: time.Now(), ResetKeys: o.resetKeys, Metrics: app.Metrics.Handler(),
+		})
+	}
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	client := &http.Client{Transport: &http.Transport{}}
+	t.Cleanup(client.CloseIdleConnections)
+	return &server{
+		URL: srv.URL, Up: up, Keys: app.Keys, KeysFile: keysFile, Raw: parsed.Keys,
+		Log: logs, AuthKey: cfg.AuthKey.Reveal(), client: client,
+	}
+}
+
+// rawKeys returns n distinct realistic keys whose masks differ.
+func rawKeys(seed string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		sum := sha256.Sum256(fmt.Appendf(nil, "%s-%d", seed, i))
+		out[i] = "sk-proj-" + hex.EncodeToString(sum[:])[:40]
+	}
+	return out
+}
+
+func writeKeys(t *testing.T, path string, keys []string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(strings.Join(keys, "\n")+"\n"), 0o600); err != nil {
+		t.Fatalf("write keys file: %v", err)
+	}
+}
+
+// do sends a request with the server's AUTH_KEY, if any, and returns the
+// response with its body read.
+func (s *server) do(t *testing.T, method, path string, body io.Reader) (*http.Response, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(method, s.URL+path, body)
+	if err != nil {
+		t.Fatalf("NewRequest(%q, %q): %v", method, path, err)
+	}
+	if s.AuthKey != "" {
+		req.Header.Set("Authorization", "Bearer "+s.AuthKey)
+	}
+	return s.send(t, req)
+}
+
+// send sends req as is.
+func (s *server) send(t *testing.T, req *http.Request) (*http.Response, []byte) {
+	t.Helper()
+	resp, err := s.client.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", req.Method, req.URL.Path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: reading body: %v", req.Method, req.URL.Path, err)
+	}
+	return resp, b
+}
+
+// getJSON GETs path, expects status and a JSON body, and decodes it into v.
+func (s *server) getJSON(t *testing.T, path string, status int, v any) []byte {
+	t.Helper()
+	resp, body := s.do(t, http.MethodGet, path, nil)
+	if resp.StatusCode != status {
+		t.Fatalf("GET %s = %d %s; want %d", path, resp.StatusCode, body, status)
+	}
+	checkJSONType(t, resp)
+	if err := json.Unmarshal(body, v); err != nil {
+		t.Fatalf("GET %s: body %s: %v", path, body, err)
+	}
+	return body
+}
+
+// keyByPreview finds the raw key whose mask is preview.
+func (s *server) keyByPreview(t *testing.T, preview string) string {
+	t.Helper()
+	for _, k := range s.Raw {
+		if secret.Mask(k) == preview {
+			return k
+		}
+	}
+	t.Fatalf("no key with preview %q", preview)
+	return ""
+}
+
+// nextKey takes the next key from the rotation, to change its state.
+func (s *server) nextKey(t *testing.T) *keymanager.Key {
+	t.Helper()
+	k, err := s.Keys.Next()
+	if err != nil {
+		t.Fatalf("Keys.Next() = %v; want a key", err)
+	}
+	return k
+}
+
+func checkJSONType(t *testing.T, resp *http.Response) {
+	t.Helper()
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+		t.Errorf("Content-Type = %q; want application/json", ct)
+	}
+}
+
+// checkAPIError checks that the answer is exactly OpenAI's error shape with
+// type gpt_load_error and code.
+func checkAPIError(t *testing.T, resp *http.Response, body []byte, status int, code string) {
+	t.Helper()
+	if resp.StatusCode != status {
+		t.Errorf("status = %d; want %d (body %s)", resp.StatusCode, status, body)
+	}
+	checkJSONType(t, resp)
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(body, &top); err != nil {
+		t.Fatalf("body %q is not a JSON object: %v", body, err)
+	}
+	if got := slices.Sorted(maps.Keys(top)); !slices.Equal(got, []string{"error"}) {
+		t.Errorf("top-level keys = %v; want [error]", got)
+	}
+	var e map[string]any
+	if err := json.Unmarshal(top["error"], &e); err != nil {
+		t.Fatalf("error member %s: %v", top["error"], err)
+	}
+	if got, want := slices.Sorted(maps.Keys(e)), []string{"code", "message", "type"}; !slices.Equal(got, want) {
+		t.Errorf("error keys = %v; want %v", got, want)
+	}
+	if got := e["type"]; got != "gpt_load_error" {
+		t.Errorf("error.type = %v; want gpt_load_error", got)
+	}
+	if got := e["code"]; got != code {
+		t.Errorf("error.code = %v; want %s", got, code)
+	}
+}
+
+// keysOf returns the sorted member names of the JSON object in data.
+func keysOf(t *testing.T, data []byte) []string {
+	t.Helper()
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(data, &m); err != nil {
+		t.Fatalf("%s is not a JSON object: %v", data, err)
+	}
+	return slices.Sorted(maps.Keys(m))
+}
+
+// checkTimestamp checks that s is an RFC 3339 time close to now.
+func checkTimestamp(t *testing.T, name, s string) {
+	t.Helper()
+	ts, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		t.Errorf("%s = %q; want RFC 3339: %v", name, s, err)
+		return
+	}
+	if d := time.Since(ts); d < -time.Minute || d > time.Minute {
+		t.Errorf("%s = %v; want within a minute of now", name, ts)
+	}
+}
+
+// checkUptime checks that s is a Go duration.
+func checkUptime(t *testing.T, s string) {
+	t.Helper()
+	if d, err := time.ParseDuration(s); err != nil || d < 0 {
+		t.Errorf("uptime = %q; want a duration like 1h2m3s", s)
+	}
+}
