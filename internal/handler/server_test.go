@@ -25,7 +25,6 @@ import (
 	"github.com/gpt-load/gpt-load/internal/config"
 	"github.com/gpt-load/gpt-load/internal/handler"
 	"github.com/gpt-load/gpt-load/internal/keymanager"
-	"github.com/gpt-load/gpt-load/internal/secret"
 	appserver "github.com/gpt-load/gpt-load/internal/server"
 	"github.com/gpt-load/gpt-load/internal/testupstream"
 )
@@ -252,18 +251,6 @@ func (s *server) getJSON(t *testing.T, path string, status int, v any) []byte {
 		t.Fatalf("GET %s: body %s: %v", path, body, err)
 	}
 	return body
-}
-
-// keyByPreview finds the raw key whose mask is preview.
-func (s *server) keyByPreview(t *testing.T, preview string) string {
-	t.Helper()
-	for _, k := range s.Raw {
-		if secret.Mask(k) == preview {
-			return k
-		}
-	}
-	t.Fatalf("no key with preview %q", preview)
-	return ""
 }
 
 // nextKey takes the next key from the rotation, to change its state.

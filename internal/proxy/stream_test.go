@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net/http"
@@ -126,7 +127,7 @@ func TestHTTP2ToTLSUpstream(t *testing.T) {
 	up.StartTLS()
 	e := start(t, testKeys, []string{up.URL}, nil)
 	certs := up.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs
-	e.Transport.TLSClientConfig.RootCAs = certs
+	e.Transport.TLSClientConfig = &tls.Config{RootCAs: certs}
 	proto := make(chan string, 2)
 	up.SetHandler(func(w http.ResponseWriter, r *http.Request) { proto <- r.Proto })
 	for range 2 {

@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"time"
 
-	"golang.org/x/net/http2"
 )
 
 // TransportOptions are the upstream connection settings (SPEC §2).
@@ -48,14 +47,15 @@ func NewTransport(o TransportOptions) (*http.Transport, error) {
 		WriteBufferSize: 64 << 10,
 		ReadBufferSize:  64 << 10,
 	}
-	h2, err := http2.ConfigureTransports(t)
-	if err != nil {
-		return nil, err
-	}
-	// A silent HTTP/2 connection is pinged after 30 s and dropped if the
-	// ping is not answered in 15 s, so a dead upstream connection is found
-	// before a request waits on it for RESPONSE_TIMEOUT.
-	h2.ReadIdleTimeout = 30 * time.Second
-	h2.PingTimeout = 15 * time.Second
+	// HTTP/2 to TLS upstreams (negotiated by ALPN), HTTP/1.1 otherwise.
+	// The standard library's own HTTP/2 is configured here rather than
+	// golang.org/x/net/http2's ConfigureTransports, which is deprecated in
+	// its favour. A silent HTTP/2 connection is pinged after 30 s and
+	// dropped if the ping is not answered in 15 s, so a dead upstream
+	// connection is found before a request waits on it for RESPONSE_TIMEOUT.
+	t.Protocols = new(http.Protocols)
+	t.Protocols.SetHTTP1(true)
+	t.Protocols.SetHTTP2(true)
+	t.HTTP2 = &http.HTTP2Config{SendPingTimeout: 30 * time.Second, PingTimeout: 15 * time.Second}
 	return t, nil
 }

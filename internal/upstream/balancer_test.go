@@ -143,7 +143,9 @@ func TestBalancerFailThreshold(t *testing.T) {
 
 	// A success in between resets the count.
 	for round := range 3 {
-		if b.Failed(tg, "status 503") || b.Failed(tg, "status 503") {
+		first := b.Failed(tg, "status 503")
+		second := b.Failed(tg, "status 503")
+		if first || second {
 			t.Fatalf("round %d: two failures benched the target; want three", round)
 		}
 		b.Succeeded(tg)
