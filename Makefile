@@ -75,6 +75,13 @@ coverage: ## run the tests with coverage; writes coverage.html and prints the to
 bench: ## run the benchmarks (no tests)
 	go test -run '^$$' -bench . -benchmem ./...
 
+.PHONY: loadtest loadtest-short
+loadtest: ## end-to-end load test on loopback, direct vs via gpt-load (wrk; ~3 min); writes docs/benchmarks.md
+	bash scripts/loadtest.sh
+
+loadtest-short: ## the load test with every duration shrunk (under a minute); prints only
+	SHORT=1 bash scripts/loadtest.sh
+
 lint: ## go vet, a gofmt check, and staticcheck when it is installed
 	go vet ./...
 	@unformatted=$$(gofmt -l .); \
@@ -100,6 +107,11 @@ tidy: ## go mod tidy
 
 clean: ## remove build output and coverage files
 	rm -rf $(BIN_DIR) $(DIST_DIR) coverage.out coverage.html
+
+.PHONY: validate-keys
+validate-keys: ## check each key of KEYS_FILE against the upstream (python3; ARGS="-c 20" passes options)
+	@command -v python3 >/dev/null 2>&1 || { echo "make $@: python3 is not installed" >&2; exit 2; }
+	@python3 scripts/validate-keys.py $(ARGS)
 
 # The management targets share one recipe; these lines give them their help.
 health: ## GET /health of the local server
