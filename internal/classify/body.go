@@ -84,6 +84,8 @@ var keyInvalidCodes = map[string]bool{
 	"authentication_error": true,
 	"account_deactivated":  true,
 	"invalid_key":          true,
+	// Google's canonical status for a credential it does not accept.
+	"unauthenticated": true,
 }
 
 // quotaCodes mark a key whose quota or billing is exhausted (429 answers):
@@ -100,7 +102,7 @@ var quotaCodes = map[string]bool{
 }
 
 func (e apiError) any(set map[string]bool) bool {
-	if set[e.code] || set[e.typ] {
+	if set[e.code] || set[e.typ] || set[strings.ToLower(e.status)] {
 		return true
 	}
 	for _, r := range e.reasons {

@@ -663,6 +663,8 @@ func TestAttemptProviderChoices(t *testing.T) {
 		{"522", 522, "", Verdict{Fault: TargetError, Retry: true, Reason: "status 522"}},
 		{"524", 524, "", Verdict{Fault: TargetError, Retry: true, Reason: "status 524"}},
 		{"501 stays the client's", 501, "", Verdict{Fault: ClientError, Reason: "status 501"}},
+		{"400 UNAUTHENTICATED", 400, `{"error":{"code":400,"message":"Request had invalid authentication credentials.","status":"UNAUTHENTICATED"}}`,
+			Verdict{Fault: KeyPermanent, Retry: true, Reason: "unauthenticated"}},
 		{"key in code", 401, `{"error":{"code":"sk-proj-abcdef0123456789abcdef0123456789","message":"x"}}`,
 			Verdict{Fault: KeyPermanent, Retry: true, Reason: "status 401"}},
 	}

@@ -8,6 +8,11 @@ import (
 // not say (SPEC §2, KEY_COOLDOWN).
 const MaxCooldown = 30 * time.Minute
 
+// MaxRetryAfter caps a rest the upstream asked for: long enough for any
+// daily quota window, short enough that a garbled header cannot bench a
+// key for good.
+const MaxRetryAfter = 24 * time.Hour
+
 // successStamp is how fresh a key's last-success time is kept: writing it
 // at most once a second per key keeps the hot path from bouncing a cache
 // line between cores on every request.
@@ -54,7 +59,7 @@ func (m *Manager) FailedPermanent(k *Key, reason string, status int) bool {
 // MaxCooldown. It returns the deadline.
 func (m *Manager) RateLimited(k *Key, retryAfter time.Duration, reason string, status int) time.Time {
 	streak := k.limitStreak.Add(1)
-	d := retryAfter
+	d := min(retryAfter, MaxRetryAfter)
 	if d <= 0 {
 		d = m.cooldown
 		for i := int32(1); i < streak && d < MaxCooldown; i++ {

@@ -30,6 +30,8 @@ func (t attemptTransport) RoundTrip(out *http.Request) (*http.Response, error) {
 	st := stateOf(ctx)
 	var held *http.Response // the last upstream answer, kept while retrying
 	var lastErr error
+	var target *upstream.Target
+	lastFault := classify.Success
 	for attempt := 0; ; attempt++ {
 		key, err := p.keys.Next()
 		if err != nil {
@@ -41,13 +43,19 @@ func (t attemptTransport) RoundTrip(out *http.Request) (*http.Response, error) {
 			}
 			return nil, noKeysError(err)
 		}
-		target := p.targets.Next()
+		// A new target only at first, after a target fault, or once the
+		// target was benched (by a pattern of key failures): otherwise a
+		// key's trouble says nothing about the upstream (SPEC §9).
+		if target == nil || lastFault == classify.TargetError || !target.Active() {
+			target = p.targets.Next()
+		}
 		req := out
 		if attempt > 0 {
 			p.counters.Retries.Add(1)
 			req = out.Clone(ctx)
 		}
 		resp, v, err := p.attempt(req, st, key, target)
+		lastFault = v.Fault
 		st.attempts = attempt + 1
 		st.key, st.target = key, target
 

@@ -633,3 +633,48 @@ func TestConcurrentStateChanges(t *testing.T) {
 		t.Errorf("%d requests failed while a healthy key existed", b)
 	}
 }
+
+// TestKeyFaultKeepsTarget checks a retry after a key's fault stays on the
+// same target, while one after a target fault moves on (SPEC §9).
+func TestKeyFaultKeepsTarget(t *testing.T) {
+	a := testupstream.New(t, byKey(map[string]answer{testKeys[0]: {status: 401, body: openAIInvalidKey}}))
+	b := testupstream.New(t, nil)
+	e := start(t, testKeys, []string{a.URL, b.URL}, nil)
+	resp, _ := do(t, http.MethodGet, e.URL+"/v1/models", "")
+	if resp.StatusCode != 200 || a.Count() != 2 || b.Count() != 0 {
+		t.Errorf("status %d, target A saw %d, B saw %d; want 200 with both attempts on A", resp.StatusCode, a.Count(), b.Count())
+	}
+}
+
+func TestRecheckSendsAnthropicVersion(t *testing.T) {
+	up := testupstream.New(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Anthropic-Version") == "" {
+			w.WriteHeader(400)
+			io.WriteString(w, `{"type":"error","error":{"type":"invalid_request_error","message":"anthropic-version: header is required"}}`)
+			return
+		}
+		if r.Method == http.MethodPost {
+			w.WriteHeader(401)
+			io.WriteString(w, `{"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key"}}`)
+		}
+	})
+	e := start(t, testKeys, []string{up.URL}, map[string]string{"UPSTREAM_AUTH_STYLE": "anthropic", "MAX_RETRIES": "0"})
+	req, _ := http.NewRequest(http.MethodPost, e.URL+"/v1/messages", strings.NewReader("{}"))
+	req.Header.Set("Anthropic-Version", "2023-06-01")
+	resp, err := client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if bl := blacklist(t, e); bl.Count != 1 {
+		t.Fatalf("/blacklist count %d; want 1", bl.Count)
+	}
+	if n := e.Proxy.RecheckOnce(context.Background()); n != 1 {
+		t.Fatalf("RecheckOnce restored %d keys; want 1", n)
+	}
+	last := up.Requests()[up.Count()-1]
+	if last.Path != "/v1/models" || last.Header.Get("X-Api-Key") == "" || last.Header.Get("Anthropic-Version") != "2023-06-01" {
+		t.Errorf("re-check sent %s with x-api-key %t and anthropic-version %q; want /v1/models, the key, 2023-06-01",
+			last.Path, last.Header.Get("X-Api-Key") != "", last.Header.Get("Anthropic-Version"))
+	}
+}

@@ -24,6 +24,9 @@ const recheckTimeout = 30 * time.Second
 // azureAPIVersion is the api-version sent when listing models on Azure.
 const azureAPIVersion = "2024-10-21"
 
+// anthropicVersion is the anthropic-version sent when listing models there.
+const anthropicVersion = "2023-06-01"
+
 // Recheck re-checks blacklisted keys every interval until ctx ends, with a
 // request that costs no tokens (listing models); a key that gets a 2xx is
 // back in rotation. A round runs only when gate (if not nil) allows it, so
@@ -121,6 +124,10 @@ func (p *Proxy) check(ctx context.Context, k *keymanager.Key, t *upstream.Target
 		return 0, err
 	}
 	t.Style.Apply(req.Header, k.Secret().Reveal())
+	if t.Style == upstream.Anthropic {
+		// Anthropic refuses requests without an API version.
+		req.Header.Set("Anthropic-Version", anthropicVersion)
+	}
 	resp, err := p.base.RoundTrip(req)
 	if err != nil {
 		return 0, err

@@ -4,7 +4,6 @@ import (
 	"net"
 	"net/http"
 	"time"
-
 )
 
 // TransportOptions are the upstream connection settings (SPEC §2).

@@ -1,0 +1,124 @@
+package keymanager
+
+import (
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestFailedPermanentCountsConsecutive(t *testing.T) {
+	m := New(testKeys(2), Options{BlacklistThreshold: 3})
+	k := keyAt(t, m, 0)
+	for i := range 2 {
+		if m.FailedPermanent(k, "invalid_api_key", 401) {
+			t.Fatalf("failure %d blacklisted the key; want the third", i+1)
+		}
+	}
+	m.Succeeded(k) // resets the count
+	for i := range 2 {
+		if m.FailedPermanent(k, "invalid_api_key", 401) {
+			t.Fatalf("after a success, failure %d blacklisted the key", i+1)
+		}
+	}
+	if !m.FailedPermanent(k, "invalid_api_key", 401) {
+		t.Fatal("third consecutive failure did not blacklist the key")
+	}
+	s := k.Snapshot()
+	if s.State != Blacklisted || s.Reason != "invalid_api_key" || s.LastStatus != 401 || s.FailCount != 3 {
+		t.Errorf("snapshot = %+v; want blacklisted, invalid_api_key, 401, 3 failures", s)
+	}
+	if m.FailedPermanent(k, "invalid_api_key", 401) {
+		t.Error("an already blacklisted key reported as blacklisted again")
+	}
+}
+
+func TestRateLimitedCooldown(t *testing.T) {
+	clk := newClock()
+	m := New(testKeys(2), Options{Cooldown: 10 * time.Second, Now: clk.Now})
+	k := keyAt(t, m, 0)
+	tests := []struct {
+		name       string
+		retryAfter time.Duration
+		want       time.Duration
+	}{
+		{"first, no Retry-After", 0, 10 * time.Second},
+		{"second doubles", 0, 20 * time.Second},
+		{"third doubles again", 0, 40 * time.Second},
+		{"Retry-After wins", 7 * time.Second, 7 * time.Second},
+		{"Retry-After capped at a day", 48 * time.Hour, MaxRetryAfter},
+	}
+	for _, tt := range tests {
+		until := m.RateLimited(k, tt.retryAfter, "rate_limit_exceeded", 429)
+		if got := until.Sub(clk.Now()); got != tt.want {
+			t.Errorf("%s: cooling for %v; want %v", tt.name, got, tt.want)
+		}
+	}
+	// The doubling is capped at MaxCooldown.
+	for range 20 {
+		m.RateLimited(k, 0, "rate_limit_exceeded", 429)
+	}
+	if got := m.RateLimited(k, 0, "", 429).Sub(clk.Now()); got != MaxCooldown {
+		t.Errorf("after many limits: cooling for %v; want the %v cap", got, MaxCooldown)
+	}
+	m.Succeeded(k)
+	m.Restore(k)
+	if got := m.RateLimited(k, 0, "", 429).Sub(clk.Now()); got != 10*time.Second {
+		t.Errorf("after a success: cooling for %v; want the first 10s again", got)
+	}
+}
+
+func TestSucceededWithin(t *testing.T) {
+	clk := newClock()
+	m := New(testKeys(1), Options{Now: clk.Now})
+	k := keyAt(t, m, 0)
+	if m.SucceededWithin(k, time.Minute) {
+		t.Error("a key that never succeeded counts as recently successful")
+	}
+	m.Succeeded(k)
+	clk.Advance(59 * time.Second)
+	if !m.SucceededWithin(k, time.Minute) {
+		t.Error("success 59s ago not within a minute")
+	}
+	clk.Advance(2 * time.Second)
+	if m.SucceededWithin(k, time.Minute) {
+		t.Error("success 61s ago still within a minute")
+	}
+}
+
+type recorder struct {
+	mu   sync.Mutex
+	seen []Snapshot
+}
+
+func (r *recorder) KeyChanged(k *Key, s Snapshot) {
+	r.mu.Lock()
+	r.seen = append(r.seen, s)
+	r.mu.Unlock()
+}
+
+func TestListenerHearsOwnChangesOnly(t *testing.T) {
+	m := New(testKeys(3), Options{})
+	var r recorder
+	m.SetListener(&r)
+	k0, k1 := keyAt(t, m, 0), keyAt(t, m, 1)
+	m.Blacklist(k0, "invalid_api_key", 401)
+	m.Restore(k0)
+	// A change another replica decided is applied without an echo.
+	m.Apply(k1, Blacklisted, time.Now(), time.Time{}, "quota", 429, 1)
+	if len(r.seen) != 2 || r.seen[0].State != Blacklisted || r.seen[1].State != Active {
+		t.Errorf("listener heard %+v; want blacklisted then active, and not the applied change", r.seen)
+	}
+	if s := k1.Snapshot(); s.State != Blacklisted || s.Reason != "quota" {
+		t.Errorf("applied state = %+v; want blacklisted for quota", s)
+	}
+	for range 6 {
+		if k, _ := m.Next(); k == k1 {
+			t.Fatal("an applied blacklisted key is still in rotation")
+		}
+	}
+	m.SetListener(nil)
+	m.Blacklist(k0, "x", 401)
+	if len(r.seen) != 2 {
+		t.Error("a removed listener still hears changes")
+	}
+}
