@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/gpt-load/gpt-load/internal/secret"
+
 	"github.com/sirupsen/logrus"
 )
 
@@ -23,8 +25,8 @@ type recorder struct {
 
 // Access is what the proxy tells the access log about a request.
 type Access struct {
-	Key      string // key preview
-	Target   string // upstream host
+	Key      secret.Key // the key used; only its mask is ever logged
+	Target   string     // upstream host
 	Attempts int
 	// Status overrides the written status, e.g. StatusClientClosed.
 	Status int
@@ -117,7 +119,7 @@ func Logging(log *logrus.Entry, enabled bool, proxied func(*http.Request) bool) 
 					"client":   r.RemoteAddr,
 				}
 				if isProxied {
-					fields["key"] = rec.access.Key
+					fields["key"] = rec.access.Key.String()
 					fields["upstream"] = rec.access.Target
 					fields["attempts"] = rec.access.Attempts
 				}

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gpt-load/gpt-load/internal/secret"
+
 	"github.com/sirupsen/logrus"
 
 	"github.com/gpt-load/gpt-load/internal/middleware"
@@ -29,7 +31,7 @@ func (w wrapper) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 // annotating the access line through a wrapper.
 func statusHandler(w http.ResponseWriter, r *http.Request) {
 	ww := wrapper{w}
-	middleware.Annotate(ww, middleware.Access{Key: "sk-abc…wxyz", Target: "upstream.example:443", Attempts: 2})
+	middleware.Annotate(ww, middleware.Access{Key: secret.NewKey("sk-abcdefghijklmnopqrstuvwxyz"), Target: "upstream.example:443", Attempts: 2})
 	code := http.StatusOK
 	if n, err := strconv.Atoi(r.URL.Query().Get("status")); err == nil {
 		code = n

@@ -149,7 +149,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		a := middleware.Access{Attempts: st.attempts}
 		if st.key != nil {
-			a.Key = st.key.Preview()
+			a.Key = st.key.Secret()
 		}
 		if st.target != nil {
 			a.Target = st.target.Host()

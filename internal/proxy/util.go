@@ -19,12 +19,18 @@ func newStdLogger(l *logrus.Entry, level logrus.Level) *log.Logger {
 	return log.New(l.WriterLevel(level), "", 0)
 }
 
+// copyBufferSize is the size of the buffer a response is copied through.
+// A stream holds one for as long as it is open, so it is kept small: 8 KiB
+// fits any SSE event of a chat completion, and a large download costs a
+// few more reads, not more memory per open stream.
+const copyBufferSize = 8 << 10
+
 // bufferPool recycles ReverseProxy's copy buffers, which would otherwise
-// cost 32 KiB of garbage per response.
+// cost a fresh buffer of garbage per response.
 type bufferPool struct{ p sync.Pool }
 
 func newBufferPool() *bufferPool {
-	return &bufferPool{p: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+	return &bufferPool{p: sync.Pool{New: func() any { b := make([]byte, copyBufferSize); return &b }}}
 }
 
 func (b *bufferPool) Get() []byte  { return *b.p.Get().(*[]byte) }
