@@ -80,6 +80,7 @@ func Annotate(w http.ResponseWriter, a Access) {
 // 4xx, error for 5xx. Other requests are logged at debug level. With
 // enabled false, only the debug lines remain.
 func Logging(log *logrus.Entry, enabled bool, proxied func(*http.Request) bool) Middleware {
+	fast := newFastAccess(log)
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			rec := &recorder{ResponseWriter: w}
@@ -110,20 +111,16 @@ func Logging(log *logrus.Entry, enabled bool, proxied func(*http.Request) bool) 
 				if !log.Logger.IsLevelEnabled(level) {
 					return
 				}
-				fields := logrus.Fields{
-					"method":   r.Method,
-					"path":     r.URL.Path,
-					"status":   status,
-					"duration": time.Since(start).Round(time.Microsecond).String(),
-					"bytes":    rec.bytes,
-					"client":   r.RemoteAddr,
+				line := accessLine{
+					level: level, method: r.Method, path: r.URL.Path, status: status,
+					duration: time.Since(start).Round(time.Microsecond), bytes: rec.bytes, client: r.RemoteAddr,
+					proxied: isProxied, key: rec.access.Key, upstream: rec.access.Target, attempts: rec.access.Attempts,
 				}
-				if isProxied {
-					fields["key"] = rec.access.Key.String()
-					fields["upstream"] = rec.access.Target
-					fields["attempts"] = rec.access.Attempts
+				if fast != nil {
+					fast.write(&line)
+					return
 				}
-				log.WithFields(fields).Log(level, "request")
+				log.WithFields(line.fields()).Log(level, "request")
 			}()
 			next.ServeHTTP(rec, r)
 			returned = true
