@@ -198,10 +198,12 @@ func (p *Proxy) fail(w http.ResponseWriter, st *reqState, e *apierr.Error) {
 // is a 413; a body that cannot be read is a 400, or, when the client went
 // away, a plain error.
 func (p *Proxy) readBody(r *http.Request) ([]byte, error) {
-	tooLarge := &apierr.Error{Status: http.StatusRequestEntityTooLarge, Code: apierr.CodeRequestTooLarge,
-		Message: "request body larger than MAX_REQUEST_BODY_SIZE (" + strconv.FormatInt(p.opts.MaxBodySize>>20, 10) + " MiB)"}
+	tooLarge := func() error {
+		return &apierr.Error{Status: http.StatusRequestEntityTooLarge, Code: apierr.CodeRequestTooLarge,
+			Message: "request body larger than MAX_REQUEST_BODY_SIZE (" + strconv.FormatInt(p.opts.MaxBodySize>>20, 10) + " MiB)"}
+	}
 	if r.ContentLength > p.opts.MaxBodySize {
-		return nil, tooLarge
+		return nil, tooLarge()
 	}
 	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
 		return nil, nil
@@ -214,7 +216,7 @@ func (p *Proxy) readBody(r *http.Request) ([]byte, error) {
 	} else {
 		body, err = io.ReadAll(io.LimitReader(r.Body, p.opts.MaxBodySize+1))
 		if err == nil && int64(len(body)) > p.opts.MaxBodySize {
-			return nil, tooLarge
+			return nil, tooLarge()
 		}
 	}
 	if err != nil {
