@@ -10,6 +10,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,6 +35,17 @@ const (
 	// startWait is how long New waits for Redis before serving anyway.
 	startWait = 2 * time.Second
 )
+
+// quietRedis silences go-redis's own logger, which prints every failed
+// dial through the standard logger: while Redis is down that is a line per
+// attempt, and the outage is logged once by setUp instead (SPEC §17).
+// go-redis offers only a process-wide logger, so it is set once, when the
+// first Cluster is made, and only in processes that use Redis.
+var quietRedis sync.Once
+
+type quietLog struct{}
+
+func (quietLog) Printf(context.Context, string, ...any) {}
 
 // Options configures a Cluster.
 type Options struct {
@@ -75,11 +87,23 @@ type Cluster struct {
 	pendingTargets map[*upstream.Target]struct{}
 	wake           chan struct{}
 
-	up      atomic.Bool
-	flushed Totals // counter values already added to Redis
-	cluster atomic.Pointer[Totals]
-	stop    context.CancelFunc
-	done    sync.WaitGroup
+	// applyMu orders other replicas' changes and a resync: a change that
+	// arrives while the shared state is loaded is applied after it, not
+	// overwritten by the older state just read.
+	applyMu sync.Mutex
+
+	up atomic.Bool
+	// resyncWanted asks the writer to load the whole shared state again,
+	// without marking Redis down (that would show on /health and log the
+	// reconnection twice).
+	resyncWanted atomic.Bool
+	// reconnected wakes the subscriber out of its backoff when the writer
+	// reached Redis again, so that it resubscribes at once.
+	reconnected chan struct{}
+	flushed     Totals // counter values already added to Redis
+	cluster     atomic.Pointer[Totals]
+	stop        context.CancelFunc
+	done        sync.WaitGroup
 }
 
 // Fingerprint identifies a key in Redis without revealing it: the first 16
@@ -97,6 +121,7 @@ func New(ctx context.Context, opts Options, keys *keymanager.Manager, targets *u
 	if err != nil {
 		return nil, err
 	}
+	quietRedis.Do(func() { redis.SetLogger(quietLog{}) })
 	// go-redis retries on its own; our loop does the backing off, so one
 	// attempt per call keeps the loop's timing honest.
 	ro.MaxRetries = -1
@@ -110,6 +135,7 @@ func New(ctx context.Context, opts Options, keys *keymanager.Manager, targets *u
 		pendingKeys:    map[*keymanager.Key]struct{}{},
 		pendingTargets: map[*upstream.Target]struct{}{},
 		wake:           make(chan struct{}, 1),
+		reconnected:    make(chan struct{}, 1),
 	}
 	c.cluster.Store(&Totals{})
 	for _, t := range targets.Targets() {
@@ -209,6 +235,10 @@ func (c *Cluster) setUp(up bool, err error) {
 		return
 	}
 	if up {
+		select {
+		case c.reconnected <- struct{}{}:
+		default:
+		}
 		c.log.Info("redis connected: sharing key and target health")
 		return
 	}
@@ -243,7 +273,7 @@ func (c *Cluster) writer(ctx context.Context) {
 		case <-c.wake:
 		case <-tick.C:
 		}
-		if !c.up.Load() {
+		if resync := c.resyncWanted.Swap(false); !c.up.Load() || resync {
 			opCtx, cancel := context.WithTimeout(ctx, opTimeout)
 			err := c.connect(opCtx)
 			cancel()
@@ -287,6 +317,7 @@ func (c *Cluster) flush(ctx context.Context) error {
 	}
 	for t := range targets {
 		e := targetEvent(c.replica, t)
+		e.Reason = c.withoutKeys(e.Reason)
 		c.writeTarget(ctx, pipe, e)
 		events = append(events, e)
 	}
@@ -378,10 +409,24 @@ func (c *Cluster) Reset(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
-	if err := c.deleteMatching(ctx, c.prefix+"key:*"); err != nil {
+	if err := c.deleteMatching(ctx, match(c.prefix+"key:")); err != nil {
 		return err
 	}
 	return c.rdb.Publish(ctx, c.channel(), event{From: c.replica, Kind: kindReset}.encode()).Err()
+}
+
+// match is the SCAN pattern of every name that starts with prefix. Glob
+// characters in REDIS_PREFIX are escaped: "dep*:" must not match "dep1:"'s
+// keys, or a reset would delete another deployment's state.
+func match(prefix string) string {
+	var b strings.Builder
+	for _, r := range prefix {
+		if strings.ContainsRune(`\*?[]`, r) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String() + "*"
 }
 
 func (c *Cluster) deleteMatching(ctx context.Context, pattern string) error {

@@ -3,6 +3,7 @@ package cluster
 import (
 	"encoding/json"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gpt-load/gpt-load/internal/keymanager"
@@ -79,9 +80,51 @@ func fromMillis(ms int64) time.Time {
 	return time.UnixMilli(ms)
 }
 
+// keyQuoteLen is the shortest piece of a key a shared reason may not
+// hold. Reasons are the classifier's labels, taken from upstream error
+// bodies, and a body may quote the key sent where the label is read from
+// (the code field), in a case the classifier may have folded.
+const keyQuoteLen = 20
+
+// quotesKey reports whether reason holds a keyQuoteLen-long piece of raw,
+// in any case.
+func quotesKey(reason, raw string) bool {
+	n := min(keyQuoteLen, len(raw))
+	if n == 0 || len(reason) < n {
+		return false
+	}
+	r, k := strings.ToLower(reason), strings.ToLower(raw)
+	for i := 0; i+n <= len(k); i++ {
+		if strings.Contains(r, k[i:i+n]) {
+			return true
+		}
+	}
+	return false
+}
+
+// reasonWithheld replaces a target's reason that quoted a key.
+const reasonWithheld = "reason withheld: it quoted a key"
+
+// withoutKeys is reason, or reasonWithheld if it quotes any key.
+func (c *Cluster) withoutKeys(reason string) string {
+	if len(reason) < keyQuoteLen {
+		return reason
+	}
+	for _, k := range *c.byFP.Load() {
+		if quotesKey(reason, k.Secret().Reveal()) {
+			return reasonWithheld
+		}
+	}
+	return reason
+}
+
 func keyEvent(replica string, k *keymanager.Key) event {
 	s := k.Snapshot()
-	e := event{From: replica, Kind: kindKey, FP: Fingerprint(k.Secret().Reveal()), Status: s.LastStatus}
+	raw := k.Secret().Reveal()
+	if quotesKey(s.Reason, raw) {
+		s.Reason = "status " + strconv.Itoa(s.LastStatus)
+	}
+	e := event{From: replica, Kind: kindKey, FP: Fingerprint(raw), Status: s.LastStatus}
 	switch s.State {
 	case keymanager.Cooling:
 		e.State = stateCooling

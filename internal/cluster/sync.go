@@ -24,7 +24,13 @@ func (c *Cluster) subscriber(ctx context.Context) {
 	defer c.done.Done()
 	ps := c.rdb.Subscribe(ctx, c.channel())
 	defer ps.Close()
+	// Closing it ends a receive in progress at once: Close does not wait
+	// for the receive timeout.
+	defer context.AfterFunc(ctx, func() { ps.Close() })()
+	// Set at first too: what was published between the load in New and
+	// the subscription taking effect was missed.
 	var broken atomic.Bool
+	broken.Store(true)
 	backoff := backoffMin
 	for ctx.Err() == nil {
 		msg, err := ps.ReceiveTimeout(ctx, time.Second)
@@ -42,6 +48,7 @@ func (c *Cluster) subscriber(ctx context.Context) {
 			select {
 			case <-ctx.Done():
 				return
+			case <-c.reconnected:
 			case <-time.After(backoff):
 			}
 			backoff = min(2*backoff, backoffMax)
@@ -59,9 +66,9 @@ func (c *Cluster) subscriber(ctx context.Context) {
 	}
 }
 
-// requestResync makes the writer reconnect and load the whole state.
+// requestResync makes the writer load the whole state again.
 func (c *Cluster) requestResync() {
-	c.up.Store(false)
+	c.resyncWanted.Store(true)
 	c.poke()
 }
 
@@ -70,6 +77,8 @@ func (c *Cluster) handle(payload string) {
 	if !ok || e.From == c.replica {
 		return
 	}
+	c.applyMu.Lock()
+	defer c.applyMu.Unlock()
 	switch e.Kind {
 	case kindKey:
 		c.applyKey(e)
@@ -94,6 +103,8 @@ func (c *Cluster) handle(payload string) {
 // queued, was lifted elsewhere (a reset, a re-check) while this replica
 // could not hear it, and is lifted here too.
 func (c *Cluster) resync(ctx context.Context) error {
+	c.applyMu.Lock()
+	defer c.applyMu.Unlock()
 	keyStates, err := c.load(ctx, kindKey, c.prefix+"key:")
 	if err != nil {
 		return err
@@ -140,7 +151,7 @@ func (c *Cluster) resync(ctx context.Context) error {
 // load reads every stored state under prefix.
 func (c *Cluster) load(ctx context.Context, kind, prefix string) (map[string]event, error) {
 	out := map[string]event{}
-	iter := c.rdb.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+	iter := c.rdb.Scan(ctx, 0, match(prefix), 1000).Iterator()
 	var names []string
 	for iter.Next(ctx) {
 		names = append(names, iter.Val())
