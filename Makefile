@@ -72,8 +72,9 @@ coverage: ## run the tests with coverage; writes coverage.html and prints the to
 	go tool cover -html=coverage.out -o coverage.html
 	@go tool cover -func=coverage.out | tail -n 1 | awk '{ print "total coverage: " $$NF " (details in coverage.html)" }'
 
-bench: ## run the benchmarks (no tests)
+bench: ## Go benchmarks (no tests), then the short loopback load run
 	go test -run '^$$' -bench . -benchmem ./...
+	SHORT=1 bash scripts/loadtest.sh
 
 .PHONY: loadtest loadtest-short
 loadtest: ## end-to-end load test on loopback, direct vs via gpt-load (wrk; ~3 min); writes docs/benchmarks.md
