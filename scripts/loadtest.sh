@@ -8,6 +8,10 @@
 # curl sends the large bodies. Everything listens on 127.0.0.1, every step is
 # bounded in time, and every process started here is stopped on exit.
 #
+# Row 1R repeats workload 1 through a gpt-load restarted with REDIS_URL set,
+# pointing at a redis-server (Debian package) this script starts on a free
+# loopback port, without persistence, and stops at the end.
+#
 # SHORT=1 shrinks every duration (under a minute in all) and does not write
 # docs/benchmarks.md. Nothing here asserts a time: the numbers are reported,
 # not judged.
@@ -45,31 +49,41 @@ die() {
 }
 
 # ---------------------------------------------------------------- tools
-need_wrk() {
-	command -v wrk >/dev/null 2>&1 && return 0
-	say "wrk is not installed; installing the Debian package (apt-get install -y wrk)"
+# need_pkg PACKAGE COMMAND…: installs the Debian package when one of the
+# commands is missing.
+need_pkg() {
+	local pkg=$1 c missing=""
+	shift
+	for c in "$@"; do
+		command -v "$c" >/dev/null 2>&1 || missing=$c
+	done
+	[[ -z $missing ]] && return 0
+	say "$missing is not installed; installing the Debian package (apt-get install -y $pkg)"
 	local sudo=()
 	if [[ $(id -u) != 0 ]]; then
 		if command -v sudo >/dev/null 2>&1; then
 			sudo=(sudo)
 		else
-			die "wrk is missing and this is not root and there is no sudo: install it yourself (Debian/Ubuntu: apt-get install wrk; macOS: brew install wrk) and run again"
+			die "$missing is missing and this is not root and there is no sudo: install it yourself (Debian/Ubuntu: apt-get install $pkg; macOS: brew install ${pkg%-server}) and run again"
 		fi
 	fi
 	command -v apt-get >/dev/null 2>&1 ||
-		die "wrk is missing and apt-get is not available: install wrk with your package manager and run again"
-	"${sudo[@]}" apt-get update -qq && "${sudo[@]}" apt-get install -y -qq wrk >/dev/null ||
-		die "apt-get install wrk failed; install wrk yourself and run again"
-	command -v wrk >/dev/null 2>&1 || die "wrk still not found after installing it"
+		die "$missing is missing and apt-get is not available: install $pkg with your package manager and run again"
+	"${sudo[@]}" apt-get update -qq && "${sudo[@]}" apt-get install -y -qq "$pkg" >/dev/null ||
+		die "apt-get install $pkg failed; install $pkg yourself and run again"
+	for c in "$@"; do
+		command -v "$c" >/dev/null 2>&1 || die "$c still not found after installing $pkg"
+	done
 }
 for t in go curl timeout awk sha256sum; do
 	command -v "$t" >/dev/null 2>&1 || die "$t is required"
 done
-need_wrk
+need_pkg wrk wrk
+need_pkg redis-server redis-server redis-cli
 
 # ---------------------------------------------------------------- cleanup
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/gpt-load-loadtest.XXXXXX")
-MOCK_PID="" PROXY_PID="" SAMPLER_PID=""
+MOCK_PID="" PROXY_PID="" SAMPLER_PID="" REDIS_PID=""
 MAIN_PID=$BASHPID
 cleanup() {
 	local rc=$? p live
@@ -77,20 +91,20 @@ cleanup() {
 	[[ $BASHPID == "$MAIN_PID" ]] || exit "$rc"
 	trap - EXIT INT TERM
 	# Every background process of this script is one of its jobs: wrk,
-	# curl, the sampler, the mock and gpt-load.
+	# curl, the sampler, the mock, gpt-load and redis-server.
 	live=$(jobs -p)
-	for p in $live $MOCK_PID $PROXY_PID $SAMPLER_PID; do
+	for p in $live $MOCK_PID $PROXY_PID $SAMPLER_PID $REDIS_PID; do
 		kill -TERM "$p" 2>/dev/null || true
 	done
 	for _ in $(seq 50); do
 		local any=0
-		for p in $live $MOCK_PID $PROXY_PID $SAMPLER_PID; do
+		for p in $live $MOCK_PID $PROXY_PID $SAMPLER_PID $REDIS_PID; do
 			kill -0 "$p" 2>/dev/null && any=1
 		done
 		[[ $any == 0 ]] && break
 		sleep 0.1
 	done
-	for p in $live $MOCK_PID $PROXY_PID $SAMPLER_PID; do
+	for p in $live $MOCK_PID $PROXY_PID $SAMPLER_PID $REDIS_PID; do
 		kill -KILL "$p" 2>/dev/null || true
 	done
 	wait 2>/dev/null || true
@@ -182,11 +196,37 @@ stop_pid() {
 	wait "$p" 2>/dev/null || true
 }
 
+# start_redis: starts redis-server on a free loopback port, without
+# persistence; sets REDIS_PID, REDIS_PORT and REDIS_URL.
+start_redis() {
+	local i
+	for i in 1 2 3 4 5; do
+		REDIS_PORT=$(free_port) || die "no free port found"
+		(cd "$TMP" && exec redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+			--daemonize no) >"$TMP/redis.$i.log" 2>&1 &
+		REDIS_PID=$!
+		for _ in $(seq 100); do
+			kill -0 "$REDIS_PID" 2>/dev/null || break
+			if [[ $(timeout 2 redis-cli -p "$REDIS_PORT" ping 2>/dev/null || true) == PONG ]]; then
+				REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
+				return 0
+			fi
+			sleep 0.05
+		done
+		stop_pid "$REDIS_PID"
+		say "redis-server did not answer on port $REDIS_PORT; its log:"
+		tail -n 20 "$TMP/redis.$i.log" >&2 || true
+	done
+	die "redis-server would not start"
+}
+rcli() { timeout 5 redis-cli -p "$REDIS_PORT" "$@"; }
+
 PROXY_RUN=0
-# start_proxy true|false: starts gpt-load (access log on or off) with only
-# the environment given here (no .env, nothing inherited), waits for /health.
+# start_proxy true|false [REDIS_URL]: starts gpt-load (access log on or off)
+# with only the environment given here (no .env, nothing inherited), waits
+# for /health (and, given a REDIS_URL, for its "redis" to be "up").
 start_proxy() {
-	local access=$1 level=warn
+	local access=$1 redis=${2:-} level=warn health
 	# Access lines are written at info level: with the log on, say info.
 	[[ $access == true ]] && level=info
 	for _ in 1 2 3 4 5; do
@@ -197,19 +237,20 @@ start_proxy() {
 			HOST=127.0.0.1 PORT="$PROXY_PORT" \
 			OPENAI_BASE_URL="$MOCK_URL" KEYS_FILE="$TMP/keys.txt" \
 			LOG_LEVEL="$level" LOG_ENABLE_REQUEST="$access" \
-			MAX_CONCURRENT_REQUESTS=4096 \
+			MAX_CONCURRENT_REQUESTS=4096 ${redis:+REDIS_URL="$redis"} \
 			"$TMP/gpt-load" -env-file "$TMP/empty.env") >"$PROXY_LOG" 2>&1 &
 		PROXY_PID=$!
 		PROXY_URL="http://127.0.0.1:$PROXY_PORT"
 		for _ in $(seq 100); do
 			kill -0 "$PROXY_PID" 2>/dev/null || break
-			if [[ $("${CURL[@]}" -o /dev/null -w '%{http_code}' "$PROXY_URL/health" || true) == 200 ]]; then
+			health=$("${CURL[@]}" -w '\n%{http_code}' "$PROXY_URL/health" || true)
+			if [[ ${health##*$'\n'} == 200 ]] && { [[ -z $redis ]] || grep -Eq '"redis": *"up"' <<<"$health"; }; then
 				return 0
 			fi
 			sleep 0.1
 		done
 		stop_pid "$PROXY_PID"
-		say "gpt-load did not become healthy on port $PROXY_PORT; its log:"
+		say "gpt-load did not become healthy${redis:+ (with redis up)} on port $PROXY_PORT; its log:"
 		tail -n 20 "$PROXY_LOG" >&2 || true
 	done
 	die "gpt-load would not start"
@@ -217,7 +258,7 @@ start_proxy() {
 
 restart_proxy() {
 	stop_pid "$PROXY_PID"
-	start_proxy "${1:-false}"
+	start_proxy "${1:-false}" "${2:-}"
 }
 
 # ---------------------------------------------------------------- measuring
@@ -373,6 +414,26 @@ w1p=("$W_RPS" "$W_P50" "$W_P99" "$W_ERR" "$W_REQS")
 w6p_conn=$(mock_stat connections) w6p_req=$(mock_stat requests)
 say "   upstream connections: direct $w6d_conn (requests $w6d_req), via gpt-load $w6p_conn (requests $w6p_req)"
 
+say "== 1R. workload 1 again, via gpt-load restarted with REDIS_URL (redis-server on loopback, no persistence)"
+start_redis
+restart_proxy false "$REDIS_URL"
+w1r_port=$REDIS_PORT
+say "   redis-server on 127.0.0.1:$REDIS_PORT (pid $REDIS_PID); gpt-load on $PROXY_URL with REDIS_URL=$REDIS_URL (/health: redis up)"
+mock_reset
+wrk_run w1-proxy-redis 2 64 "$D1" "$PROXY_URL$CHAT"
+w1r=("$W_RPS" "$W_P50" "$W_P99" "$W_ERR" "$W_REQS")
+# Counters reach Redis about twice a second, and gpt-load flushes the rest
+# when it stops: stop it before counting what Redis holds.
+stop_pid "$PROXY_PID"
+PROXY_PID=""
+w1r_dbsize=$(rcli dbsize || echo "?")
+w1r_keys=$(rcli --scan | sort | paste -sd ' ' - || true)
+w1r_total=$(rcli hget "gpt-load:counters" total || true)
+stop_pid "$REDIS_PID"
+REDIS_PID=""
+say "   Redis afterwards: dbsize $w1r_dbsize (${w1r_keys:-no keys}); cluster counter total ${w1r_total:-none}"
+start_proxy false
+
 say "== 2. non-streaming, 1 connection, ${D1} s (wrk -t1 -c1)"
 wrk_run w2-direct 1 1 "$D1" "$MOCK_URL$CHAT"
 w2d=("$W_RPS" "$W_P50" "$W_P99" "$W_ERR")
@@ -439,6 +500,8 @@ ELAPSED=$(($(date +%s) - START))
 row "1. 64 conns, ${D1} s, non-streaming: throughput (req/s)" "$(f0 "${w1d[0]}")$(err "${w1d[3]}")" "$(f0 "${w1p[0]}")$(err "${w1p[3]}")" "$(ratio "${w1p[0]}" "${w1d[0]}")"
 row "1. … p50 latency (ms)" "$(f2 "${w1d[1]}")" "$(f2 "${w1p[1]}")" "$(ratio "${w1p[1]}" "${w1d[1]}")"
 row "1. … p99 latency (ms)" "$(f2 "${w1d[2]}")" "$(f2 "${w1p[2]}")" "$(ratio "${w1p[2]}" "${w1d[2]}")"
+row "1R. same as 1, gpt-load with REDIS_URL: throughput (req/s)" "$(f0 "${w1d[0]}")" "$(f0 "${w1r[0]}")$(err "${w1r[3]}") (without Redis: $(f0 "${w1p[0]}"))" "$(ratio "${w1r[0]}" "${w1p[0]}") of without Redis ($(ratio "${w1r[0]}" "${w1d[0]}") of direct)"
+row "1R. … p50 / p99 latency (ms)" "$(f2 "${w1d[1]}") / $(f2 "${w1d[2]}")" "$(f2 "${w1r[1]}") / $(f2 "${w1r[2]}") (without Redis: $(f2 "${w1p[1]}") / $(f2 "${w1p[2]}"))" "$(ratio "${w1r[1]}" "${w1p[1]}") / $(ratio "${w1r[2]}" "${w1p[2]}") of without Redis"
 row "1+. same, access log ON: throughput (req/s)" "$(f0 "${w1d[0]}")" "$(f0 "${w1l[0]}")$(err "${w1l[3]}")" "$(ratio "${w1l[0]}" "${w1d[0]}") ($(ratio "${w1l[0]}" "${w1p[0]}") of log off)"
 row "1+. … p50 / p99 latency (ms)" "$(f2 "${w1d[1]}") / $(f2 "${w1d[2]}")" "$(f2 "${w1l[1]}") / $(f2 "${w1l[2]}")" "$(ratio "${w1l[1]}" "${w1d[1]}") / $(ratio "${w1l[2]}" "${w1d[2]}")"
 row "2. 1 conn, ${D1} s: throughput (req/s)" "$(f0 "${w2d[0]}")$(err "${w2d[3]}")" "$(f0 "${w2p[0]}")$(err "${w2p[3]}")" "$(ratio "${w2p[0]}" "${w2d[0]}")"
@@ -465,6 +528,7 @@ COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 if [[ -n $(git --no-optional-locks status --porcelain 2>/dev/null || true) ]]; then COMMIT="$COMMIT-dirty"; fi
 WRKV=$({ wrk -v 2>&1 || true; } | awk 'NR == 1 { print $1, $2 }')
 GOV=$(go version | awk '{ print $3, $4 }')
+REDISV=$(redis-server --version | awk '{ sub(/^v=/, "", $3); print "redis-server", $3 }')
 
 report() {
 	echo "Run: $DATE on $(nproc) CPUs (${CPU:-unknown CPU}), Linux $(uname -r); $GOV; $WRKV; gpt-load $COMMIT."
@@ -476,6 +540,10 @@ report() {
 	echo
 	echo "- gpt-load ran with LOG_ENABLE_REQUEST=false (access logging off, as nginx's \`access_log off\` would be in the same comparison),"
 	echo "  LOG_LEVEL=warn, MAX_CONCURRENT_REQUESTS=4096, $NKEYS keys, defaults otherwise. Rows 1+ and 6+ are the same run with the access log on (LOG_LEVEL=info, to a file: $w1l_lines lines)."
+	echo "- 1R: the same wrk run as 1 (64 connections, ${D1} s, non-streaming) through gpt-load restarted with the same settings plus"
+	echo "  REDIS_URL=redis://127.0.0.1:$w1r_port/0, a $REDISV started by this script on loopback (\`--save \"\" --appendonly no\`);"
+	echo "  the run starts once /health shows \`\"redis\": \"up\"\`. The issue's target is throughput within 5 % of without Redis (ratio ≥ 0.95×): reported here, not asserted."
+	echo "  Redis afterwards held $w1r_dbsize key(s)${w1r_keys:+ ($w1r_keys)}, cluster request total ${w1r_total:-none} (wrk counted ${w1r[4]}, without the requests still in flight when it stopped); with every key healthy only the counters hash is expected."
 	echo "- 1, 2: wrk POSTs a ${#CHAT_BODY}-byte chat body; the answer is a ${COMPLETION_BYTES}-byte chat.completion. Latency is wrk's (\`--latency\`)."
 	echo "- 3: cmd/ttfb opens $TTFB_N streams at once (20 events 20 ms apart), 1 unmeasured warm-up round, then $TTFB_ROUNDS rounds; time to first byte is httptrace's GotFirstResponseByte, first SSE event is the first body byte."
 	echo "- 4: wrk -c$SLOW_N -d${SLOW_WRK}s on streams of $SLOW_CHUNKS events $SLOW_GAP ms apart; peak RSS is the larger of VmHWM and VmRSS sampled every 100 ms, of a freshly started process (gpt-load restarted, mock restarted)."

@@ -541,6 +541,130 @@ func TestComposeMatchesCode(t *testing.T) {
 	})
 }
 
+// yamlSeq returns a sequence given inline in the flow form ([a, "b"]) or
+// as a block of "- item" lines. It does not handle commas inside quotes.
+func yamlSeq(value string, lines []yamlLine) []string {
+	if inner, ok := strings.CutPrefix(value, "["); ok {
+		inner = strings.TrimSuffix(strings.TrimSpace(inner), "]")
+		var out []string
+		for item := range strings.SplitSeq(inner, ",") {
+			if item = strings.TrimSpace(item); item != "" {
+				out = append(out, unquoteYAML(item))
+			}
+		}
+		return out
+	}
+	if value != "" {
+		return []string{unquoteYAML(value)}
+	}
+	items, _ := yamlItems(lines)
+	return items
+}
+
+// TestComposeRedisService checks the optional Redis of "Scaling out": a
+// redis service in the "redis" profile, without persistence, that gpt-load
+// does not need in order to start.
+func TestComposeRedisService(t *testing.T) {
+	text := readDeployFile(t, composePath)
+	lines := yamlLines(text)
+	_, svc, ok := yamlGet(lines, "services", "redis")
+	if !ok {
+		t.Fatal("docker-compose.yml has no service redis")
+	}
+
+	t.Run("image", func(t *testing.T) {
+		img, _, _ := yamlGet(svc, "image")
+		if name, _, _ := strings.Cut(unquoteYAML(img), ":"); name != "redis" {
+			t.Errorf("redis image %q: want the official redis image (redis:7-alpine)", img)
+		}
+	})
+
+	t.Run("profile", func(t *testing.T) {
+		v, pl, ok := yamlGet(svc, "profiles")
+		if !ok {
+			t.Fatal("service redis has no profiles: a plain `docker compose up` would start it")
+		}
+		if got := yamlSeq(v, pl); !slices.Equal(got, []string{"redis"}) {
+			t.Errorf("redis profiles %q; want [redis]", got)
+		}
+		// gpt-load itself must start without any profile.
+		_, gl, _ := yamlGet(lines, "services", "gpt-load")
+		if _, _, has := yamlGet(gl, "profiles"); has {
+			t.Error("service gpt-load has profiles; `docker compose up` must start it without one")
+		}
+	})
+
+	t.Run("no hard dependency from gpt-load", func(t *testing.T) {
+		_, gl, _ := yamlGet(lines, "services", "gpt-load")
+		v, dl, has := yamlGet(gl, "depends_on")
+		if !has {
+			return
+		}
+		if slices.Contains(yamlSeq(v, dl), "redis") {
+			t.Fatal("gpt-load depends_on redis (list form): it would not start without the redis profile")
+		}
+		// Mapping form: allowed only with required: false.
+		if _, rl, dep := yamlGet(dl, "redis"); dep {
+			if req, _, _ := yamlGet(rl, "required"); unquoteYAML(req) != "false" {
+				t.Errorf("gpt-load depends_on redis without required: false: it would not start without the redis profile")
+			}
+		}
+	})
+
+	t.Run("no persistence", func(t *testing.T) {
+		v, cl, ok := yamlGet(svc, "command")
+		if !ok {
+			t.Fatal("service redis has no command")
+		}
+		var args []string
+		if strings.HasPrefix(v, "[") || v == "" {
+			args = yamlSeq(v, cl)
+		} else {
+			for _, f := range strings.Fields(v) {
+				args = append(args, unquoteYAML(f))
+			}
+		}
+		if len(args) == 0 || args[0] != "redis-server" {
+			t.Fatalf("redis command %q does not run redis-server", args)
+		}
+		flag := func(name string) (string, bool) {
+			i := slices.Index(args, name)
+			if i < 0 || i+1 >= len(args) {
+				return "", false
+			}
+			return args[i+1], true
+		}
+		if v, ok := flag("--save"); !ok || v != "" {
+			t.Errorf(`redis command %q: want --save "" (no RDB snapshots)`, args)
+		}
+		if v, ok := flag("--appendonly"); !ok || v != "no" {
+			t.Errorf("redis command %q: want --appendonly no", args)
+		}
+	})
+
+	t.Run("healthcheck and restart", func(t *testing.T) {
+		test, hl, ok := yamlGet(svc, "healthcheck", "test")
+		if !ok {
+			t.Fatal("service redis has no healthcheck test")
+		}
+		got := strings.Join(yamlSeq(test, hl), " ")
+		if !strings.Contains(got, "redis-cli ping") {
+			t.Errorf("redis healthcheck %q does not run redis-cli ping", got)
+		}
+		if r, _, _ := yamlGet(svc, "restart"); r != "unless-stopped" {
+			t.Errorf("redis restart %q; want unless-stopped", r)
+		}
+	})
+
+	t.Run("documented", func(t *testing.T) {
+		for _, want := range []string{"REDIS_URL=redis://redis:6379/0", "--profile redis"} {
+			if !strings.Contains(text, want) {
+				t.Errorf("docker-compose.yml does not mention %s in its comments", want)
+			}
+		}
+	})
+}
+
 // ------------------------------------------------------------ .dockerignore
 
 func TestDockerignoreKeepsSecretsOut(t *testing.T) {
