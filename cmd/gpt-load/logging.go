@@ -9,6 +9,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/gpt-load/gpt-load/internal/asynclog"
 	"github.com/gpt-load/gpt-load/internal/config"
 )
 
@@ -26,8 +27,8 @@ func newLogger(c config.Log, stdout io.Writer) (*logrus.Entry, func(), error) {
 	} else {
 		l.SetFormatter(&logrus.TextFormatter{FullTimestamp: true})
 	}
-	l.SetOutput(stdout)
-	closeFn := func() {}
+	out := stdout
+	var file *os.File
 	if c.EnableFile {
 		if err := os.MkdirAll(filepath.Dir(c.FilePath), 0o755); err != nil {
 			return nil, nil, fmt.Errorf("LOG_FILE_PATH=%q: %w", c.FilePath, err)
@@ -36,12 +37,35 @@ func newLogger(c config.Log, stdout io.Writer) (*logrus.Entry, func(), error) {
 		if err != nil {
 			return nil, nil, fmt.Errorf("LOG_FILE_PATH=%q: %w", c.FilePath, err)
 		}
-		l.SetOutput(io.MultiWriter(stdout, f))
-		closeFn = func() { f.Close() }
+		file = f
+		out = io.MultiWriter(stdout, f)
+	}
+	// Lines bound for files and pipes are written in batches by one
+	// goroutine: an access line per request then costs a channel send,
+	// not a system call. A terminal alone is written to directly, so that
+	// logrus still sees it and colours the text.
+	var async *asynclog.Writer
+	if f, ok := stdout.(*os.File); ok && (file != nil || !isTerminal(f)) {
+		async = asynclog.New(out)
+		out = async
+	}
+	l.SetOutput(out)
+	closeFn := func() {
+		if async != nil {
+			async.Close()
+		}
+		if file != nil {
+			file.Close()
+		}
 	}
 	return logrus.NewEntry(l), closeFn, nil
 }
 
 func newStdLogger(l *logrus.Entry, level logrus.Level) *log.Logger {
 	return log.New(l.WriterLevel(level), "", 0)
+}
+
+func isTerminal(f *os.File) bool {
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
