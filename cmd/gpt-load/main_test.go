@@ -20,6 +20,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gpt-load/gpt-load/internal/testlog"
+
 	"github.com/gpt-load/gpt-load/internal/testupstream"
 )
 
@@ -205,7 +207,7 @@ func TestStartupLogNamesEverythingButKeys(t *testing.T) {
 	dir := t.TempDir()
 	keys := filepath.Join(dir, "keys.txt")
 	writeKeys(t, keys, append(testKeys, testKeys[0])...)
-	var out safeBuffer
+	var out testlog.Buffer
 	serving(t, map[string]string{"KEYS_FILE": keys, "AUTH_KEY": "auth-token-abcdefgh-123", "OPENAI_BASE_URL": "https://api.openai.com,https://x.openai.azure.com/openai", "LOG_FORMAT": "json"}, &out)
 	logs := out.String()
 	for _, w := range []string{`"version"`, `"listen"`, `"keys":3`, "https://api.openai.com", "x.openai.azure.com", `"auth_style":"azure"`, `"auth":true`, `"cors":true`, `"count":1`} {
@@ -220,28 +222,11 @@ func TestStartupLogNamesEverythingButKeys(t *testing.T) {
 	}
 }
 
-type safeBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *safeBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *safeBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // process is the real binary, started with env in dir.
 type process struct {
 	cmd  *exec.Cmd
 	url  string
-	out  *safeBuffer
+	out  *testlog.Buffer
 	done chan error
 }
 
@@ -258,7 +243,7 @@ func freePort(t *testing.T) int {
 func startBinary(t *testing.T, env ...string) *process {
 	t.Helper()
 	port := freePort(t)
-	p := &process{out: &safeBuffer{}, done: make(chan error, 1), url: fmt.Sprintf("http://127.0.0.1:%d", port)}
+	p := &process{out: &testlog.Buffer{}, done: make(chan error, 1), url: fmt.Sprintf("http://127.0.0.1:%d", port)}
 	p.cmd = exec.Command(binary)
 	p.cmd.Dir = t.TempDir()
 	p.cmd.Env = append([]string{"HOST=127.0.0.1", fmt.Sprintf("PORT=%d", port)}, env...)
@@ -427,13 +412,7 @@ func TestSIGHUPReloadUnderLoad(t *testing.T) {
 	// A bad file keeps the old set.
 	os.WriteFile(keys, nil, 0o600)
 	p.cmd.Process.Signal(syscall.SIGHUP)
-	deadline = time.Now().Add(5 * time.Second)
-	for !strings.Contains(p.out.String(), "keeping the old keys") {
-		if time.Now().After(deadline) {
-			t.Fatalf("no error logged for an empty keys file\n%s", p.out.String())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	p.out.WaitFor(t, "keeping the old keys", 5*time.Second)
 	resp, err := http.Get(p.url + "/v1/models")
 	if err != nil {
 		t.Fatal(err)

@@ -1,7 +1,6 @@
 package cluster_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -15,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/gpt-load/gpt-load/internal/testlog"
 
 	"github.com/sirupsen/logrus"
 
@@ -59,30 +60,6 @@ func makeKeys(seed uint64, n int) []string {
 // preview is how /blacklist and /stats show a key.
 func preview(key string) string { return secret.NewKey(key).String() }
 
-// syncBuffer is a bytes.Buffer safe for the logger's concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func (s *syncBuffer) Len() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Len()
-}
-
 // writeKeysFile writes keys to a keys file in a temporary directory.
 func writeKeysFile(t testing.TB, keys []string) string {
 	t.Helper()
@@ -98,7 +75,7 @@ type replica struct {
 	Name string
 	URL  string
 	App  *server.Server
-	Logs *syncBuffer
+	Logs *testlog.Buffer
 }
 
 // replicaOpts configures startReplica.
@@ -147,7 +124,7 @@ func startReplica(t testing.TB, name string, o replicaOpts) *replica {
 	}
 	keys := strings.Fields(string(raw))
 
-	logs := &syncBuffer{}
+	logs := &testlog.Buffer{}
 	l := logrus.New()
 	l.SetOutput(logs)
 	l.SetLevel(logrus.DebugLevel)

@@ -1,7 +1,6 @@
 package proxy_test
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"net/http"
@@ -10,9 +9,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/gpt-load/gpt-load/internal/testlog"
 
 	"github.com/sirupsen/logrus"
 
@@ -29,24 +29,6 @@ var testKeys = []string{
 	"sk-test-0000000000000000000000000000000000000000000003",
 }
 
-// syncBuffer is a bytes.Buffer safe for the logger's concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // env is a proxy under test: the whole server handler in front of the
 // given upstreams.
 type env struct {
@@ -54,7 +36,7 @@ type env struct {
 	Keys      *keymanager.Manager
 	Proxy     *proxy.Proxy
 	Transport *http.Transport
-	Logs      *syncBuffer
+	Logs      *testlog.Buffer
 	Config    *config.Config
 }
 
@@ -62,7 +44,7 @@ type env struct {
 // (vars) over the defaults, with keys and upstream URLs.
 func start(t testing.TB, keys []string, upstreams []string, vars map[string]string) *env {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &testlog.Buffer{}
 	e := startWith(t, keys, upstreams, vars, logs)
 	e.Logs = logs
 	return e
