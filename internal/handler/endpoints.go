@@ -196,8 +196,10 @@ type BlacklistedKey struct {
 	Type        string `json:"type"` // permanent (blacklisted) or temporary (cooling)
 	Status      int    `json:"status"`
 	BlacklistAt string `json:"blacklistAt"`
-	Until       string `json:"until,omitempty"`
-	FailCount   int    `json:"failCount"`
+	// Until is the cooling deadline; null for a blacklisted key, which has
+	// none.
+	Until     *string `json:"until"`
+	FailCount int     `json:"failCount"`
 }
 
 func (s *server) blacklist(w http.ResponseWriter, r *http.Request) {
@@ -210,7 +212,7 @@ func (s *server) blacklist(w http.ResponseWriter, r *http.Request) {
 		// A reason may quote an upstream error, and those quote keys.
 		b.Keys = append(b.Keys, BlacklistedKey{
 			Preview: k.Preview, Reason: secret.Redact(k.Reason), Type: typ, Status: k.LastStatus,
-			BlacklistAt: rfc3339(k.Since), Until: rfc3339(k.Until), FailCount: k.FailCount,
+			BlacklistAt: rfc3339(k.Since), Until: optional(rfc3339(k.Until)), FailCount: k.FailCount,
 		})
 	}
 	b.Count = len(b.Keys)
@@ -274,4 +276,12 @@ func systemStats() SystemStats {
 		OS:         runtime.GOOS,
 		Arch:       runtime.GOARCH,
 	}
+}
+
+// optional is s, or nil (JSON null) when s is empty.
+func optional(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
 }

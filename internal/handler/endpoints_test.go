@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -242,11 +243,11 @@ func TestBlacklist(t *testing.T) {
 		want := map[string]handler.BlacklistedKey{
 			perm.Preview(): {Preview: perm.Preview(), Reason: "invalid api key", Type: "permanent", Status: http.StatusUnauthorized},
 			temp.Preview(): {Preview: temp.Preview(), Reason: "rate limited", Type: "temporary", Status: http.StatusTooManyRequests,
-				Until: until.UTC().Format(time.RFC3339)},
+				Until: ptr(until.UTC().Format(time.RFC3339))},
 		}
 		for _, entry := range raw.Keys {
 			names := keysOf(t, entry)
-			for _, n := range []string{"blacklistAt", "failCount", "preview", "reason", "status", "type"} {
+			for _, n := range []string{"blacklistAt", "failCount", "preview", "reason", "status", "type", "until"} {
 				if !slices.Contains(names, n) {
 					t.Errorf("entry %s lacks %q", entry, n)
 				}
@@ -262,8 +263,8 @@ func TestBlacklist(t *testing.T) {
 			}
 			checkTimestamp(t, "blacklistAt", got.BlacklistAt)
 			got.BlacklistAt, got.FailCount = "", 0
-			if got != w {
-				t.Errorf("entry = %+v; want %+v", got, w)
+			if !reflect.DeepEqual(got, w) {
+				t.Errorf("entry = %s; want preview %s, until %v", entry, w.Preview, deref(w.Until))
 			}
 			delete(want, got.Preview)
 		}
@@ -409,4 +410,13 @@ func checkNoRawKeys(t *testing.T, where, text string, keys []string) {
 			}
 		}
 	}
+}
+
+func ptr(s string) *string { return &s }
+
+func deref(s *string) string {
+	if s == nil {
+		return "null"
+	}
+	return *s
 }
