@@ -1,6 +1,7 @@
 package keymanager
 
 import (
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -120,5 +121,22 @@ func TestListenerHearsOwnChangesOnly(t *testing.T) {
 	m.Blacklist(k0, "x", 401)
 	if len(r.seen) != 2 {
 		t.Error("a removed listener still hears changes")
+	}
+}
+
+// TestStaleViewAllCoolingHasRetryAt covers a large key set whose rotation
+// has not been rebuilt yet when every key went cooling: the error still
+// says when the soonest one returns.
+func TestStaleViewAllCoolingHasRetryAt(t *testing.T) {
+	clk := newClock() // frozen: the rebuild throttle keeps the old view
+	m := New(testKeys(10_001), Options{Now: clk.Now})
+	soonest := clk.Now().Add(time.Hour)
+	for i, k := range m.Keys() {
+		m.Cool(k, soonest.Add(time.Duration(i)*time.Second), "rate_limit_exceeded", 429)
+	}
+	_, err := m.Next()
+	var nk *NoKeysError
+	if !errors.As(err, &nk) || !nk.RetryAt.Equal(soonest) {
+		t.Fatalf("Next() error = %v; want NoKeysError with RetryAt %v", err, soonest)
 	}
 }

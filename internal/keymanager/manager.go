@@ -144,12 +144,20 @@ func (m *Manager) Next() (*Key, error) {
 	}
 	i := m.cursor.Add(1) - 1
 	// A key may have left rotation since the view was built; skip it.
+	soonest := v.wake
 	for range n {
 		k := v.usable[i%n]
 		if k.usableAt(now) {
 			return k, nil
 		}
+		if State(k.state.Load()) == Cooling {
+			soonest = min(soonest, k.until.Load())
+		}
 		i = m.cursor.Add(1) - 1
+	}
+	// Every key of a stale view left rotation since it was built.
+	if soonest != math.MaxInt64 {
+		return nil, &NoKeysError{RetryAt: time.Unix(0, soonest)}
 	}
 	return nil, errNoKeys
 }
