@@ -19,6 +19,7 @@ import argparse
 import concurrent.futures as futures
 import json
 import os
+import re
 import signal
 import socket
 import ssl
@@ -278,6 +279,18 @@ def is_ident(s):
     return all(c.isascii() and (c.isalnum() or c in "_-.") for c in s)
 
 
+def label(s):
+    """Mirror of classify's label: a short identifier that cannot be a key."""
+    if not s or len(s) > 64 or not is_ident(s):
+        return False
+    # A long run of letters and digits mixed, or a long one without an
+    # underscore, may be a key quoted back by the upstream.
+    for tok in re.findall(r"[A-Za-z0-9_-]{20,}", s):
+        if re.search(r"[A-Za-z]", tok) and re.search(r"[0-9]", tok):
+            return False
+    return len(s) < 20 or "_" in s
+
+
 def classify(status, body):
     """Mirror of classify.Attempt for an HTTP answer: (class, reason)."""
     if 200 <= status < 300:
@@ -295,16 +308,16 @@ def classify(status, body):
 
     reason = "status %d" % status
     for s in (code, typ):
-        if s and len(s) <= 64 and is_ident(s):
+        if label(s):
             reason = s
             break
     else:
         for r in reasons:
-            if len(r) <= 64 and is_ident(r):
+            if label(r):
                 reason = r.lower()
                 break
         else:
-            if st and len(st) <= 64 and is_ident(st):
+            if label(st):
                 reason = st.lower()
     if status in (401, 403):
         return INVALID, reason

@@ -141,7 +141,11 @@ func (e apiError) reason(status int) string {
 // identifier that is not key-shaped, so a body quoting a key in its code
 // field cannot leak it.
 func label(s string) bool {
-	return s != "" && len(s) <= 64 && isIdent(s) && secret.Redact(s) == s
+	return s != "" && len(s) <= 64 && isIdent(s) && secret.Redact(s) == s &&
+		// Long provider codes are snake_case words ("insufficient_quota",
+		// "unsupported_country_region_territory"); a long run without an
+		// underscore is more likely a key without digits.
+		(len(s) < 20 || strings.Contains(s, "_"))
 }
 
 func isIdent(s string) bool {

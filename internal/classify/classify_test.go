@@ -665,6 +665,8 @@ func TestAttemptProviderChoices(t *testing.T) {
 		{"501 stays the client's", 501, "", Verdict{Fault: ClientError, Reason: "status 501"}},
 		{"400 UNAUTHENTICATED", 400, `{"error":{"code":400,"message":"Request had invalid authentication credentials.","status":"UNAUTHENTICATED"}}`,
 			Verdict{Fault: KeyPermanent, Retry: true, Reason: "unauthenticated"}},
+		{"digitless key in code", 401, `{"error":{"code":"sk-abcdefghijklmnopqrstuvwxyzabcdef","message":"x"}}`,
+			Verdict{Fault: KeyPermanent, Retry: true, Reason: "status 401"}},
 		{"key in code", 401, `{"error":{"code":"sk-proj-abcdef0123456789abcdef0123456789","message":"x"}}`,
 			Verdict{Fault: KeyPermanent, Retry: true, Reason: "status 401"}},
 	}

@@ -105,9 +105,14 @@ func quotesKey(reason, raw string) bool {
 // reasonWithheld replaces a target's reason that quoted a key.
 const reasonWithheld = "reason withheld: it quoted a key"
 
+// scanKeysMax bounds the key sets withoutKeys scans: the scan is linear in
+// the keys, and with more of them the classifier's own rule (no long label
+// without an underscore) is what keeps keys out of reasons.
+const scanKeysMax = 10_000
+
 // withoutKeys is reason, or reasonWithheld if it quotes any key.
 func (c *Cluster) withoutKeys(reason string) string {
-	if len(reason) < keyQuoteLen {
+	if len(reason) < keyQuoteLen || len(*c.byFP.Load()) > scanKeysMax {
 		return reason
 	}
 	for _, k := range *c.byFP.Load() {
