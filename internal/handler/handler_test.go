@@ -210,7 +210,7 @@ func waitText(t *testing.T, logs *logBuffer, n int) {
 	defer deadline.Stop()
 	for count() < n {
 		select {
-		case <-logs.changed:
+		case <-logs.Changed():
 		case <-deadline.C:
 			t.Fatalf("%d access lines after %v; want %d\n%s", count(), waitTimeout, n, logs.String())
 		}
@@ -313,7 +313,7 @@ func waitLine(t *testing.T, logs *logBuffer, match func(map[string]any) bool) {
 			return
 		}
 		select {
-		case <-logs.changed:
+		case <-logs.Changed():
 		case <-deadline.C:
 			t.Fatalf("no matching log line after %v\n%s", waitTimeout, logs.String())
 		}

@@ -1,8 +1,6 @@
 package handler_test
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -16,9 +14,10 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/gpt-load/gpt-load/internal/testlog"
 
 	"github.com/sirupsen/logrus"
 
@@ -37,44 +36,10 @@ const testAuthKey = "gl-auth-9c4e1b7d2a6f08e3"
 
 // logBuffer is the log output of a server under test; tests read it while
 // the server writes. It is safe for concurrent use.
-type logBuffer struct {
-	mu      sync.Mutex
-	buf     bytes.Buffer
-	changed chan struct{}
-}
+type logBuffer struct{ testlog.Buffer }
 
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	n, err := b.buf.Write(p)
-	b.mu.Unlock()
-	select {
-	case b.changed <- struct{}{}:
-	default:
-	}
-	return n, err
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// entries parses the buffer as JSON lines; the server must log JSON.
-func (b *logBuffer) entries(t *testing.T) []map[string]any {
-	t.Helper()
-	var out []map[string]any
-	sc := bufio.NewScanner(strings.NewReader(b.String()))
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	for sc.Scan() {
-		var m map[string]any
-		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
-			t.Fatalf("log line %q is not JSON: %v", sc.Text(), err)
-		}
-		out = append(out, m)
-	}
-	return out
-}
+// entries parses the buffer as JSON lines.
+func (b *logBuffer) entries(t *testing.T) []map[string]any { return b.Entries(t) }
 
 // accessLines returns the access lines of proxied requests.
 func (b *logBuffer) accessLines(t *testing.T) []map[string]any {
@@ -99,7 +64,7 @@ func (b *logBuffer) waitAccess(t *testing.T, n int) []map[string]any {
 			return got
 		}
 		select {
-		case <-b.changed:
+		case <-b.Changed():
 		case <-deadline.C:
 			t.Fatalf("%d access lines after %v; want %d\n%s", len(b.accessLines(t)), waitTimeout, n, b.String())
 		}
@@ -151,7 +116,7 @@ func newServer(t *testing.T, o options) *server {
 		t.Fatalf("config.Load(%v): %v", env, err)
 	}
 
-	logs := &logBuffer{changed: make(chan struct{}, 1)}
+	logs := &logBuffer{}
 	l := logrus.New()
 	l.SetOutput(logs)
 	level, err := logrus.ParseLevel(cfg.Log.Level)

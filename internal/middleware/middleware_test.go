@@ -1,8 +1,6 @@
 package middleware_test
 
 import (
-	"bufio"
-	"bytes"
 	"encoding/json"
 	"io"
 	"maps"
@@ -10,9 +8,10 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/gpt-load/gpt-load/internal/testlog"
 
 	"github.com/sirupsen/logrus"
 
@@ -24,44 +23,10 @@ const waitTimeout = 5 * time.Second
 
 // logBuffer is an io.Writer for a logger that tests can read while the
 // server writes to it. It is safe for concurrent use.
-type logBuffer struct {
-	mu      sync.Mutex
-	buf     bytes.Buffer
-	changed chan struct{}
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	n, err := b.buf.Write(p)
-	b.mu.Unlock()
-	select {
-	case b.changed <- struct{}{}:
-	default:
-	}
-	return n, err
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+type logBuffer struct{ testlog.Buffer }
 
 // entries parses the buffer as JSON lines.
-func (b *logBuffer) entries(t *testing.T) []map[string]any {
-	t.Helper()
-	var out []map[string]any
-	sc := bufio.NewScanner(strings.NewReader(b.String()))
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	for sc.Scan() {
-		var m map[string]any
-		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
-			t.Fatalf("log line %q is not JSON: %v", sc.Text(), err)
-		}
-		out = append(out, m)
-	}
-	return out
-}
+func (b *logBuffer) entries(t *testing.T) []map[string]any { return b.Entries(t) }
 
 // withMsg returns the entries whose msg is msg.
 func (b *logBuffer) withMsg(t *testing.T, msg string) []map[string]any {
@@ -85,7 +50,7 @@ func (b *logBuffer) waitMsg(t *testing.T, msg string, n int) []map[string]any {
 			return got
 		}
 		select {
-		case <-b.changed:
+		case <-b.Changed():
 		case <-deadline.C:
 			t.Fatalf("log has %d %q lines after %v; want %d\n%s", len(b.withMsg(t, msg)), msg, waitTimeout, n, b.String())
 		}
@@ -95,7 +60,7 @@ func (b *logBuffer) waitMsg(t *testing.T, msg string, n int) []map[string]any {
 // newLogger returns a JSON logger at level writing to a fresh buffer.
 func newLogger(t *testing.T, level logrus.Level) (*logrus.Entry, *logBuffer) {
 	t.Helper()
-	buf := &logBuffer{changed: make(chan struct{}, 1)}
+	buf := &logBuffer{}
 	l := logrus.New()
 	l.SetOutput(buf)
 	l.SetLevel(level)

@@ -3,7 +3,9 @@
 package testlog
 
 import (
+	"bufio"
 	"bytes"
+	"encoding/json"
 	"strings"
 	"sync"
 	"testing"
@@ -68,4 +70,29 @@ func (s *Buffer) WaitFor(t testing.TB, substr string, timeout time.Duration) {
 			t.Fatalf("output has no %q after %v:\n%s", substr, timeout, s.String())
 		}
 	}
+}
+
+// Changed is signalled after writes; a waiter re-checks its condition on
+// each signal. Several writes may share one signal.
+func (s *Buffer) Changed() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.signal()
+}
+
+// Entries parses the output as JSON lines, one object a line, failing the
+// test on a line that is not JSON.
+func (s *Buffer) Entries(t testing.TB) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	sc := bufio.NewScanner(strings.NewReader(s.String()))
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for sc.Scan() {
+		var m map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			t.Fatalf("log line %q is not JSON: %v", sc.Text(), err)
+		}
+		out = append(out, m)
+	}
+	return out
 }
