@@ -7,10 +7,12 @@ import (
 	"context"
 	"errors"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptrace"
 	"net/http/httputil"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -254,7 +256,7 @@ func withoutKeyParam(q string) string {
 	var b strings.Builder
 	for part := range strings.SplitSeq(q, "&") {
 		name, _, _ := strings.Cut(part, "=")
-		if n, err := urlUnescape(name); err == nil && n == "key" {
+		if n, err := url.QueryUnescape(name); err == nil && n == "key" {
 			continue
 		}
 		if b.Len() > 0 {
@@ -295,7 +297,7 @@ func noKeysError(err error) *apierr.Error {
 		Message: "no usable API key: every key is cooling down or blacklisted", Err: err}
 	var nk *keymanager.NoKeysError
 	if errors.As(err, &nk) && !nk.RetryAt.IsZero() {
-		e.RetryAfter = max(1, int(ceilSeconds(nk.RetryAt)))
+		e.RetryAfter = max(1, int(math.Ceil(time.Until(nk.RetryAt).Seconds())))
 	}
 	return e
 }
