@@ -140,3 +140,25 @@ func TestStaleViewAllCoolingHasRetryAt(t *testing.T) {
 		t.Fatalf("Next() error = %v; want NoKeysError with RetryAt %v", err, soonest)
 	}
 }
+
+// TestCoolingAgainRestartsSince checks a key cooled a second time reports
+// when this rest began, not the first one.
+func TestCoolingAgainRestartsSince(t *testing.T) {
+	clk := newClock()
+	m := New(testKeys(2), Options{Cooldown: time.Second, Now: clk.Now})
+	k := keyAt(t, m, 0)
+	m.RateLimited(k, 0, "rate_limit_exceeded", 429)
+	clk.Advance(5 * time.Second) // the rest is over
+	m.RateLimited(k, 0, "rate_limit_exceeded", 429)
+	s := m.Snapshots(false)[0] // at the manager's clock
+	if got := s.Until.Sub(s.Since); got != 2*time.Second {
+		t.Errorf("second rest: until - since = %v; want 2s (since = the second limit)", got)
+	}
+	m.Blacklist(k, "invalid_api_key", 401)
+	first := m.Snapshots(false)[0].Since
+	clk.Advance(time.Second)
+	m.Blacklist(k, "invalid_api_key", 401)
+	if got := m.Snapshots(false)[0].Since; !got.Equal(first) {
+		t.Errorf("blacklisting again moved since from %v to %v; want it kept", first, got)
+	}
+}

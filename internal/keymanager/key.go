@@ -51,11 +51,7 @@ type Key struct {
 	consecutive atomic.Int32
 	limitStreak atomic.Int32
 	lastSuccess atomic.Int64 // unix nanoseconds, to the second
-	id          uint64
 }
-
-// ID identifies the key within this process; it never changes.
-func (k *Key) ID() uint64 { return k.id }
 
 // Secret returns the key. Only its mask prints.
 func (k *Key) Secret() secret.Key { return k.secret }

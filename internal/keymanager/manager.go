@@ -32,7 +32,6 @@ type Manager struct {
 	now       func() time.Time
 	threshold int
 	cooldown  time.Duration
-	nextID    atomic.Uint64
 	listener  atomic.Pointer[Listener]
 }
 
@@ -68,13 +67,13 @@ func New(keys []string, opts Options) *Manager {
 		m.cooldown = time.Minute
 	}
 	m.cursor.Store(uint64(opts.StartIndex))
-	m.install(m.newKeys(keys, nil), m.now().UnixNano())
+	m.install(newKeys(keys, nil), m.now().UnixNano())
 	return m
 }
 
 // newKeys builds Key values for raw keys, reusing the ones in old (so their
 // state survives a reload). New keys are allocated in one block.
-func (m *Manager) newKeys(raw []string, old map[string]*Key) []*Key {
+func newKeys(raw []string, old map[string]*Key) []*Key {
 	out := make([]*Key, len(raw))
 	fresh := make([]Key, len(raw)-min(len(raw), len(old)))
 	for i, r := range raw {
@@ -88,7 +87,6 @@ func (m *Manager) newKeys(raw []string, old map[string]*Key) []*Key {
 		k := &fresh[0]
 		fresh = fresh[1:]
 		k.secret = secret.NewKey(r)
-		k.id = m.nextID.Add(1)
 		out[i] = k
 	}
 	return out
@@ -198,7 +196,9 @@ func (m *Manager) applyState(k *Key, s State, since, until time.Time, reason str
 		k.since.Store(0)
 		k.reason.Store(nil)
 	} else {
-		if State(k.state.Load()) == Active || s != State(k.state.Load()) {
+		// Each rest is new (a cooling key whose deadline passed is active
+		// again); a key blacklisted already keeps the time it left.
+		if s == Cooling || State(k.state.Load()) != s {
 			k.since.Store(since.UnixNano())
 		}
 		var u int64
@@ -286,7 +286,7 @@ func (m *Manager) Reload(keys []string) ReloadResult {
 	for _, k := range old {
 		byRaw[k.secret.Reveal()] = k
 	}
-	all := m.newKeys(keys, byRaw)
+	all := newKeys(keys, byRaw)
 	kept := 0
 	for _, r := range keys {
 		if _, ok := byRaw[r]; ok {
@@ -302,7 +302,7 @@ func (m *Manager) Reload(keys []string) ReloadResult {
 func (m *Manager) Reset(keys []string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.install(m.newKeys(keys, nil), m.now().UnixNano())
+	m.install(newKeys(keys, nil), m.now().UnixNano())
 }
 
 // Counts is how many keys are in each state.
