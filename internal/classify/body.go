@@ -16,6 +16,9 @@ import (
 //	Anthropic:      {"type":"error","error":{"type","message"}}
 //	Gemini:         {"error":{"code":400,"message","status","details":[{"reason"},{"retryDelay"}]}}
 type apiError struct {
+	// found: the body held a provider error object.
+	found             bool
+	message           string // only to see whether it names the model
 	code, typ, status string
 	reasons           []string
 	retryDelay        time.Duration
@@ -27,6 +30,7 @@ type wireError struct {
 
 type wireBody struct {
 	Code    json.RawMessage `json:"code"` // string (OpenAI, Azure) or number (Gemini)
+	Message string          `json:"message"`
 	Type    string          `json:"type"`
 	Status  string          `json:"status"`
 	Details []struct {
@@ -57,7 +61,7 @@ func parseError(body []byte) apiError {
 	if json.Unmarshal(w.Error, &b) != nil {
 		return apiError{}
 	}
-	e := apiError{typ: strings.ToLower(b.Type), status: strings.ToUpper(b.Status)}
+	e := apiError{found: true, message: b.Message, typ: strings.ToLower(b.Type), status: strings.ToUpper(b.Status)}
 	if len(b.Code) > 0 {
 		var s string
 		if json.Unmarshal(b.Code, &s) == nil {
@@ -114,6 +118,41 @@ func (e apiError) any(set map[string]bool) bool {
 }
 
 func (e apiError) keyInvalid() bool { return e.any(keyInvalidCodes) }
+
+// targetRefusalCodes mark a 403 about where the request came from (the
+// upstream's region or IP), not about the key.
+var targetRefusalCodes = map[string]bool{
+	"unsupported_country_region_territory": true,
+	"unsupported_country":                  true,
+	"unsupported_region":                   true,
+	"ip_not_allowed":                       true,
+	"ip_forbidden":                         true,
+}
+
+// modelCodes say outright that the requested model is missing or not
+// allowed for the key (OpenAI's model_not_found, Azure's missing
+// deployment, which is the model in its API).
+var modelCodes = map[string]bool{
+	"model_not_found":    true,
+	"deploymentnotfound": true,
+}
+
+// modelScoped reports whether the error says that model does not exist
+// or that this key may not use it: by code, or, for Anthropic's
+// not_found_error and Google's NOT_FOUND / PERMISSION_DENIED, by a message
+// that names the requested model. Without a model it is never scoped.
+func (e apiError) modelScoped(model string) bool {
+	if model == "" || !e.found {
+		return false
+	}
+	if modelCodes[e.code] {
+		return true
+	}
+	if e.typ == "not_found_error" || e.status == "NOT_FOUND" || e.status == "PERMISSION_DENIED" {
+		return strings.Contains(e.message, model)
+	}
+	return false
+}
 
 func (e apiError) quotaExhausted() bool { return e.any(quotaCodes) }
 

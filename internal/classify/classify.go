@@ -31,6 +31,9 @@ const (
 	ClientError
 	// Cancelled: the client went away.
 	Cancelled
+	// KeyModel: this key may not use the requested model; other keys, and
+	// this key for other models, may be fine.
+	KeyModel
 )
 
 var faultNames = [...]string{
@@ -40,6 +43,7 @@ var faultNames = [...]string{
 	TargetError:    "target_error",
 	ClientError:    "client_error",
 	Cancelled:      "cancelled",
+	KeyModel:       "key_model",
 }
 
 func (f Fault) String() string { return faultNames[f] }
@@ -74,6 +78,9 @@ type Outcome struct {
 	ClientGone bool
 	// Now is the time the outcome was seen, for HTTP-date Retry-After.
 	Now time.Time
+	// Model is the model the request asked for ("" if unknown): an error
+	// naming it is about this key and this model only.
+	Model string
 }
 
 // Attempt classifies an outcome. It is a pure function of its argument.
@@ -92,8 +99,19 @@ func Attempt(o Outcome) Verdict {
 		return Verdict{Fault: Success}
 	}
 	e := parseError(o.Body)
+	if (o.Status == http.StatusForbidden || o.Status == http.StatusNotFound) && e.modelScoped(o.Model) {
+		return Verdict{Fault: KeyModel, Retry: true, Reason: e.reason(o.Status)}
+	}
 	switch o.Status {
-	case http.StatusUnauthorized, http.StatusForbidden,
+	case http.StatusForbidden:
+		if !e.found || e.any(targetRefusalCodes) {
+			// Not the provider's JSON error (a CDN's or firewall's page),
+			// or a refusal of where the request came from: another key
+			// from the same place would be refused alike.
+			return Verdict{Fault: TargetError, Retry: true, Reason: e.reason(o.Status)}
+		}
+		return Verdict{Fault: KeyPermanent, Retry: true, Reason: e.reason(o.Status)}
+	case http.StatusUnauthorized,
 		// 402: OpenAI-compatible providers (DeepSeek, OpenRouter, ...)
 		// answer it for an account out of balance: the key's, for good.
 		http.StatusPaymentRequired:
@@ -108,11 +126,16 @@ func Attempt(o Outcome) Verdict {
 		}
 		return Verdict{Fault: KeyRateLimited, Retry: true, Reason: e.reason(o.Status),
 			RetryAfter: retryAfter(o.Header, e, o.Now)}
-	case http.StatusInternalServerError, http.StatusBadGateway, http.StatusServiceUnavailable,
-		http.StatusGatewayTimeout, 529,
-		// Cloudflare's: origin down, refused, timed out, unreachable.
-		520, 521, 522, 523, 524:
+	case http.StatusInternalServerError, http.StatusBadGateway, http.StatusServiceUnavailable, 529,
+		// Cloudflare's: origin down, refused, unreachable.
+		520, 521, 522, 523:
 		return Verdict{Fault: TargetError, Retry: true, Reason: e.reason(o.Status)}
+	case http.StatusGatewayTimeout,
+		// Cloudflare's origin timeout.
+		524:
+		// A gateway timed out waiting for the upstream, which may still be
+		// running (and billing) the request: a retry could pay twice.
+		return Verdict{Fault: TargetError, Reason: e.reason(o.Status)}
 	}
 	return Verdict{Fault: ClientError, Reason: e.reason(o.Status)}
 }

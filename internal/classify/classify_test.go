@@ -159,10 +159,11 @@ const (
 	geminiOverloaded    = `{"error":{"code":503,"message":"The model is overloaded. Please try again later.","status":"UNAVAILABLE"}}`
 	geminiNotFound      = `{"error":{"code":404,"message":"models/gemini-9.0-pro is not found for API version v1beta, or is not supported for generateContent. Call ListModels to see the list of available models and their supported methods.","status":"NOT_FOUND"}}`
 
-	nginx502 = "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
-	nginx413 = "<html>\r\n<head><title>413 Request Entity Too Large</title></head>\r\n<body>\r\n<center><h1>413 Request Entity Too Large</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
-	cfHTML   = `<!DOCTYPE html><html lang="en-US"><head><title>api.example.com | 504: Gateway time-out</title></head><body><div id="cf-error-details">Cloudflare Ray ID: 8c1e2f3a4b5c6d7e</div></body></html>`
-	awsELB   = `<html><body><h1>503 Service Unavailable</h1>No server is available to handle this request.</body></html>`
+	nginx502  = "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+	nginx413  = "<html>\r\n<head><title>413 Request Entity Too Large</title></head>\r\n<body>\r\n<center><h1>413 Request Entity Too Large</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+	cfHTML    = `<!DOCTYPE html><html lang="en-US"><head><title>api.example.com | 504: Gateway time-out</title></head><body><div id="cf-error-details">Cloudflare Ray ID: 8c1e2f3a4b5c6d7e</div></body></html>`
+	cfBlocked = `<!DOCTYPE html><html><head><title>Attention Required! | Cloudflare</title></head><body><h1>Sorry, you have been blocked</h1><p>You are unable to access api.example.com</p></body></html>`
+	awsELB    = `<html><body><h1>503 Service Unavailable</h1>No server is available to handle this request.</body></html>`
 )
 
 // hdr builds a header from name, value pairs.
@@ -233,7 +234,7 @@ func attemptCases() []attemptCase {
 		{"openai 404 model_not_found", 404, nil, openAIModelNotFound,
 			Verdict{Fault: ClientError, Reason: "model_not_found"}},
 		{"openai 403 unsupported_country_region_territory", 403, nil, openAIRegion,
-			Verdict{Fault: KeyPermanent, Retry: true, Reason: "unsupported_country_region_territory"}},
+			Verdict{Fault: TargetError, Retry: true, Reason: "unsupported_country_region_territory"}},
 		{"openai 500 server_error", 500, nil, openAIServerError,
 			Verdict{Fault: TargetError, Retry: true, Reason: "server_error"}},
 
@@ -301,7 +302,13 @@ func attemptCases() []attemptCase {
 		{"503 aws elb html", 503, hdr("Content-Type", "text/html"), awsELB,
 			Verdict{Fault: TargetError, Retry: true, Reason: "status 503"}},
 		{"504 cloudflare html", 504, hdr("Content-Type", "text/html"), cfHTML,
-			Verdict{Fault: TargetError, Retry: true, Reason: "status 504"}},
+			Verdict{Fault: TargetError, Reason: "status 504"}},
+		{"403 cloudflare waf html", 403, hdr("Content-Type", "text/html"), cfBlocked,
+			Verdict{Fault: TargetError, Retry: true, Reason: "status 403"}},
+		{"403 empty", 403, nil, "", Verdict{Fault: TargetError, Retry: true, Reason: "status 403"}},
+		{"402 empty", 402, nil, "", Verdict{Fault: KeyPermanent, Retry: true, Reason: "status 402"}},
+		{"403 json naming nothing more", 403, nil, `{"error":{"message":"Forbidden"}}`,
+			Verdict{Fault: KeyPermanent, Retry: true, Reason: "status 403"}},
 		{"529 empty", 529, nil, "", Verdict{Fault: TargetError, Retry: true, Reason: "status 529"}},
 		{"429 plain text", 429, hdr("Content-Type", "text/plain"), "Too Many Requests\n",
 			Verdict{Fault: KeyRateLimited, Retry: true, Reason: "status 429"}},
@@ -639,6 +646,57 @@ func BenchmarkAttempt(b *testing.B) {
 	}
 }
 
+// Model-scoped errors, as each provider words them, with the model the
+// request asked for.
+const (
+	openAIModelNoAccess    = `{"error":{"message":"Project ` + "`proj_Q1w2E3r4`" + ` does not have access to model ` + "`gpt-4o`" + `","type":"invalid_request_error","param":null,"code":"model_not_found"}}`
+	anthropicModelNotFound = `{"type":"error","error":{"type":"not_found_error","message":"model: claude-opus-4-20250514"},"request_id":"req_011CSHoEeqs5C35K2UUqR7Fy"}`
+	anthropicNotFoundPath  = `{"type":"error","error":{"type":"not_found_error","message":"Not Found"}}`
+	geminiModelDenied      = `{"error":{"code":403,"message":"Permission denied on resource models/gemini-2.5-pro (or it may not exist).","status":"PERMISSION_DENIED"}}`
+)
+
+func TestAttemptModelScoped(t *testing.T) {
+	tests := []struct {
+		name   string
+		status int
+		body   string
+		model  string
+		want   Verdict
+	}{
+		{"openai 404 model_not_found", 404, openAIModelNotFound, "gpt-5-turbo",
+			Verdict{Fault: KeyModel, Retry: true, Reason: "model_not_found"}},
+		{"openai 404 model_not_found, model unknown", 404, openAIModelNotFound, "",
+			Verdict{Fault: ClientError, Reason: "model_not_found"}},
+		{"openai 403 project has no access to the model", 403, openAIModelNoAccess, "gpt-4o",
+			Verdict{Fault: KeyModel, Retry: true, Reason: "model_not_found"}},
+		{"azure 404 DeploymentNotFound", 404, azureNoDeploy, "my-gpt4o",
+			Verdict{Fault: KeyModel, Retry: true, Reason: "deploymentnotfound"}},
+		{"anthropic 404 not_found_error naming the model", 404, anthropicModelNotFound, "claude-opus-4-20250514",
+			Verdict{Fault: KeyModel, Retry: true, Reason: "not_found_error"}},
+		{"anthropic 404 not_found_error for a path", 404, anthropicNotFoundPath, "claude-opus-4-20250514",
+			Verdict{Fault: ClientError, Reason: "not_found_error"}},
+		{"gemini 404 NOT_FOUND naming the model", 404, geminiNotFound, "gemini-9.0-pro",
+			Verdict{Fault: KeyModel, Retry: true, Reason: "not_found"}},
+		{"gemini 403 PERMISSION_DENIED naming the model", 403, geminiModelDenied, "gemini-2.5-pro",
+			Verdict{Fault: KeyModel, Retry: true, Reason: "permission_denied"}},
+		{"gemini 403 PERMISSION_DENIED about the key", 403, geminiLeaked, "gemini-2.5-pro",
+			Verdict{Fault: KeyPermanent, Retry: true, Reason: "permission_denied"}},
+		{"openai 401 invalid_api_key is still the key's", 401, openAIInvalidKey, "gpt-4o",
+			Verdict{Fault: KeyPermanent, Retry: true, Reason: "invalid_api_key"}},
+		{"400 naming the model is the client's", 400, openAIContextLength, "gpt-4o",
+			Verdict{Fault: ClientError, Reason: "context_length_exceeded"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := Attempt(Outcome{Status: tt.status, Header: http.Header{}, Body: []byte(tt.body), Now: now, Model: tt.model})
+			if got != tt.want {
+				t.Errorf("Attempt(%d, %.60q, model %q) = %+v; want %+v", tt.status, tt.body, tt.model, got, tt.want)
+			}
+			checkReason(t, got, tt.body)
+		})
+	}
+}
+
 func TestAttemptSuccessDoesNotAllocate(t *testing.T) {
 	o := Outcome{Status: 200, Header: hdr("Content-Type", "application/json"), Now: now}
 	if n := testing.AllocsPerRun(100, func() { Attempt(o) }); n != 0 {
@@ -661,7 +719,7 @@ func TestAttemptProviderChoices(t *testing.T) {
 			Verdict{Fault: KeyPermanent, Retry: true, Reason: "invalid_request_error"}},
 		{"520", 520, "<html>Web server is returning an unknown error</html>", Verdict{Fault: TargetError, Retry: true, Reason: "status 520"}},
 		{"522", 522, "", Verdict{Fault: TargetError, Retry: true, Reason: "status 522"}},
-		{"524", 524, "", Verdict{Fault: TargetError, Retry: true, Reason: "status 524"}},
+		{"524", 524, "", Verdict{Fault: TargetError, Reason: "status 524"}},
 		{"501 stays the client's", 501, "", Verdict{Fault: ClientError, Reason: "status 501"}},
 		{"400 UNAUTHENTICATED", 400, `{"error":{"code":400,"message":"Request had invalid authentication credentials.","status":"UNAUTHENTICATED"}}`,
 			Verdict{Fault: KeyPermanent, Retry: true, Reason: "unauthenticated"}},

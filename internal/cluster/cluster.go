@@ -228,6 +228,7 @@ func (c *Cluster) targetKey(fp string) string { return c.prefix + "target:" + fp
 func (c *Cluster) countersKey() string        { return c.prefix + "counters" }
 func (c *Cluster) channel() string            { return c.prefix + "events" }
 func (c *Cluster) leaseKey() string           { return c.prefix + "recheck-lease" }
+func (c *Cluster) resetKey() string           { return c.prefix + "reset-at" }
 
 // setUp records the connection state and logs transitions once each.
 func (c *Cluster) setUp(up bool, err error) {
@@ -351,20 +352,42 @@ func (c *Cluster) requeue(keys map[*keymanager.Key]struct{}, targets map[*upstre
 	}
 }
 
+// activeTTL is how long a key's return to rotation stays recorded in
+// Redis: long enough that a replica back from an outage learns that a
+// blacklist it holds was lifted after it, short enough that the records of
+// a large pool do not pile up.
+const activeTTL = 24 * time.Hour
+
+// writeKeyScript stores a key's state unless Redis holds a newer change,
+// or a blacklist that a cooling change may not lower. KEYS[1] is the
+// hash; ARGV: at, state, reason, status, since, until, fails, and the
+// expiry in unix milliseconds (0: none).
+var writeKeyScript = redis.NewScript(`
+local cur = redis.call('HMGET', KEYS[1], 'at', 'state')
+if cur[1] then
+  local at = tonumber(cur[1])
+  if at and at > tonumber(ARGV[1]) then return 0 end
+  if cur[2] == 'blacklisted' and ARGV[2] == 'cooling' then return 0 end
+end
+redis.call('HSET', KEYS[1], 'at', ARGV[1], 'state', ARGV[2], 'reason', ARGV[3], 'status', ARGV[4],
+  'since', ARGV[5], 'until', ARGV[6], 'fails', ARGV[7])
+if ARGV[8] == '0' then redis.call('PERSIST', KEYS[1]) else redis.call('PEXPIREAT', KEYS[1], ARGV[8]) end
+return 1
+`)
+
 // writeKey stores a key's state: a hash for a benched key, expiring with a
-// cooling deadline, and nothing for an active one.
+// cooling deadline; a return to rotation is kept for activeTTL, so that
+// its time orders it against older blacklists.
 func (c *Cluster) writeKey(ctx context.Context, pipe redis.Pipeliner, e event) {
-	name := c.keyKey(e.FP)
-	if e.State == stateActive {
-		pipe.Del(ctx, name)
-		return
+	expire := e.Until
+	switch {
+	case e.State == stateActive:
+		expire = time.Now().Add(activeTTL).UnixMilli()
+	case e.State == stateBlacklisted:
+		expire = 0
 	}
-	pipe.HSet(ctx, name, e.fields())
-	if e.Until > 0 {
-		pipe.PExpireAt(ctx, name, time.UnixMilli(e.Until))
-	} else {
-		pipe.Persist(ctx, name)
-	}
+	writeKeyScript.Run(ctx, pipe, []string{c.keyKey(e.FP)},
+		e.At, e.State, e.Reason, e.Status, e.Since, e.Until, e.Fails, expire)
 }
 
 func (c *Cluster) writeTarget(ctx context.Context, pipe redis.Pipeliner, e event) {
@@ -409,6 +432,12 @@ func (c *Cluster) Reset(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
+	// The time of the reset stays, so a replica that was away learns that
+	// the states it holds from before were cleared, and does not write
+	// them back as it would to a Redis that lost its data.
+	if err := c.rdb.Set(ctx, c.resetKey(), time.Now().UnixMicro(), 0).Err(); err != nil {
+		return err
+	}
 	if err := c.deleteMatching(ctx, match(c.prefix+"key:")); err != nil {
 		return err
 	}

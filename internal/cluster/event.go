@@ -35,6 +35,9 @@ type event struct {
 	Since  int64  `json:"since,omitempty"` // unix milliseconds
 	Until  int64  `json:"until,omitempty"` // unix milliseconds
 	Fails  int    `json:"fails,omitempty"`
+	// At is when the change was decided, in unix microseconds (exact in
+	// Lua's doubles): changes are applied only over older ones.
+	At int64 `json:"at,omitempty"`
 }
 
 func (e event) encode() string {
@@ -51,14 +54,14 @@ func decode(s string) (event, bool) {
 func (e event) fields() map[string]any {
 	return map[string]any{
 		"state": e.State, "reason": e.Reason, "status": e.Status,
-		"since": e.Since, "until": e.Until, "fails": e.Fails,
+		"since": e.Since, "until": e.Until, "fails": e.Fails, "at": e.At,
 	}
 }
 
 // fromHash reads a stored hash back.
 func fromHash(kind, fp string, h map[string]string) event {
 	return event{Kind: kind, FP: fp, State: h["state"], Reason: h["reason"], Status: int(atoi(h["status"])),
-		Since: atoi(h["since"]), Until: atoi(h["until"]), Fails: int(atoi(h["fails"]))}
+		Since: atoi(h["since"]), Until: atoi(h["until"]), Fails: int(atoi(h["fails"])), At: atoi(h["at"])}
 }
 
 func atoi(s string) int64 {
@@ -129,7 +132,7 @@ func keyEvent(replica string, k *keymanager.Key) event {
 	if quotesKey(s.Reason, raw) {
 		s.Reason = "status " + strconv.Itoa(s.LastStatus)
 	}
-	e := event{From: replica, Kind: kindKey, FP: Fingerprint(raw), Status: s.LastStatus}
+	e := event{From: replica, Kind: kindKey, FP: Fingerprint(raw), Status: s.LastStatus, At: micros(s.ChangedAt)}
 	switch s.State {
 	case keymanager.Cooling:
 		e.State = stateCooling
@@ -151,26 +154,41 @@ func targetEvent(replica string, t *upstream.Target) event {
 	return e
 }
 
-// applyKey sets a local key to the state another replica decided.
+// applyKey sets a local key to the state another replica decided. The key
+// manager orders changes: an older one, or a cooling one over a
+// blacklist, is dropped. An expired rest changes nothing.
 func (c *Cluster) applyKey(e event) {
 	k := (*c.byFP.Load())[e.FP]
 	if k == nil {
 		return // not in this replica's keys file
 	}
+	ch := keymanager.Change{At: fromMicros(e.At), Since: fromMillis(e.Since), Reason: e.Reason, Status: e.Status, FailCount: e.Fails}
 	switch e.State {
 	case stateBlacklisted:
-		c.keys.Apply(k, keymanager.Blacklisted, fromMillis(e.Since), time.Time{}, e.Reason, e.Status, e.Fails)
+		ch.State = keymanager.Blacklisted
 	case stateCooling:
-		if time.Now().UnixMilli() < e.Until {
-			c.keys.Apply(k, keymanager.Cooling, fromMillis(e.Since), fromMillis(e.Until), e.Reason, e.Status, e.Fails)
+		if time.Now().UnixMilli() >= e.Until {
 			return
 		}
-		fallthrough
+		ch.State, ch.Until = keymanager.Cooling, fromMillis(e.Until)
 	default:
-		if k.Snapshot().State != keymanager.Active {
-			c.keys.Apply(k, keymanager.Active, time.Time{}, time.Time{}, "", 0, 0)
-		}
+		ch = keymanager.Change{State: keymanager.Active, At: fromMicros(e.At)}
 	}
+	c.keys.Apply(k, ch)
+}
+
+func micros(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMicro()
+}
+
+func fromMicros(us int64) time.Time {
+	if us == 0 {
+		return time.Time{}
+	}
+	return time.UnixMicro(us)
 }
 
 // applyTarget sets a local target to the state another replica decided.

@@ -85,23 +85,31 @@ func (c *Cluster) handle(payload string) {
 	case kindTarget:
 		c.applyTarget(e)
 	case kindReset:
-		if c.onReset != nil {
-			if err := c.onReset(); err != nil {
-				c.log.WithError(err).Error("reset from another replica: keeping the old keys")
-			}
-		}
-		c.KeysChanged()
-		c.mu.Lock()
-		c.pendingKeys = map[*keymanager.Key]struct{}{}
-		c.mu.Unlock()
+		c.applyReset()
 	}
 }
 
-// resync loads the whole shared state and applies it: Redis is the truth,
-// except for changes made here that are still queued (they are written
-// next and win). A local bench that Redis does not know of, and that is not
-// queued, was lifted elsewhere (a reset, a re-check) while this replica
-// could not hear it, and is lifted here too.
+// applyReset re-reads this replica's keys as another replica's
+// /reset-keys asked.
+func (c *Cluster) applyReset() {
+	if c.onReset != nil {
+		if err := c.onReset(); err != nil {
+			c.log.WithError(err).Error("reset from another replica: keeping the old keys")
+		}
+	}
+	c.KeysChanged()
+	c.mu.Lock()
+	c.pendingKeys = map[*keymanager.Key]struct{}{}
+	c.mu.Unlock()
+}
+
+// resync loads the whole shared state and applies it, ordered by time:
+// a stored change newer than the local state wins, and a local change
+// newer than Redis's (or one Redis does not hold) is written back, except
+// where a reset newer than it cleared the states. So a Redis restarted
+// without persistence gets the replicas' states back instead of making
+// them forget their blacklists, and changes still queued here are written
+// next and win.
 func (c *Cluster) resync(ctx context.Context) error {
 	c.applyMu.Lock()
 	defer c.applyMu.Unlock()
@@ -111,6 +119,10 @@ func (c *Cluster) resync(ctx context.Context) error {
 	}
 	targetStates, err := c.load(ctx, kindTarget, c.prefix+"target:")
 	if err != nil {
+		return err
+	}
+	resetAt, err := c.rdb.Get(ctx, c.resetKey()).Int64()
+	if err != nil && !errors.Is(err, redis.Nil) {
 		return err
 	}
 	c.mu.Lock()
@@ -125,15 +137,34 @@ func (c *Cluster) resync(ctx context.Context) error {
 	c.mu.Unlock()
 
 	byFP := *c.byFP.Load()
+	var writeBack []*keymanager.Key
 	for fp, k := range byFP {
 		if pendingKeys[k] {
 			continue
 		}
+		local := k.Snapshot()
+		localAt := micros(local.ChangedAt)
 		e, ok := keyStates[fp]
-		if !ok {
-			e = event{Kind: kindKey, FP: fp, State: stateActive}
+		switch {
+		case ok && e.At >= localAt:
+			c.applyKey(e)
+		case local.State == keymanager.Active:
+			// Nothing to hold against Redis.
+		case resetAt > localAt:
+			// Cleared by a reset this replica did not hear.
+			c.keys.Apply(k, keymanager.Change{State: keymanager.Active, At: fromMicros(resetAt)})
+		default:
+			writeBack = append(writeBack, k)
 		}
-		c.applyKey(e)
+	}
+	if len(writeBack) > 0 {
+		c.log.WithField("keys", len(writeBack)).Info("redis lacked this replica's newer key states: writing them back")
+		c.mu.Lock()
+		for _, k := range writeBack {
+			c.pendingKeys[k] = struct{}{}
+		}
+		c.mu.Unlock()
+		c.poke()
 	}
 	for fp, t := range c.targetFP {
 		if pendingTargets[t] {

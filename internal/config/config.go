@@ -38,6 +38,8 @@ type Config struct {
 
 	KeyCooldown        time.Duration
 	KeyRecheckInterval time.Duration // 0: off
+	ModelCooldown      time.Duration
+	QueueTimeout       time.Duration // 0: no waiting for a key
 
 	ServerReadTimeout  time.Duration // 0: none
 	ServerWriteTimeout time.Duration // 0: none
@@ -104,6 +106,8 @@ var Variables = []Variable{
 	{"MAX_REQUEST_BODY_SIZE", "32", "largest request body in MiB; beyond: 413"},
 	{"KEY_COOLDOWN", "60", "seconds a rate-limited key rests without Retry-After"},
 	{"KEY_RECHECK_INTERVAL", "3600", "seconds between re-checks of blacklisted keys; 0: off"},
+	{"MODEL_COOLDOWN", "3600", "seconds a key stays excluded for a model the provider said it may not use"},
+	{"QUEUE_TIMEOUT", "0", "seconds a request may wait for a key when none is usable; 0: 503 at once"},
 	{"SERVER_READ_TIMEOUT", "120", "seconds to read a whole request; 0: no limit"},
 	{"SERVER_WRITE_TIMEOUT", "1800", "seconds a whole response may take, streams included; 0: no limit"},
 	{"SERVER_IDLE_TIMEOUT", "120", "keep-alive idle seconds; 0: no limit"},
@@ -145,6 +149,8 @@ func Load(getenv func(string) string) (*Config, error) {
 		MaxRequestBodySize:    int64(p.intRange("MAX_REQUEST_BODY_SIZE", 1, 1<<20)) << 20,
 		KeyCooldown:           p.seconds("KEY_COOLDOWN", 1),
 		KeyRecheckInterval:    p.seconds("KEY_RECHECK_INTERVAL", 0),
+		ModelCooldown:         p.seconds("MODEL_COOLDOWN", 1),
+		QueueTimeout:          p.seconds("QUEUE_TIMEOUT", 0),
 		ServerReadTimeout:     p.seconds("SERVER_READ_TIMEOUT", 0),
 		ServerWriteTimeout:    p.seconds("SERVER_WRITE_TIMEOUT", 0),
 		ServerIdleTimeout:     p.seconds("SERVER_IDLE_TIMEOUT", 0),

@@ -55,6 +55,8 @@ func TestLoadDefaults(t *testing.T) {
 		MaxRequestBodySize:    32 << 20,
 		KeyCooldown:           60 * time.Second,
 		KeyRecheckInterval:    3600 * time.Second,
+		ModelCooldown:         3600 * time.Second,
+		QueueTimeout:          0,
 		ServerReadTimeout:     120 * time.Second,
 		ServerWriteTimeout:    1800 * time.Second,
 		ServerIdleTimeout:     120 * time.Second,

@@ -42,29 +42,112 @@ func TestRateLimitedCooldown(t *testing.T) {
 		retryAfter time.Duration
 		want       time.Duration
 	}{
-		{"first, no Retry-After", 0, 10 * time.Second},
-		{"second doubles", 0, 20 * time.Second},
-		{"third doubles again", 0, 40 * time.Second},
+		{"first episode, no Retry-After", 0, 10 * time.Second},
+		{"second episode doubles", 0, 20 * time.Second},
+		{"third episode doubles again", 0, 40 * time.Second},
 		{"Retry-After wins", 7 * time.Second, 7 * time.Second},
 		{"Retry-After capped at a day", 48 * time.Hour, MaxRetryAfter},
 	}
 	for _, tt := range tests {
-		until := m.RateLimited(k, tt.retryAfter, "rate_limit_exceeded", 429)
+		until, _ := m.RateLimited(k, tt.retryAfter, "rate_limit_exceeded", 429)
 		if got := until.Sub(clk.Now()); got != tt.want {
 			t.Errorf("%s: cooling for %v; want %v", tt.name, got, tt.want)
 		}
+		clk.Advance(tt.want + 2*time.Second) // the rest and its episode are over
 	}
 	// The doubling is capped at MaxCooldown.
 	for range 20 {
-		m.RateLimited(k, 0, "rate_limit_exceeded", 429)
+		until, _ := m.RateLimited(k, 0, "rate_limit_exceeded", 429)
+		clk.Advance(until.Sub(clk.Now()) + 2*time.Second)
 	}
-	if got := m.RateLimited(k, 0, "", 429).Sub(clk.Now()); got != MaxCooldown {
-		t.Errorf("after many limits: cooling for %v; want the %v cap", got, MaxCooldown)
+	if until, _ := m.RateLimited(k, 0, "", 429); until.Sub(clk.Now()) != MaxCooldown {
+		t.Errorf("after many episodes: cooling for %v; want the %v cap", until.Sub(clk.Now()), MaxCooldown)
 	}
-	m.Succeeded(k)
-	m.Restore(k)
-	if got := m.RateLimited(k, 0, "", 429).Sub(clk.Now()); got != 10*time.Second {
-		t.Errorf("after a success: cooling for %v; want the first 10s again", got)
+	clk.Advance(MaxCooldown + 2*time.Second)
+	m.Succeeded(k) // after the rest: the doubling starts again
+	if until, _ := m.RateLimited(k, 0, "", 429); until.Sub(clk.Now()) != 10*time.Second {
+		t.Errorf("after a success: cooling for %v; want the first 10s again", until.Sub(clk.Now()))
+	}
+}
+
+// TestRateLimitEpisode fires many concurrent 429s at one key: they are one
+// episode (no doubling), one state change told, and the deadline only
+// moves later.
+func TestRateLimitEpisode(t *testing.T) {
+	clk := newClock()
+	m := New(testKeys(2), Options{Cooldown: 60 * time.Second, Now: clk.Now})
+	var r recorder
+	m.SetListener(&r)
+	k := keyAt(t, m, 0)
+	var wg sync.WaitGroup
+	for range 300 {
+		wg.Go(func() { m.RateLimited(k, 0, "rate_limit_exceeded", 429) })
+	}
+	wg.Wait()
+	s := m.Snapshots(false)[0]
+	if got := s.Until.Sub(clk.Now()); s.State != Cooling || got != 60*time.Second {
+		t.Errorf("after 300 concurrent 429s: %v for %v; want cooling for 60s (one episode)", s.State, got)
+	}
+	if len(r.seen) != 1 {
+		t.Errorf("listener told %d times; want once", len(r.seen))
+	}
+	// A shorter Retry-After inside the episode does not shorten the rest;
+	// a longer one lengthens it.
+	clk.Advance(10 * time.Second)
+	if until, _ := m.RateLimited(k, 5*time.Second, "rate_limit_exceeded", 429); !until.Equal(s.Until) {
+		t.Errorf("shorter Retry-After moved the deadline to %v; want %v kept", until, s.Until)
+	}
+	if until, _ := m.RateLimited(k, 90*time.Second, "rate_limit_exceeded", 429); !until.Equal(clk.Now().Add(90 * time.Second)) {
+		t.Errorf("longer Retry-After: deadline %v; want %v", until, clk.Now().Add(90*time.Second))
+	}
+	// After the rest, with no success between, a new limit is a second
+	// episode: the cooldown doubles once.
+	clk.Advance(90 * time.Second)
+	if until, _ := m.RateLimited(k, 0, "", 429); until.Sub(clk.Now()) != 120*time.Second {
+		t.Errorf("second episode: cooling for %v; want 120s", until.Sub(clk.Now()))
+	}
+}
+
+// TestLateLimitKeepsBlacklist checks a rate limit never lowers a
+// blacklisted key to cooling.
+func TestLateLimitKeepsBlacklist(t *testing.T) {
+	m := New(testKeys(2), Options{})
+	k := keyAt(t, m, 0)
+	m.Blacklist(k, "insufficient_quota", 429)
+	if _, changed := m.RateLimited(k, 0, "rate_limit_exceeded", 429); changed {
+		t.Error("RateLimited on a blacklisted key reported a change")
+	}
+	if m.QuotaExhausted(k, time.Now().Add(time.Minute)) {
+		t.Error("QuotaExhausted on a blacklisted key reported a change")
+	}
+	if s := k.Snapshot(); s.State != Blacklisted || s.Reason != "insufficient_quota" {
+		t.Errorf("after a late 429: %v (%s); want blacklisted (insufficient_quota)", s.State, s.Reason)
+	}
+}
+
+// TestConcurrentPermanentBlacklistsOnce fires hundreds of permanent
+// failures at one key at once: exactly one caller blacklists it and the
+// listener hears it once.
+func TestConcurrentPermanentBlacklistsOnce(t *testing.T) {
+	m := New(testKeys(3), Options{BlacklistThreshold: 2})
+	var r recorder
+	m.SetListener(&r)
+	k := keyAt(t, m, 1)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	blacklisted := 0
+	for range 500 {
+		wg.Go(func() {
+			if m.FailedPermanent(k, "invalid_api_key", 401) {
+				mu.Lock()
+				blacklisted++
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if blacklisted != 1 || len(r.seen) != 1 {
+		t.Errorf("500 concurrent failures: %d callers blacklisted, listener told %d times; want 1 and 1", blacklisted, len(r.seen))
 	}
 }
 
@@ -105,7 +188,7 @@ func TestListenerHearsOwnChangesOnly(t *testing.T) {
 	m.Blacklist(k0, "invalid_api_key", 401)
 	m.Restore(k0)
 	// A change another replica decided is applied without an echo.
-	m.Apply(k1, Blacklisted, time.Now(), time.Time{}, "quota", 429, 1)
+	m.Apply(k1, Change{State: Blacklisted, At: time.Now(), Since: time.Now(), Reason: "quota", Status: 429, FailCount: 1})
 	if len(r.seen) != 2 || r.seen[0].State != Blacklisted || r.seen[1].State != Active {
 		t.Errorf("listener heard %+v; want blacklisted then active, and not the applied change", r.seen)
 	}

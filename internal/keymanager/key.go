@@ -1,6 +1,7 @@
 package keymanager
 
 import (
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -37,6 +38,11 @@ func (s State) String() string {
 type Key struct {
 	secret secret.Key
 
+	// mu serialises the key's state transitions (failures, rests,
+	// restores, changes from other replicas); reads and successes do not
+	// take it.
+	mu sync.Mutex
+
 	requests   atomic.Uint64
 	failures   atomic.Uint64
 	lastStatus atomic.Int32
@@ -51,6 +57,14 @@ type Key struct {
 	consecutive atomic.Int32
 	limitStreak atomic.Int32
 	lastSuccess atomic.Int64 // unix nanoseconds, to the second
+	// episodeStart is when the current rate-limit episode began;
+	// changedAt when the state last changed, to order changes from other
+	// replicas.
+	episodeStart atomic.Int64
+	changedAt    atomic.Int64
+
+	quota  quotaSeen
+	models atomic.Pointer[[]modelExclusion] // copy-on-write under mu
 }
 
 // Secret returns the key. Only its mask prints.
@@ -91,6 +105,13 @@ type Snapshot struct {
 	Since      time.Time // when it left rotation; zero if active
 	Until      time.Time // cooling deadline; zero otherwise
 	FailCount  int       // consecutive failures counted toward its state
+	// ChangedAt is when the state last changed by a decision (zero: never).
+	ChangedAt time.Time
+	// Quota is what the key's last rate-limit headers said; Seen is zero
+	// when none were seen.
+	Quota Quota
+	// Models lists the models the key is excluded for now.
+	Models []ModelExclusion
 }
 
 // Snapshot returns the key's state now.
@@ -105,6 +126,11 @@ func (k *Key) snapshot(now int64) Snapshot {
 		LastStatus: int(k.lastStatus.Load()),
 		FailCount:  int(k.consecutive.Load()),
 	}
+	if c := k.changedAt.Load(); c != 0 {
+		s.ChangedAt = time.Unix(0, c)
+	}
+	s.Quota = k.quota.load()
+	s.Models = k.excludedModels(now)
 	if s.State == Cooling && now >= k.until.Load() {
 		s.State = Active
 	}

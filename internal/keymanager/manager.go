@@ -33,6 +33,12 @@ type Manager struct {
 	threshold int
 	cooldown  time.Duration
 	listener  atomic.Pointer[Listener]
+	woken     atomic.Pointer[chan struct{}]
+
+	// withModels counts keys that ever had a model excluded: while it is
+	// zero, choosing a key for a model costs nothing extra.
+	withModels atomic.Int64
+	modelTTL   time.Duration
 }
 
 // view is an immutable rotation: all keys, the usable ones, and when the
@@ -55,6 +61,9 @@ type Options struct {
 	// Cooldown is how long a rate-limited key first rests when the upstream
 	// does not say; 0 means one minute.
 	Cooldown time.Duration
+	// ModelCooldown is how long a key stays excluded for a model it may
+	// not use; 0 means one hour.
+	ModelCooldown time.Duration
 }
 
 // New returns a Manager over keys, which must not be empty.
@@ -66,6 +75,12 @@ func New(keys []string, opts Options) *Manager {
 	if m.cooldown <= 0 {
 		m.cooldown = time.Minute
 	}
+	m.modelTTL = opts.ModelCooldown
+	if m.modelTTL <= 0 {
+		m.modelTTL = time.Hour
+	}
+	ch := make(chan struct{})
+	m.woken.Store(&ch)
 	m.cursor.Store(uint64(opts.StartIndex))
 	m.install(newKeys(keys, nil), m.now().UnixNano())
 	return m
@@ -179,12 +194,15 @@ func (m *Manager) refresh(v *view, now int64) *view {
 	return m.install(v.all, now)
 }
 
-// setState moves k to state s, marks the rotation for rebuilding and tells
-// the listener.
-func (m *Manager) setState(k *Key, s State, until time.Time, reason string, status int) {
-	m.applyState(k, s, m.now(), until, reason, status)
+// setStateLocked moves k to state s, marks the rotation for rebuilding and
+// tells the listener. Caller holds k.mu, so one key's transitions are
+// atomic and each is told once.
+func (m *Manager) setStateLocked(k *Key, s State, until time.Time, reason string, status int) {
+	now := m.now()
+	m.applyState(k, s, now, until, reason, status)
+	k.changedAt.Store(now.UnixNano())
 	if l := m.listener.Load(); l != nil {
-		(*l).KeyChanged(k, k.snapshot(m.now().UnixNano()))
+		(*l).KeyChanged(k, k.snapshot(now.UnixNano()))
 	}
 }
 
@@ -213,6 +231,9 @@ func (m *Manager) applyState(k *Key, s State, since, until time.Time, reason str
 	}
 	k.state.Store(uint32(s))
 	m.dirty.Store(true)
+	if s == Active {
+		m.wake()
+	}
 	// Small sets rebuild at once so that Next never needs to skip; large
 	// ones rebuild on the next call of Next, bounded by rebuildGap.
 	if v := m.view.Load(); len(v.all) <= 10_000 {
@@ -238,16 +259,46 @@ func (m *Manager) SetListener(l Listener) {
 	m.listener.Store(&l)
 }
 
+// Change is a key state change decided by another replica.
+type Change struct {
+	State State
+	// At is when the change was decided; changes older than what the key
+	// holds are ignored.
+	At time.Time
+	// Since is when the key left rotation, Until its cooling deadline.
+	Since, Until time.Time
+	Reason       string
+	Status       int
+	FailCount    int
+}
+
 // Apply sets k's state as another replica decided it, without telling the
-// listener: since is when it left rotation, until its cooling deadline.
-func (m *Manager) Apply(k *Key, s State, since, until time.Time, reason string, status, failCount int) {
-	if s == Active {
+// listener, and reports whether it did. Changes are ordered: one older
+// than the key's last change is dropped, and nothing but a newer lift to
+// active (a success, a re-check, a reset) ends a blacklist: a cooling
+// change never lowers a blacklist. A zero At applies unconditionally
+// (a replica of an older version).
+func (m *Manager) Apply(k *Key, c Change) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	at := c.At.UnixNano()
+	if !c.At.IsZero() && at < k.changedAt.Load() {
+		return false
+	}
+	if State(k.state.Load()) == Blacklisted && c.State == Cooling {
+		return false
+	}
+	if c.State == Active {
 		k.consecutive.Store(0)
 		k.limitStreak.Store(0)
 	} else {
-		k.consecutive.Store(int32(failCount))
+		k.consecutive.Store(int32(c.FailCount))
 	}
-	m.applyState(k, s, since, until, reason, status)
+	m.applyState(k, c.State, c.Since, c.Until, c.Reason, c.Status)
+	if !c.At.IsZero() {
+		k.changedAt.Store(at)
+	}
+	return true
 }
 
 // Keys returns every key, in file order. The slice must not be modified.
@@ -255,19 +306,37 @@ func (m *Manager) Keys() []*Key { return m.view.Load().all }
 
 // Blacklist takes k out of rotation until reset, reload or Restore.
 func (m *Manager) Blacklist(k *Key, reason string, status int) {
-	m.setState(k, Blacklisted, time.Time{}, reason, status)
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	m.setStateLocked(k, Blacklisted, time.Time{}, reason, status)
 }
 
 // Cool takes k out of rotation until the deadline.
 func (m *Manager) Cool(k *Key, until time.Time, reason string, status int) {
-	m.setState(k, Cooling, until, reason, status)
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	m.setStateLocked(k, Cooling, until, reason, status)
 }
 
 // Restore puts k back into rotation and clears its failure count.
 func (m *Manager) Restore(k *Key) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
 	k.consecutive.Store(0)
 	k.limitStreak.Store(0)
-	m.setState(k, Active, time.Time{}, "", 0)
+	m.setStateLocked(k, Active, time.Time{}, "", 0)
+}
+
+// Woken returns a channel that is closed the next time a key returns to
+// rotation by a decision (a restore, a reset, a reload, another replica's
+// change); a cooling key's deadline passing does not close it.
+func (m *Manager) Woken() <-chan struct{} { return *m.woken.Load() }
+
+func (m *Manager) wake() {
+	ch := make(chan struct{})
+	if old := m.woken.Swap(&ch); old != nil {
+		close(*old)
+	}
 }
 
 // ReloadResult says what a reload changed.
@@ -294,6 +363,7 @@ func (m *Manager) Reload(keys []string) ReloadResult {
 		}
 	}
 	m.install(all, m.now().UnixNano())
+	m.wake()
 	return ReloadResult{Total: len(keys), Added: len(keys) - kept, Removed: len(old) - kept}
 }
 
@@ -302,7 +372,9 @@ func (m *Manager) Reload(keys []string) ReloadResult {
 func (m *Manager) Reset(keys []string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.withModels.Store(0)
 	m.install(newKeys(keys, nil), m.now().UnixNano())
+	m.wake()
 }
 
 // Counts is how many keys are in each state.

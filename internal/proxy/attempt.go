@@ -32,22 +32,55 @@ func (t attemptTransport) RoundTrip(out *http.Request) (*http.Response, error) {
 	var lastErr error
 	var target *upstream.Target
 	lastFault := classify.Success
+	// last ends the request with the best answer there is: the provider's
+	// own beats our error (docs: key health and retries).
+	last := func(resp *http.Response, err error) (*http.Response, error) {
+		if resp == nil && held != nil {
+			return held, nil
+		}
+		if held != nil && held != resp {
+			held.Body.Close()
+		}
+		if resp == nil && err == nil {
+			err = lastErr
+		}
+		return resp, err
+	}
+	p.budget.first()
 	for attempt := 0; ; attempt++ {
-		key, err := p.keys.Next()
+		if attempt > 0 && !p.budget.allow() {
+			// Over the proxy-wide retry budget: answer as if retries had
+			// run out, so a refusing provider is not sent more load.
+			return last(nil, nil)
+		}
+		key, excluded, err := p.nextKey(ctx, st, st.modelIfNeeded(p.keys))
 		if err != nil {
-			if held != nil {
-				return held, nil
+			if held != nil || lastErr != nil {
+				return last(nil, nil)
 			}
-			if lastErr != nil {
-				return nil, lastErr
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
 			}
 			return nil, noKeysError(err)
 		}
-		// A new target only at first, after a target fault, or once the
-		// target was benched (by a pattern of key failures): otherwise a
-		// key's trouble says nothing about the upstream (SPEC §9).
-		if target == nil || lastFault == classify.TargetError || !target.Active() {
+		if attempt > 0 && excluded {
+			// Every key left is excluded for the model: the provider's own
+			// answer is what the client gets.
+			return last(nil, nil)
+		}
+		switch {
+		case target == nil:
+			// A first attempt may use the target benched longest when all
+			// are benched.
 			target = p.targets.Next()
+		case lastFault == classify.TargetError || !target.Active():
+			// A new target after a target fault, or once the target was
+			// benched during this request; a retry never goes to a benched
+			// target. Otherwise a key's trouble says nothing about the
+			// upstream.
+			if target = p.targets.NextActive(); target == nil {
+				return last(nil, nil)
+			}
 		}
 		req := out
 		if attempt > 0 {
@@ -60,14 +93,7 @@ func (t attemptTransport) RoundTrip(out *http.Request) (*http.Response, error) {
 		st.key, st.target = key, target
 
 		if !v.Retry || attempt >= p.opts.MaxRetries || ctx.Err() != nil {
-			if resp == nil && held != nil {
-				// The provider's own answer beats our 502 (SPEC §9).
-				return held, nil
-			}
-			if held != nil {
-				held.Body.Close()
-			}
-			return resp, err
+			return last(resp, err)
 		}
 		lastErr = err
 		if resp != nil {
@@ -91,6 +117,9 @@ func (p *Proxy) attempt(req *http.Request, st *reqState, key *keymanager.Key, ta
 		o.Status, o.Header = resp.StatusCode, resp.Header
 		if resp.StatusCode >= 400 {
 			o.Body = peekBody(resp)
+			if resp.StatusCode == http.StatusForbidden || resp.StatusCode == http.StatusNotFound {
+				o.Model = st.modelName()
+			}
 		}
 	} else {
 		o.Connected = st.connected.Load()
@@ -99,6 +128,9 @@ func (p *Proxy) attempt(req *http.Request, st *reqState, key *keymanager.Key, ta
 	took := time.Since(start)
 	st.upstreamTime += took
 	p.health.apply(key, target, v, o)
+	if err == nil {
+		p.health.quota(key, resp.Header, o.Now)
+	}
 	p.obs.Attempt(target, v.Fault)
 	return resp, v, err
 }

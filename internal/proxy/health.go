@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"net/http"
 	"strconv"
 	"sync"
 	"time"
@@ -55,15 +56,26 @@ func (h *health) apply(key *keymanager.Key, target *upstream.Target, v classify.
 	target.CountRequest(v.Fault == classify.TargetError)
 
 	switch v.Fault {
-	case classify.Success, classify.ClientError:
+	case classify.Success:
 		h.keys.Succeeded(key)
 		h.targets.Succeeded(target)
+	case classify.ClientError:
+		h.keys.Succeeded(key)
+		h.targets.Answered(target)
 	case classify.Cancelled:
 		h.targets.Released(target)
 	case classify.TargetError:
 		if h.targets.Failed(target, v.Reason) {
 			h.log.WithFields(logrus.Fields{"upstream": target.Host(), "reason": v.Reason,
 				"until": target.BenchedUntil().Format(time.RFC3339)}).Warn("upstream benched")
+		}
+	case classify.KeyModel:
+		// Only the pair is at fault: the key serves other models, and its
+		// failure count is untouched.
+		h.targets.Answered(target)
+		if h.keys.ExcludeModel(key, o.Model) && h.log.Logger.IsLevelEnabled(logrus.InfoLevel) {
+			h.log.WithFields(logrus.Fields{"key": key.Preview(), "upstream": target.Host(), "status": o.Status,
+				"model": o.Model, "reason": v.Reason}).Info("key excluded for a model")
 		}
 	case classify.KeyPermanent, classify.KeyRateLimited:
 		if !target.Active() {
@@ -73,7 +85,7 @@ func (h *health) apply(key *keymanager.Key, target *upstream.Target, v classify.
 			return
 		}
 		// The target answered, so it is up, whatever the key's trouble.
-		h.targets.Succeeded(target)
+		h.targets.Answered(target)
 		if h.correlated(key, target, v, o.Status) {
 			return
 		}
@@ -85,26 +97,43 @@ func (h *health) apply(key *keymanager.Key, target *upstream.Target, v classify.
 			}
 			return
 		}
-		until := h.keys.RateLimited(key, v.RetryAfter, v.Reason, o.Status)
-		if h.log.Logger.IsLevelEnabled(logrus.DebugLevel) {
+		until, changed := h.keys.RateLimited(key, v.RetryAfter, v.Reason, o.Status)
+		if changed && h.log.Logger.IsLevelEnabled(logrus.DebugLevel) {
 			f["until"] = until.Format(time.RFC3339)
 			h.log.WithFields(f).Debug("key cooling")
 		}
 	}
 }
 
+// quota records what an answer's rate-limit headers say about key, and
+// rests the key when nothing is left.
+func (h *health) quota(key *keymanager.Key, hdr http.Header, now time.Time) {
+	q, ok := classify.QuotaOf(hdr, now)
+	if !ok {
+		return
+	}
+	if h.keys.ObserveQuota(key, keymanager.Quota{RequestsRemaining: q.RequestsRemaining,
+		TokensRemaining: q.TokensRemaining, Reset: q.Reset}) && h.log.Logger.IsLevelEnabled(logrus.DebugLevel) {
+		h.log.WithFields(logrus.Fields{"key": key.Preview(), "until": q.Reset.Format(time.RFC3339)}).
+			Debug("key resting: its rate-limit headers say nothing is left")
+	}
+}
+
 // correlated records a key-class failure and reports whether it is part of
 // a pattern that blames the target; if so the target is benched and the
-// keys of the pattern are restored.
+// keys of the pattern are restored. Only failures since the target's last
+// success count: while other keys succeed on the target, each failing key
+// carries its own fault (per-account rate limits).
 func (h *health) correlated(key *keymanager.Key, target *upstream.Target, v classify.Verdict, status int) bool {
 	if !h.keys.SucceededWithin(key, recentSuccess) {
 		return false
 	}
 	now := h.targets.Now()
+	since := target.LastSuccess()
 	h.mu.Lock()
 	w := h.windows[target.Index][:0]
 	for _, f := range h.windows[target.Index] {
-		if now.Sub(f.at) <= correlationWindow {
+		if now.Sub(f.at) <= correlationWindow && f.at.After(since) {
 			w = append(w, f)
 		}
 	}

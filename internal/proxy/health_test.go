@@ -142,7 +142,7 @@ func TestKeyFaultsRetryOnNextKey(t *testing.T) {
 		wantReson string
 	}{
 		{"401", answer{status: 401, body: openAIInvalidKey}, "permanent", "invalid_api_key"},
-		{"403", answer{status: 403, body: `{"error":{"code":"unsupported_country_region_territory","message":"Country, region, or territory not supported","type":"request_forbidden"}}`}, "permanent", "unsupported_country_region_territory"},
+		{"403", answer{status: 403, body: `{"type":"error","error":{"type":"permission_error","message":"Your API key does not have permission to use the specified resource."}}`}, "permanent", "permission_error"},
 		{"429 quota", answer{status: 429, body: openAIQuota}, "permanent", "insufficient_quota"},
 		{"400 API_KEY_INVALID", answer{status: 400, body: geminiInvalidKey}, "permanent", "api_key_invalid"},
 		{"429 with Retry-After", answer{status: 429, body: openAIRateLimit, header: map[string]string{"Retry-After": "20"}}, "temporary", "rate_limit_exceeded"},
@@ -338,8 +338,31 @@ func TestEvenRotationWithBenchedKey(t *testing.T) {
 	}
 }
 
+// TestGatewayTimeoutNotRetried checks 504 and 524 reach the client as they
+// are, after one attempt: the upstream may still be running (and billing)
+// the request, so a retry could pay for it twice.
+func TestGatewayTimeoutNotRetried(t *testing.T) {
+	for _, status := range []int{504, 524} {
+		t.Run(strconv.Itoa(status), func(t *testing.T) {
+			bad := testupstream.New(t, func(w http.ResponseWriter, r *http.Request) {
+				w.WriteHeader(status)
+				io.WriteString(w, "<html>gateway time-out</html>")
+			})
+			good := testupstream.New(t, nil)
+			e := start(t, testKeys, []string{bad.URL, good.URL}, nil)
+			resp, body := do(t, http.MethodPost, e.URL+"/v1/chat/completions", `{"model":"gpt-4o"}`)
+			if resp.StatusCode != status || body != "<html>gateway time-out</html>" || resp.Header.Get(proxy.HeaderAttempts) != "1" {
+				t.Errorf("client got %d %q after %s attempts; want the upstream's %d after 1", resp.StatusCode, body, resp.Header.Get(proxy.HeaderAttempts), status)
+			}
+			if bad.Count() != 1 || good.Count() != 0 {
+				t.Errorf("upstreams saw %d and %d attempts; want 1 and 0", bad.Count(), good.Count())
+			}
+		})
+	}
+}
+
 func TestTargetFaultsRetryOnNextTarget(t *testing.T) {
-	for _, status := range []int{500, 502, 503, 504, 529} {
+	for _, status := range []int{500, 502, 503, 529} {
 		t.Run(strconv.Itoa(status), func(t *testing.T) {
 			bad := testupstream.New(t, func(w http.ResponseWriter, r *http.Request) {
 				w.WriteHeader(status)

@@ -24,6 +24,7 @@ import (
 	apierr "github.com/gpt-load/gpt-load/internal/errors"
 	"github.com/gpt-load/gpt-load/internal/keymanager"
 	"github.com/gpt-load/gpt-load/internal/middleware"
+	"github.com/gpt-load/gpt-load/internal/modelname"
 	"github.com/gpt-load/gpt-load/internal/upstream"
 )
 
@@ -55,6 +56,9 @@ type Options struct {
 	MaxBodySize       int64
 	MaxConcurrent     int
 	StripUpstreamCORS bool // the CORS middleware answers CORS itself
+	// QueueTimeout bounds how long a request waits for a key when none is
+	// usable; 0 answers 503 at once.
+	QueueTimeout time.Duration
 }
 
 // Proxy is the http.Handler that forwards requests. It is safe for
@@ -72,6 +76,8 @@ type Proxy struct {
 
 	inflight atomic.Int64
 	counters Counters
+	budget   retryBudget
+	queue    keyQueue
 }
 
 // Counters are the client-request totals shown in /stats. Fields are
@@ -119,10 +125,32 @@ type reqState struct {
 	// connected is set by the client trace once the current attempt has
 	// a connection, so a timeout after it means the request was sent.
 	connected atomic.Bool
+	// model is the model the request asks for, read once when needed.
+	model     string
+	modelRead bool
+	// queueDeadline bounds every wait for a key of this request.
+	queueDeadline time.Time
 	// For the overhead metric: when the body was read, when the response
 	// headers were ready, and the time attempts spent waiting upstream.
 	bodyRead, headersAt time.Time
 	upstreamTime        time.Duration
+}
+
+// modelName reads the requested model, once.
+func (st *reqState) modelName() string {
+	if !st.modelRead {
+		st.model, st.modelRead = modelname.Of(st.path, st.body), true
+	}
+	return st.model
+}
+
+// modelIfNeeded is the model when some key is excluded for a model, and ""
+// (nothing read) while none is: the common case costs nothing.
+func (st *reqState) modelIfNeeded(keys *keymanager.Manager) string {
+	if !keys.AnyModelExcluded() {
+		return ""
+	}
+	return st.modelName()
 }
 
 type stateKey struct{}
@@ -137,7 +165,7 @@ func stateOf(ctx context.Context) *reqState {
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	p.counters.Total.Add(1)
-	st := &reqState{path: r.URL.Path, rawPath: r.URL.RawPath}
+	st := &reqState{path: r.URL.Path, rawPath: r.URL.RawPath, queueDeadline: start.Add(p.opts.QueueTimeout)}
 	defer func() {
 		overhead := time.Duration(-1)
 		if !st.headersAt.IsZero() && !st.bodyRead.IsZero() {
@@ -238,6 +266,11 @@ func rewrite(pr *httputil.ProxyRequest) {
 	for _, name := range upstream.CredentialHeaders {
 		delete(pr.Out.Header, name)
 	}
+	// The pool's keys belong to other accounts than the client's: headers
+	// that bind a request to an organization or project go like
+	// credentials.
+	delete(pr.Out.Header, "Openai-Organization")
+	delete(pr.Out.Header, "Openai-Project")
 	pr.Out.URL.RawQuery = withoutKeyParam(pr.Out.URL.RawQuery)
 	// Rewrite starts without the inbound X-Forwarded-*; keep the chain of
 	// earlier proxies and append the client (SPEC §4).

@@ -57,6 +57,7 @@ func New(ctx context.Context, cfg *config.Config, keys []string, log *logrus.Ent
 		StartIndex:         start,
 		BlacklistThreshold: cfg.BlacklistThreshold,
 		Cooldown:           cfg.KeyCooldown,
+		ModelCooldown:      cfg.ModelCooldown,
 	})
 	targets, err := newTargets(cfg)
 	if err != nil {
@@ -78,6 +79,7 @@ func New(ctx context.Context, cfg *config.Config, keys []string, log *logrus.Ent
 		MaxBodySize:       cfg.MaxRequestBodySize,
 		MaxConcurrent:     cfg.MaxConcurrentRequests,
 		StripUpstreamCORS: cfg.CORS.Enabled,
+		QueueTimeout:      cfg.QueueTimeout,
 		Observer:          s.Metrics,
 	}, s.Keys, s.Targets, s.Transport, log)
 	deps := handler.Deps{

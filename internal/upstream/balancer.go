@@ -80,8 +80,36 @@ func (b *Balancer) Next() *Target {
 	return oldest
 }
 
-// Succeeded records an answer from t that was not a target fault.
+// NextActive returns the next target in rotation that is neither benched
+// nor being probed, or nil when there is none. Retries use it: a retry
+// never goes to a benched target, whatever the first attempt may do.
+func (b *Balancer) NextActive() *Target {
+	n := uint64(len(b.targets))
+	i := b.cursor.Add(1) - 1
+	for j := range n {
+		if t := b.targets[(i+j)%n]; t.state.Load() == stateActive {
+			return t
+		}
+	}
+	return nil
+}
+
+// successStamp is the resolution of a target's last-success time: finer
+// than the correlated-failure window needs, coarse enough that the hot
+// path does not write a shared cache line on every request.
+const successStamp = int64(time.Millisecond)
+
+// Succeeded records a successful answer (1xx–3xx) from t.
 func (b *Balancer) Succeeded(t *Target) {
+	if now := b.opts.Now().UnixNano(); now-t.lastSuccess.Load() >= successStamp {
+		t.lastSuccess.Store(now)
+	}
+	b.Answered(t)
+}
+
+// Answered records an answer from t that was not a target fault, such as
+// a key's rate limit or a client error: the target is up.
+func (b *Balancer) Answered(t *Target) {
 	if t.consecutive.Load() != 0 {
 		t.consecutive.Store(0)
 	}

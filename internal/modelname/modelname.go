@@ -1,0 +1,159 @@
+// Package modelname reads which model a request asks for, cheaply: from
+// the top-level "model" field of a JSON body, or from the path for the
+// APIs that name the model there (Gemini, Azure OpenAI).
+package modelname
+
+import (
+	"encoding/json"
+	"strings"
+	"unicode/utf8"
+)
+
+// Of returns the model a request for path with body asks for, "" when it
+// names none. The path wins: Gemini and Azure bodies carry no model.
+func Of(path string, body []byte) string {
+	if m := FromPath(path); m != "" {
+		return m
+	}
+	return FromBody(body)
+}
+
+// FromPath reads the model from a Gemini path (…/models/{model}:action)
+// or the deployment from an Azure OpenAI path (…/deployments/{name}/…).
+func FromPath(path string) string {
+	if i := strings.Index(path, "/models/"); i >= 0 {
+		rest := path[i+len("/models/"):]
+		if j := strings.IndexByte(rest, ':'); j > 0 && !strings.Contains(rest[:j], "/") {
+			return rest[:j]
+		}
+	}
+	if i := strings.Index(path, "/deployments/"); i >= 0 {
+		rest := path[i+len("/deployments/"):]
+		if j := strings.IndexByte(rest, '/'); j > 0 {
+			return rest[:j]
+		}
+	}
+	return ""
+}
+
+// FromBody returns the string value of the top-level "model" member of a
+// JSON object, "" if there is none or the JSON is not an object. It walks
+// the members in order and stops at the first "model": nested values are
+// skipped without being decoded, so the cost is one pass over the bytes
+// before the field, and nothing after it.
+func FromBody(b []byte) string {
+	i := skipSpace(b, 0)
+	if i >= len(b) || b[i] != '{' {
+		return ""
+	}
+	i++
+	for {
+		i = skipSpace(b, i)
+		if i >= len(b) || b[i] != '"' {
+			return "" // '}' (no model), or not JSON
+		}
+		keyEnd, escaped := stringEnd(b, i)
+		if keyEnd < 0 {
+			return ""
+		}
+		isModel := string(b[i+1:keyEnd-1]) == "model" || escaped && unquote(b[i:keyEnd]) == "model"
+		i = skipSpace(b, keyEnd)
+		if i >= len(b) || b[i] != ':' {
+			return ""
+		}
+		i = skipSpace(b, i+1)
+		if isModel {
+			if i >= len(b) || b[i] != '"' {
+				return ""
+			}
+			end, esc := stringEnd(b, i)
+			if end < 0 {
+				return ""
+			}
+			if !esc && utf8.Valid(b[i+1:end-1]) {
+				return string(b[i+1 : end-1])
+			}
+			return unquote(b[i:end])
+		}
+		if i = skipValue(b, i); i < 0 {
+			return ""
+		}
+		i = skipSpace(b, i)
+		if i >= len(b) || b[i] != ',' {
+			return ""
+		}
+		i++
+	}
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// stringEnd returns the index after the closing quote of the string that
+// starts at b[i] == '"', and whether it holds an escape; -1 if unclosed.
+func stringEnd(b []byte, i int) (int, bool) {
+	escaped := false
+	for j := i + 1; j < len(b); j++ {
+		switch b[j] {
+		case '\\':
+			escaped = true
+			j++
+		case '"':
+			return j + 1, escaped
+		}
+	}
+	return -1, escaped
+}
+
+// skipValue returns the index after the value starting at b[i], or -1.
+func skipValue(b []byte, i int) int {
+	if i >= len(b) {
+		return -1
+	}
+	switch b[i] {
+	case '"':
+		end, _ := stringEnd(b, i)
+		return end
+	case '{', '[':
+		depth := 0
+		for j := i; j < len(b); j++ {
+			switch b[j] {
+			case '"':
+				end, _ := stringEnd(b, j)
+				if end < 0 {
+					return -1
+				}
+				j = end - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return j + 1
+				}
+			}
+		}
+		return -1
+	}
+	j := i
+	for j < len(b) && b[j] != ',' && b[j] != '}' && b[j] != ']' && b[j] != ' ' && b[j] != '\t' && b[j] != '\n' && b[j] != '\r' {
+		j++
+	}
+	if j == i {
+		return -1
+	}
+	return j
+}
+
+// unquote decodes a JSON string literal, "" if it is not one.
+func unquote(lit []byte) string {
+	var s string
+	if json.Unmarshal(lit, &s) != nil {
+		return ""
+	}
+	return s
+}
