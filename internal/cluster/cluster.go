@@ -386,7 +386,7 @@ func (c *Cluster) writeKey(ctx context.Context, pipe redis.Pipeliner, e event) {
 	case e.State == stateBlacklisted:
 		expire = 0
 	}
-	writeKeyScript.Run(ctx, pipe, []string{c.keyKey(e.FP)},
+	writeKeyScript.Eval(ctx, pipe, []string{c.keyKey(e.FP)},
 		e.At, e.State, e.Reason, e.Status, e.Since, e.Until, e.Fails, expire)
 }
 

@@ -44,9 +44,13 @@ func (s *server) health(w http.ResponseWriter, r *http.Request) {
 	}
 	status := http.StatusOK
 	switch {
-	case c.Active == 0 || usableTargets == 0:
+	// 503 only when no key is usable. With every target benched the proxy
+	// still sends first attempts to the one benched longest, and a
+	// readiness probe must not take every replica out at once because one
+	// upstream is down.
+	case c.Active == 0:
 		h.Status, status = "unhealthy", http.StatusServiceUnavailable
-	case c.Active < c.Total || benchedTargets > 0:
+	case c.Active < c.Total || benchedTargets > 0 || usableTargets == 0:
 		h.Status = "degraded"
 	}
 	writeJSON(w, status, h)
@@ -134,6 +138,53 @@ type KeyDetail struct {
 	LastStatus       int    `json:"last_status"`
 	CoolingUntil     string `json:"cooling_until,omitempty"`
 	BlacklistedSince string `json:"blacklisted_since,omitempty"`
+	// Reason says why the key is out of rotation; empty when active.
+	Reason string `json:"reason"`
+	// Quota is what the key's last rate-limit headers said; null when
+	// none were seen.
+	Quota          *KeyQuota       `json:"quota"`
+	ModelsExcluded []ModelExcluded `json:"models_excluded"`
+}
+
+// KeyQuota is a key's quota as its last rate-limit headers said; a
+// figure the headers did not give is null.
+type KeyQuota struct {
+	RequestsRemaining *int64  `json:"requests_remaining"`
+	TokensRemaining   *int64  `json:"tokens_remaining"`
+	ResetAt           *string `json:"reset_at"`
+	SeenAt            string  `json:"seen_at"`
+}
+
+// ModelExcluded is a model a key may not serve until a time.
+type ModelExcluded struct {
+	Model string `json:"model"`
+	Until string `json:"until"`
+}
+
+// keyDetail is a key's /stats?keys=1 entry.
+func keyDetail(k keymanager.Snapshot) KeyDetail {
+	d := KeyDetail{Preview: k.Preview, State: k.State.String(), Requests: k.Requests,
+		Failures: k.Failures, LastStatus: k.LastStatus, Reason: secret.Redact(k.Reason),
+		ModelsExcluded: make([]ModelExcluded, 0, len(k.Models))}
+	switch k.State {
+	case keymanager.Cooling:
+		d.CoolingUntil = rfc3339(k.Until)
+	case keymanager.Blacklisted:
+		d.BlacklistedSince = rfc3339(k.Since)
+	}
+	if q := k.Quota; !q.Seen.IsZero() {
+		d.Quota = &KeyQuota{SeenAt: rfc3339(q.Seen), ResetAt: optional(rfc3339(q.Reset))}
+		if q.RequestsRemaining >= 0 {
+			d.Quota.RequestsRemaining = &q.RequestsRemaining
+		}
+		if q.TokensRemaining >= 0 {
+			d.Quota.TokensRemaining = &q.TokensRemaining
+		}
+	}
+	for _, m := range k.Models {
+		d.ModelsExcluded = append(d.ModelsExcluded, ModelExcluded{Model: m.Model, Until: rfc3339(m.Until)})
+	}
+	return d
 }
 
 func (s *server) stats(w http.ResponseWriter, r *http.Request) {
@@ -168,15 +219,7 @@ func (s *server) stats(w http.ResponseWriter, r *http.Request) {
 	if v := r.URL.Query().Get("keys"); v == "1" || v == "true" {
 		st.KeyDetails = []KeyDetail{}
 		for _, k := range s.Keys.Snapshots(false) {
-			d := KeyDetail{Preview: k.Preview, State: k.State.String(), Requests: k.Requests,
-				Failures: k.Failures, LastStatus: k.LastStatus}
-			switch k.State {
-			case keymanager.Cooling:
-				d.CoolingUntil = rfc3339(k.Until)
-			case keymanager.Blacklisted:
-				d.BlacklistedSince = rfc3339(k.Since)
-			}
-			st.KeyDetails = append(st.KeyDetails, d)
+			st.KeyDetails = append(st.KeyDetails, keyDetail(k))
 		}
 	}
 	writeJSON(w, http.StatusOK, st)

@@ -127,7 +127,7 @@ func (p *Proxy) attempt(req *http.Request, st *reqState, key *keymanager.Key, ta
 	v := classify.Attempt(o)
 	took := time.Since(start)
 	st.upstreamTime += took
-	p.health.apply(key, target, v, o)
+	p.health.apply(st, key, target, v, o)
 	if err == nil {
 		p.health.quota(key, resp.Header, o.Now)
 	}

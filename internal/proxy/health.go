@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -38,6 +39,7 @@ type health struct {
 }
 
 type keyFault struct {
+	req    *reqState // whose attempt it was
 	key    *keymanager.Key
 	fault  classify.Fault
 	status int
@@ -50,7 +52,7 @@ func newHealth(keys *keymanager.Manager, targets *upstream.Balancer, log *logrus
 
 // apply records one attempt's verdict v (with its outcome o) against the
 // key and target it used.
-func (h *health) apply(key *keymanager.Key, target *upstream.Target, v classify.Verdict, o classify.Outcome) {
+func (h *health) apply(st *reqState, key *keymanager.Key, target *upstream.Target, v classify.Verdict, o classify.Outcome) {
 	failed := v.Fault != classify.Success && v.Fault != classify.ClientError && v.Fault != classify.Cancelled
 	key.CountRequest(o.Status, failed)
 	target.CountRequest(v.Fault == classify.TargetError)
@@ -86,7 +88,7 @@ func (h *health) apply(key *keymanager.Key, target *upstream.Target, v classify.
 		}
 		// The target answered, so it is up, whatever the key's trouble.
 		h.targets.Answered(target)
-		if h.correlated(key, target, v, o.Status) {
+		if h.correlated(st, key, target, v, o.Status) {
 			return
 		}
 		f := logrus.Fields{"key": key.Preview(), "upstream": target.Host(), "status": o.Status, "reason": v.Reason}
@@ -124,7 +126,7 @@ func (h *health) quota(key *keymanager.Key, hdr http.Header, now time.Time) {
 // keys of the pattern are restored. Only failures since the target's last
 // success count: while other keys succeed on the target, each failing key
 // carries its own fault (per-account rate limits).
-func (h *health) correlated(key *keymanager.Key, target *upstream.Target, v classify.Verdict, status int) bool {
+func (h *health) correlated(st *reqState, key *keymanager.Key, target *upstream.Target, v classify.Verdict, status int) bool {
 	if !h.keys.SucceededWithin(key, recentSuccess) {
 		return false
 	}
@@ -137,14 +139,25 @@ func (h *health) correlated(key *keymanager.Key, target *upstream.Target, v clas
 			w = append(w, f)
 		}
 	}
-	w = append(w, keyFault{key: key, fault: v.Fault, status: status, at: now})
+	w = append(w, keyFault{req: st, key: key, fault: v.Fault, status: status, at: now})
 	var same []*keymanager.Key
+	var reqs []*reqState
 	for _, f := range w {
-		if f.fault == v.Fault && f.status == status && !contains(same, f.key) {
+		if f.fault != v.Fault || f.status != status {
+			continue
+		}
+		if !slices.Contains(same, f.key) {
 			same = append(same, f.key)
 		}
+		if !slices.Contains(reqs, f.req) {
+			reqs = append(reqs, f.req)
+		}
 	}
-	hit := len(same) >= correlatedKeys
+	// The retries of one request walk adjacent keys in a row, so a few
+	// limited keys side by side fail together in one request, with no
+	// other answer between: one request alone is not a pattern. An
+	// upstream refusing everything fails the next request too.
+	hit := len(same) >= correlatedKeys && len(reqs) >= 2
 	if hit {
 		w = w[:0]
 	}
@@ -165,14 +178,6 @@ func (h *health) correlated(key *keymanager.Key, target *upstream.Target, v clas
 	return true
 }
 
-func contains(ks []*keymanager.Key, k *keymanager.Key) bool {
-	for _, x := range ks {
-		if x == k {
-			return true
-		}
-	}
-	return false
-}
 
 // errorExcerpt is an upstream error body fit for a log line: truncated,
 // and with anything key-shaped masked.

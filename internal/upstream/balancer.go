@@ -94,14 +94,12 @@ func (b *Balancer) NextActive() *Target {
 	return nil
 }
 
-// successStamp is the resolution of a target's last-success time: finer
-// than the correlated-failure window needs, coarse enough that the hot
-// path does not write a shared cache line on every request.
-const successStamp = int64(time.Millisecond)
-
 // Succeeded records a successful answer (1xx–3xx) from t.
 func (b *Balancer) Succeeded(t *Target) {
-	if now := b.opts.Now().UnixNano(); now-t.lastSuccess.Load() >= successStamp {
+	// Exact, not throttled: on loopback or a fast upstream answers come
+	// within the same millisecond, and the correlated-failure rule must
+	// see a success that came between two failures.
+	if now := b.opts.Now().UnixNano(); now > t.lastSuccess.Load() {
 		t.lastSuccess.Store(now)
 	}
 	b.Answered(t)

@@ -34,11 +34,11 @@ type Target struct {
 	benchedAt    atomic.Int64 // unix nanoseconds
 	benchedUntil atomic.Int64 // unix nanoseconds
 	reason       atomic.Pointer[string]
-	lastSuccess  atomic.Int64 // unix nanoseconds, to the millisecond
+	lastSuccess  atomic.Int64 // unix nanoseconds
 }
 
 // LastSuccess is when the target last gave an answer that was not its
-// fault (to the millisecond), zero if never.
+// fault, zero if never.
 func (t *Target) LastSuccess() time.Time {
 	if n := t.lastSuccess.Load(); n != 0 {
 		return time.Unix(0, n)
