@@ -178,7 +178,6 @@ func (h *health) correlated(st *reqState, key *keymanager.Key, target *upstream.
 	return true
 }
 
-
 // errorExcerpt is an upstream error body fit for a log line: truncated,
 // and with anything key-shaped masked.
 func errorExcerpt(body []byte) string {

@@ -29,7 +29,9 @@ func modelOf(r *http.Request) string {
 	return b.Model
 }
 
-func chat(model string) string { return `{"model":"` + model + `","messages":[{"role":"user","content":"hi"}]}` }
+func chat(model string) string {
+	return `{"model":"` + model + `","messages":[{"role":"user","content":"hi"}]}`
+}
 
 type keyDetailDoc struct {
 	Preview        string `json:"preview"`
