@@ -50,3 +50,45 @@ func (m *Manager) ObserveQuota(k *Key, q Quota) bool {
 	}
 	return false
 }
+
+// QuotaSummary sums what the keys' last rate-limit headers said, for
+// monitoring; it is O(keys).
+type QuotaSummary struct {
+	// Seen counts keys whose answers carried rate-limit headers.
+	Seen int
+	// Exhausted counts keys whose last headers said nothing is left.
+	Exhausted int
+	// RequestsRemaining and TokensRemaining add up the last figures seen.
+	RequestsRemaining, TokensRemaining int64
+	// ModelExclusions counts (key, model) pairs excluded now.
+	ModelExclusions int
+}
+
+// QuotaSummary returns the pool's quota as last seen and its model
+// exclusions.
+func (m *Manager) QuotaSummary() QuotaSummary {
+	var s QuotaSummary
+	now := m.now().UnixNano()
+	withModels := m.withModels.Load() != 0
+	for _, k := range m.view.Load().all {
+		if k.quota.seen.Load() != 0 {
+			s.Seen++
+			r, t := k.quota.requests.Load()-1, k.quota.tokens.Load()-1
+			if r == 0 || t == 0 {
+				s.Exhausted++
+			}
+			s.RequestsRemaining += max(r, 0)
+			s.TokensRemaining += max(t, 0)
+		}
+		if withModels {
+			if p := k.models.Load(); p != nil {
+				for _, e := range *p {
+					if now < e.until {
+						s.ModelExclusions++
+					}
+				}
+			}
+		}
+	}
+	return s
+}

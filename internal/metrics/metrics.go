@@ -27,7 +27,7 @@ var statusClasses = [...]string{"1xx", "2xx", "3xx", "4xx", "5xx"}
 // outcomes are the attempt outcome labels, indexed by classify.Fault.
 var outcomes = [...]classify.Fault{
 	classify.Success, classify.KeyPermanent, classify.KeyRateLimited,
-	classify.TargetError, classify.ClientError, classify.Cancelled,
+	classify.TargetError, classify.ClientError, classify.Cancelled, classify.KeyModel,
 }
 
 // Metrics records proxy traffic. The counters the request path touches are
@@ -149,12 +149,25 @@ var (
 	keysDesc = prometheus.NewDesc(namespace+"_keys", "API keys by state.", []string{"state"}, nil)
 	tgtDesc  = prometheus.NewDesc(namespace+"_targets", "Upstream targets by state.", []string{"state"}, nil)
 	upDesc   = prometheus.NewDesc(namespace+"_target_up", "1 when the target is in rotation, else 0.", []string{"target"}, nil)
+
+	quotaDesc = prometheus.NewDesc(namespace+"_key_quota_remaining",
+		"Sum over the keys of what their last rate-limit headers said remains, by kind (requests, tokens).", []string{"kind"}, nil)
+	quotaSeenDesc = prometheus.NewDesc(namespace+"_keys_quota_seen",
+		"Keys whose answers carried rate-limit headers.", nil, nil)
+	quotaZeroDesc = prometheus.NewDesc(namespace+"_keys_quota_exhausted",
+		"Keys whose last rate-limit headers said nothing remains.", nil, nil)
+	modelsDesc = prometheus.NewDesc(namespace+"_key_model_exclusions",
+		"(key, model) pairs excluded now because the provider said the key may not use the model.", nil, nil)
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- keysDesc
 	ch <- tgtDesc
 	ch <- upDesc
+	ch <- quotaDesc
+	ch <- quotaSeenDesc
+	ch <- quotaZeroDesc
+	ch <- modelsDesc
 }
 
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
@@ -176,4 +189,10 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, s := range []string{"active", "benched", "probing"} {
 		ch <- prometheus.MustNewConstMetric(tgtDesc, prometheus.GaugeValue, float64(by[s]), s)
 	}
+	q := c.src.Keys.QuotaSummary()
+	ch <- prometheus.MustNewConstMetric(quotaDesc, prometheus.GaugeValue, float64(q.RequestsRemaining), "requests")
+	ch <- prometheus.MustNewConstMetric(quotaDesc, prometheus.GaugeValue, float64(q.TokensRemaining), "tokens")
+	ch <- prometheus.MustNewConstMetric(quotaSeenDesc, prometheus.GaugeValue, float64(q.Seen))
+	ch <- prometheus.MustNewConstMetric(quotaZeroDesc, prometheus.GaugeValue, float64(q.Exhausted))
+	ch <- prometheus.MustNewConstMetric(modelsDesc, prometheus.GaugeValue, float64(q.ModelExclusions))
 }

@@ -258,3 +258,51 @@ func TestDashboardUsesRealMetrics(t *testing.T) {
 		}
 	}
 }
+
+// TestMetricsQuotaAndModels checks the quota last seen in rate-limit
+// headers and the model exclusions show as gauges.
+func TestMetricsQuotaAndModels(t *testing.T) {
+	up := testupstream.New(t, func(w http.ResponseWriter, r *http.Request) {
+		if testupstream.KeyOf(r.Header) == keys[1] && strings.Contains(string(must(io.ReadAll(r.Body))), "gpt-x") {
+			w.WriteHeader(404)
+			io.WriteString(w, "{\"error\":{\"message\":\"The model `gpt-x` does not exist or you do not have access to it.\",\"type\":\"invalid_request_error\",\"code\":\"model_not_found\"}}")
+			return
+		}
+		w.Header().Set("x-ratelimit-remaining-requests", "40")
+		w.Header().Set("x-ratelimit-reset-requests", "1s")
+		w.Header().Set("x-ratelimit-remaining-tokens", "1000")
+		w.Header().Set("x-ratelimit-reset-tokens", "1s")
+		io.WriteString(w, `{"ok":true}`)
+	})
+	base := start(t, up.URL)
+	for range 3 {
+		req, _ := http.NewRequest(http.MethodPost, base+"/v1/chat/completions", strings.NewReader(`{"model":"gpt-x"}`))
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	m, _ := scrape(t, base)
+	checks := []struct {
+		name  string
+		match map[string]string
+		want  float64
+	}{
+		{"gpt_load_keys_quota_seen", nil, 2},
+		{"gpt_load_keys_quota_exhausted", nil, 0},
+		{"gpt_load_key_quota_remaining", map[string]string{"kind": "requests"}, 80},
+		{"gpt_load_key_quota_remaining", map[string]string{"kind": "tokens"}, 2000},
+		{"gpt_load_key_model_exclusions", nil, 1},
+		{"gpt_load_upstream_attempts_total", map[string]string{"outcome": "key_model"}, 1},
+	}
+	for _, c := range checks {
+		if got := m[c.name].sum(c.match); got != c.want {
+			t.Errorf("%s%v = %v; want %v", c.name, c.match, got, c.want)
+		}
+	}
+}
+
+func must[T any](v T, _ error) T { return v }

@@ -1,0 +1,147 @@
+package keymanager
+
+import (
+	"fmt"
+	"testing"
+	"time"
+)
+
+func TestExcludeModel(t *testing.T) {
+	clk := newClock()
+	m := New(testKeys(3), Options{Now: clk.Now, ModelCooldown: time.Minute})
+	k0 := keyAt(t, m, 0)
+	if m.AnyModelExcluded() {
+		t.Fatal("a fresh manager reports model exclusions")
+	}
+	if !m.ExcludeModel(k0, "gpt-4o") {
+		t.Error("ExcludeModel(new pair) = false; want true")
+	}
+	if m.ExcludeModel(k0, "gpt-4o") {
+		t.Error("ExcludeModel(same pair again) = true; want false")
+	}
+	for range 30 {
+		k, excluded, err := m.NextFor("gpt-4o")
+		if err != nil || excluded || k == k0 {
+			t.Fatalf("NextFor(gpt-4o) = %v, %v, %v; want a key other than the excluded one", k, excluded, err)
+		}
+	}
+	seen := map[*Key]int{}
+	for range 30 {
+		k, _, _ := m.NextFor("gpt-4o-mini")
+		seen[k]++
+	}
+	if seen[k0] != 10 {
+		t.Errorf("the key excluded for gpt-4o served gpt-4o-mini %d of 30 times; want 10", seen[k0])
+	}
+	if s := m.Snapshots(false)[0]; s.State != Active || len(s.Models) != 1 || s.Models[0].Model != "gpt-4o" {
+		t.Errorf("snapshot = %+v; want active with gpt-4o excluded", s)
+	}
+	clk.Advance(time.Minute)
+	if m.ExcludedFor(k0, "gpt-4o") {
+		t.Error("the exclusion outlived MODEL_COOLDOWN")
+	}
+	if !m.ExcludeModel(k0, "gpt-4o") {
+		t.Error("ExcludeModel after expiry = false; want a new pair")
+	}
+}
+
+// TestNextForAllExcluded: when every key is excluded for a model, one is
+// still returned, marked excluded, so the client gets the provider's own
+// answer.
+func TestNextForAllExcluded(t *testing.T) {
+	m := New(testKeys(4), Options{})
+	for _, k := range m.Keys() {
+		m.ExcludeModel(k, "gpt-nope")
+	}
+	k, excluded, err := m.NextFor("gpt-nope")
+	if err != nil || k == nil || !excluded {
+		t.Errorf("NextFor(model every key lacks) = %v, %v, %v; want a key, excluded", k, excluded, err)
+	}
+}
+
+func TestModelExclusionsBounded(t *testing.T) {
+	m := New(testKeys(1), Options{})
+	k := keyAt(t, m, 0)
+	for i := range MaxModelsPerKey + 10 {
+		m.ExcludeModel(k, fmt.Sprintf("model-%d", i))
+	}
+	s := k.Snapshot()
+	if len(s.Models) != MaxModelsPerKey {
+		t.Fatalf("%d models excluded; want the bound %d", len(s.Models), MaxModelsPerKey)
+	}
+	if s.Models[0].Model != "model-10" || s.Models[len(s.Models)-1].Model != fmt.Sprintf("model-%d", MaxModelsPerKey+9) {
+		t.Errorf("kept %s..%s; want the newest (oldest dropped)", s.Models[0].Model, s.Models[len(s.Models)-1].Model)
+	}
+}
+
+func TestNextForWithoutExclusionsDoesNotAllocate(t *testing.T) {
+	m := New(testKeys(1000), Options{})
+	if n := testing.AllocsPerRun(1000, func() { m.NextFor("gpt-4o") }); n != 0 {
+		t.Errorf("NextFor allocates %v times; want 0", n)
+	}
+	m.ExcludeModel(keyAt(t, m, 3), "gpt-4o")
+	if n := testing.AllocsPerRun(1000, func() { m.NextFor("gpt-4o") }); n != 0 {
+		t.Errorf("NextFor with an exclusion allocates %v times; want 0", n)
+	}
+}
+
+func TestQuotaExhaustedRestsUntilReset(t *testing.T) {
+	clk := newClock()
+	m := New(testKeys(2), Options{Now: clk.Now})
+	k := keyAt(t, m, 0)
+	reset := clk.Now().Add(20 * time.Second)
+	if !m.ObserveQuota(k, Quota{RequestsRemaining: 0, TokensRemaining: 500, Reset: reset}) {
+		t.Fatal("ObserveQuota(0 requests left) did not rest the key")
+	}
+	s := m.Snapshots(false)[0]
+	if s.State != Cooling || s.Reason != ReasonQuotaHeaders || !s.Until.Equal(reset) || s.Quota.TokensRemaining != 500 {
+		t.Errorf("snapshot = %+v; want cooling (quota_headers) until the reset, 500 tokens seen", s)
+	}
+	if k.limitStreak.Load() != 0 {
+		t.Error("a quota rest touched the rate-limit doubling")
+	}
+	// Plenty left: nothing changes but the figures.
+	if m.ObserveQuota(keyAt(t, m, 1), Quota{RequestsRemaining: 10, TokensRemaining: -1}) {
+		t.Error("ObserveQuota(10 left) rested the key")
+	}
+}
+
+// TestApplyOrdering: changes from other replicas apply only over older
+// ones, and a cooling change never lowers a blacklist.
+func TestApplyOrdering(t *testing.T) {
+	m := New(testKeys(2), Options{})
+	k := keyAt(t, m, 0)
+	m.Blacklist(k, "invalid_api_key", 401)
+	at := k.changedAt.Load()
+	tests := []struct {
+		name  string
+		c     Change
+		apply bool
+	}{
+		{"older lift", Change{State: Active, At: time.Unix(0, at).Add(-time.Second)}, false},
+		{"newer cooling", Change{State: Cooling, At: time.Unix(0, at).Add(time.Second), Until: time.Now().Add(time.Minute)}, false},
+		{"newer lift", Change{State: Active, At: time.Unix(0, at).Add(time.Second)}, true},
+	}
+	for _, tt := range tests {
+		if got := m.Apply(k, tt.c); got != tt.apply {
+			t.Errorf("%s: Apply = %v; want %v", tt.name, got, tt.apply)
+		}
+	}
+	if s := k.Snapshot(); s.State != Active {
+		t.Errorf("after the newer lift: %v; want active", s.State)
+	}
+}
+
+func BenchmarkNextFor(b *testing.B) {
+	for _, n := range []int{1000, 1_000_000} {
+		m := New(testKeys(n), Options{})
+		b.Run(fmt.Sprintf("keys=%d/no-exclusions", n), func(b *testing.B) {
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					m.NextFor("gpt-4o")
+				}
+			})
+		})
+	}
+}
