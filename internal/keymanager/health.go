@@ -5,7 +5,7 @@ import (
 )
 
 // MaxCooldown caps how long a rate-limited key rests when the upstream did
-// not say (KEY_COOLDOWN in docs: configuration).
+// not say (KEY_COOLDOWN, README "Configuration").
 const MaxCooldown = 30 * time.Minute
 
 // MaxRetryAfter caps a rest the upstream asked for: long enough for any

@@ -18,7 +18,7 @@ const errorPeek = 64 << 10
 
 // attemptTransport runs the attempts of one client request: a bounded loop,
 // each attempt on the next usable key (and target), the same body bytes
-// each time, until an answer is final or attempts run out (SPEC §9). It
+// each time, until an answer is final or attempts run out (docs/key-health.md). It
 // returns before ReverseProxy writes anything to the client, so no retry
 // can ever follow a byte of the response.
 type attemptTransport struct{ p *Proxy }
@@ -33,7 +33,7 @@ func (t attemptTransport) RoundTrip(out *http.Request) (*http.Response, error) {
 	var target *upstream.Target
 	lastFault := classify.Success
 	// last ends the request with the best answer there is: the provider's
-	// own beats our error (docs: key health and retries).
+	// own beats our error (docs/key-health.md).
 	last := func(resp *http.Response, err error) (*http.Response, error) {
 		if resp == nil && held != nil {
 			return held, nil

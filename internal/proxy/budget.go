@@ -5,7 +5,7 @@ import (
 	"time"
 )
 
-// Retry budget (docs: key health and retries): over any budgetWindow,
+// Retry budget (docs/key-health.md): over any budgetWindow,
 // retries may add at most budgetRatio of the first attempts, plus
 // budgetFloor, so that a provider refusing everything (an IP-wide rate
 // limit, an outage) gets about one attempt per client request instead of

@@ -15,7 +15,7 @@ import (
 	"github.com/gpt-load/gpt-load/internal/upstream"
 )
 
-// The correlated-failure rule (SPEC §7): when correlatedKeys distinct keys
+// The correlated-failure rule (docs/key-health.md): when correlatedKeys distinct keys
 // that each succeeded within recentSuccess fail the same way on one target
 // within correlationWindow, the target is to blame, not the keys: it is
 // benched, and keys it got benched in the window are restored.

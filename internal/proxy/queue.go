@@ -11,7 +11,7 @@ import (
 )
 
 // keyQueue holds the requests that found no usable key while one will be
-// usable within QUEUE_TIMEOUT (docs: key health and retries). They are
+// usable within QUEUE_TIMEOUT (docs/key-health.md). They are
 // served in arrival order: only the head of the queue takes keys; when it
 // leaves, the next request becomes the head. The zero value is empty and
 // ready to use.
