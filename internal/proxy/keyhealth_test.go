@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -438,5 +439,42 @@ func TestAccountHeadersRemoved(t *testing.T) {
 	if got.Get("OpenAI-Organization") != "" || got.Get("OpenAI-Project") != "" || got.Get("OpenAI-Beta") != "assistants=v2" {
 		t.Errorf("upstream got Organization %q, Project %q, Beta %q; want none, none, assistants=v2",
 			got.Get("OpenAI-Organization"), got.Get("OpenAI-Project"), got.Get("OpenAI-Beta"))
+	}
+}
+
+// TestQueuedRequestLeavesWithItsClient: a request waiting for a key is
+// dropped from the queue when its client goes away.
+func TestQueuedRequestLeavesWithItsClient(t *testing.T) {
+	up := testupstream.New(t, nil)
+	e := start(t, testKeys[:1], []string{up.URL}, map[string]string{"QUEUE_TIMEOUT": "30"})
+	e.Keys.Cool(e.Keys.Keys()[0], time.Now().Add(20*time.Second), "rate_limit_exceeded", 429)
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, e.URL+"/v1/chat/completions", strings.NewReader(chat("gpt-4o")))
+	done := make(chan error, 1)
+	go func() {
+		resp, err := client().Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		done <- err
+	}()
+	waitUntil(t, 5*time.Second, "the request is waiting", func() bool { return e.Proxy.InFlight() == 1 })
+	cancel()
+	<-done
+	waitUntil(t, 5*time.Second, "the request left the queue", func() bool { return e.Proxy.InFlight() == 0 })
+	if up.Count() != 0 {
+		t.Errorf("upstream saw %d requests; want none", up.Count())
+	}
+}
+
+// waitUntil polls cond until it holds, failing after timeout.
+func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v", what, timeout)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
