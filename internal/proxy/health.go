@@ -27,8 +27,8 @@ const (
 	logBodyLimit = 512
 )
 
-// health applies attempt verdicts to keys and targets. Only failures take
-// its lock; the success path is lock-free.
+// health applies attempt verdicts to keys and targets. Only key-class
+// failures take its lock; the success path is lock-free.
 type health struct {
 	keys    *keymanager.Manager
 	targets *upstream.Balancer
@@ -74,36 +74,47 @@ func (h *health) apply(st *reqState, key *keymanager.Key, target *upstream.Targe
 	case classify.KeyModel:
 		// Only the pair is at fault: the key serves other models, and its
 		// failure count is untouched.
-		h.targets.Answered(target)
+		h.targets.Responded(target)
 		if h.keys.ExcludeModel(key, o.Model) && h.log.Logger.IsLevelEnabled(logrus.InfoLevel) {
 			h.log.WithFields(logrus.Fields{"key": key.Preview(), "upstream": target.Host(), "status": o.Status,
 				"model": o.Model, "reason": v.Reason}).Info("key excluded for a model")
 		}
 	case classify.KeyPermanent, classify.KeyRateLimited:
-		if !target.Active() {
-			// A target benched for failing every key is still used when it
-			// is the only choice; what it answers then is its fault.
-			h.targets.Failed(target, v.Reason)
-			return
+		h.keyFault(st, key, target, v, o)
+	}
+}
+
+// keyFault charges a key-class failure to the key, unless it is part of a
+// pattern that blames the target. It runs under h.mu, as does the restore
+// of a pattern's keys, so a key is never charged just after the pattern it
+// belongs to restored it.
+func (h *health) keyFault(st *reqState, key *keymanager.Key, target *upstream.Target, v classify.Verdict, o classify.Outcome) {
+	recent := h.keys.SucceededWithin(key, recentSuccess)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !target.Active() {
+		// A target benched for failing every key is still used when it
+		// is the only choice; what it answers then is its fault.
+		h.targets.Failed(target, v.Reason)
+		return
+	}
+	// The target answered, so it is up, whatever the key's trouble.
+	h.targets.Responded(target)
+	if recent && h.correlated(st, key, target, v, o.Status) {
+		return
+	}
+	f := logrus.Fields{"key": key.Preview(), "upstream": target.Host(), "status": o.Status, "reason": v.Reason}
+	if v.Fault == classify.KeyPermanent {
+		if h.keys.FailedPermanent(key, v.Reason, o.Status) {
+			f["error"] = errorExcerpt(o.Body)
+			h.log.WithFields(f).Warn("key blacklisted")
 		}
-		// The target answered, so it is up, whatever the key's trouble.
-		h.targets.Answered(target)
-		if h.correlated(st, key, target, v, o.Status) {
-			return
-		}
-		f := logrus.Fields{"key": key.Preview(), "upstream": target.Host(), "status": o.Status, "reason": v.Reason}
-		if v.Fault == classify.KeyPermanent {
-			if h.keys.FailedPermanent(key, v.Reason, o.Status) {
-				f["error"] = errorExcerpt(o.Body)
-				h.log.WithFields(f).Warn("key blacklisted")
-			}
-			return
-		}
-		until, changed := h.keys.RateLimited(key, v.RetryAfter, v.Reason, o.Status)
-		if changed && h.log.Logger.IsLevelEnabled(logrus.DebugLevel) {
-			f["until"] = until.Format(time.RFC3339)
-			h.log.WithFields(f).Debug("key cooling")
-		}
+		return
+	}
+	until, changed := h.keys.RateLimited(key, v.RetryAfter, v.Reason, o.Status)
+	if changed && h.log.Logger.IsLevelEnabled(logrus.DebugLevel) {
+		f["until"] = until.Format(time.RFC3339)
+		h.log.WithFields(f).Debug("key cooling")
 	}
 }
 
@@ -126,13 +137,11 @@ func (h *health) quota(key *keymanager.Key, hdr http.Header, now time.Time) {
 // keys of the pattern are restored. Only failures since the target's last
 // success count: while other keys succeed on the target, each failing key
 // carries its own fault (per-account rate limits).
+//
+// Caller holds h.mu.
 func (h *health) correlated(st *reqState, key *keymanager.Key, target *upstream.Target, v classify.Verdict, status int) bool {
-	if !h.keys.SucceededWithin(key, recentSuccess) {
-		return false
-	}
 	now := h.targets.Now()
 	since := target.LastSuccess()
-	h.mu.Lock()
 	w := h.windows[target.Index][:0]
 	for _, f := range h.windows[target.Index] {
 		if now.Sub(f.at) <= correlationWindow && f.at.After(since) {
@@ -162,7 +171,6 @@ func (h *health) correlated(st *reqState, key *keymanager.Key, target *upstream.
 		w = w[:0]
 	}
 	h.windows[target.Index] = w
-	h.mu.Unlock()
 	if !hit {
 		return false
 	}

@@ -118,6 +118,15 @@ func (b *Balancer) Answered(t *Target) {
 	}
 }
 
+// Responded records an answer from t that blamed the key, not t: its
+// fault count starts again, but its state stays (a key's 429 from a target
+// benched a moment ago for failing every key must not un-bench it).
+func (b *Balancer) Responded(t *Target) {
+	if t.consecutive.Load() != 0 {
+		t.consecutive.Store(0)
+	}
+}
+
 // Listener hears of the target state changes this process decides (not
 // the ones applied with ApplyBench or ApplyActive). TargetChanged is called
 // on the request path and must not block.
