@@ -16,13 +16,29 @@ const Ellipsis = "…"
 // about half of a short key is shown. Values of fewer than 4 characters
 // reveal nothing. Mask is a pure function.
 func Mask(s string) string {
+	var buf [64]byte // a mask is at most 10 runes and the ellipsis
+	return string(AppendMask(buf[:0], s))
+}
+
+// AppendMask appends Mask(s) to dst and returns the extended slice, for
+// callers that look at many masks and keep none (filtering a large pool).
+func AppendMask(dst []byte, s string) []byte {
 	n := utf8.RuneCountInString(s)
 	head, tail := min(6, n/4), min(4, n/5)
 	if n == len(s) { // ASCII: the common case, no rune decoding
-		return s[:head] + Ellipsis + s[len(s)-tail:]
+		dst = append(dst, s[:head]...)
+		dst = append(dst, Ellipsis...)
+		return append(dst, s[len(s)-tail:]...)
 	}
 	r := []rune(s)
-	return string(r[:head]) + Ellipsis + string(r[n-tail:])
+	for _, c := range r[:head] {
+		dst = utf8.AppendRune(dst, c)
+	}
+	dst = append(dst, Ellipsis...)
+	for _, c := range r[n-tail:] {
+		dst = utf8.AppendRune(dst, c)
+	}
+	return dst
 }
 
 // Key is an API key. It prints, formats and marshals only as its mask; the
@@ -41,6 +57,9 @@ func (k Key) Reveal() string { return k.v }
 
 // Empty reports whether the key is the empty string.
 func (k Key) Empty() bool { return k.v == "" }
+
+// AppendMask appends the mask to dst.
+func (k Key) AppendMask(dst []byte) []byte { return AppendMask(dst, k.v) }
 
 // String returns the mask.
 func (k Key) String() string { return Mask(k.v) }

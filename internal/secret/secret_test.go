@@ -44,6 +44,9 @@ func TestMask(t *testing.T) {
 				t.Errorf("Mask(%q) = %q; want %q", tc.in, got, tc.want)
 			}
 			checkMask(t, tc.in, Mask(tc.in))
+			if got := string(AppendMask([]byte("x"), tc.in)); got != "x"+tc.want {
+				t.Errorf("AppendMask(%q, %q) = %q; want %q", "x", tc.in, got, "x"+tc.want)
+			}
 		})
 	}
 }
@@ -85,7 +88,18 @@ func FuzzMask(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, in string) {
 		checkMask(t, in, Mask(in))
+		if got := string(NewKey(in).AppendMask(nil)); got != Mask(in) {
+			t.Errorf("Key.AppendMask(nil) = %q; want Mask = %q", got, Mask(in))
+		}
 	})
+}
+
+func TestAppendMaskDoesNotAllocate(t *testing.T) {
+	k := NewKey(rawKey)
+	buf := make([]byte, 0, 64)
+	if allocs := testing.AllocsPerRun(100, func() { buf = k.AppendMask(buf[:0]) }); allocs != 0 {
+		t.Errorf("AppendMask allocations = %v; want 0", allocs)
+	}
 }
 
 const rawKey = "sk-proj-AbCdEfGhIjKlMnOpQrStUvWxYz0123456789"
