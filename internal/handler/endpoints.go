@@ -63,7 +63,10 @@ type Stats struct {
 	Targets    []TargetStat `json:"targets"`
 	Memory     MemoryStats  `json:"memory"`
 	System     SystemStats  `json:"system"`
-	KeyDetails []KeyDetail  `json:"key_details,omitempty"`
+	KeyDetails []KeyDetail  `json:"key_details,omitzero"`
+	// KeyTotal is how many keys match the filter of key_details, the page
+	// being at most limit of them; set with ?keys=1.
+	KeyTotal *int `json:"total,omitempty"`
 	// Redis and Cluster are set when state is shared through Redis:
 	// the connection state and the request totals of every replica.
 	Redis     string        `json:"redis,omitempty"`
@@ -188,6 +191,16 @@ func keyDetail(k keymanager.Snapshot) KeyDetail {
 }
 
 func (s *server) stats(w http.ResponseWriter, r *http.Request) {
+	details := false
+	var pg page
+	if v := r.URL.Query().Get("keys"); v == "1" || v == "true" {
+		var bad *apierr.Error
+		if pg, bad = parsePage(r.URL.Query(), keymanager.Active, keymanager.Cooling, keymanager.Blacklisted); bad != nil {
+			apierr.Write(w, bad)
+			return
+		}
+		details = true
+	}
 	c := s.Keys.Counts()
 	cnt := s.Proxy.Counters()
 	st := Stats{
@@ -216,9 +229,10 @@ func (s *server) stats(w http.ResponseWriter, r *http.Request) {
 		st.Targets = append(st.Targets, TargetStat{URL: t.String(), Requests: t.Requests(), Failures: t.Failures(),
 			State: t.State(now), Reason: t.Reason(), BenchedUntil: rfc3339(t.BenchedUntil())})
 	}
-	if v := r.URL.Query().Get("keys"); v == "1" || v == "true" {
-		st.KeyDetails = []KeyDetail{}
-		for _, k := range s.Keys.Snapshots(false) {
+	if details {
+		keys, total := s.Keys.Page(pg.filter, pg.offset, pg.limit)
+		st.KeyDetails, st.KeyTotal = make([]KeyDetail, 0, len(keys)), &total
+		for _, k := range keys {
 			st.KeyDetails = append(st.KeyDetails, keyDetail(k))
 		}
 	}
@@ -227,9 +241,12 @@ func (s *server) stats(w http.ResponseWriter, r *http.Request) {
 
 // Blacklist is the /blacklist answer.
 type Blacklist struct {
-	Keys      []BlacklistedKey `json:"blacklisted_keys"`
-	Count     int              `json:"count"`
-	Timestamp string           `json:"timestamp"`
+	Keys []BlacklistedKey `json:"blacklisted_keys"`
+	// Count is how many entries this answer lists, Total how many match
+	// the filter (more than Count when the list is paged).
+	Count     int    `json:"count"`
+	Total     int    `json:"total"`
+	Timestamp string `json:"timestamp"`
 }
 
 // BlacklistedKey is a key out of rotation, blacklisted or cooling.
@@ -246,8 +263,14 @@ type BlacklistedKey struct {
 }
 
 func (s *server) blacklist(w http.ResponseWriter, r *http.Request) {
-	b := Blacklist{Keys: []BlacklistedKey{}, Timestamp: now()}
-	for _, k := range s.Keys.Snapshots(true) {
+	pg, bad := parsePage(r.URL.Query(), keymanager.Cooling, keymanager.Blacklisted)
+	if bad != nil {
+		apierr.Write(w, bad)
+		return
+	}
+	keys, total := s.Keys.Page(pg.filter, pg.offset, pg.limit)
+	b := Blacklist{Keys: make([]BlacklistedKey, 0, len(keys)), Total: total, Timestamp: now()}
+	for _, k := range keys {
 		typ := "permanent"
 		if k.State == keymanager.Cooling {
 			typ = "temporary"

@@ -211,7 +211,7 @@ func TestBlacklist(t *testing.T) {
 	t.Run("empty", func(t *testing.T) {
 		var raw map[string]json.RawMessage
 		body := s.getJSON(t, "/blacklist", http.StatusOK, &raw)
-		if got, want := keysOf(t, body), []string{"blacklisted_keys", "count", "timestamp"}; !slices.Equal(got, want) {
+		if got, want := keysOf(t, body), []string{"blacklisted_keys", "count", "timestamp", "total"}; !slices.Equal(got, want) {
 			t.Errorf("/blacklist keys = %v; want %v", got, want)
 		}
 		if got := string(raw["blacklisted_keys"]); got != "[]" {
