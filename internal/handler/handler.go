@@ -54,12 +54,13 @@ const (
 	PathBlacklist = "/blacklist"
 	PathResetKeys = "/reset-keys"
 	PathMetrics   = "/metrics"
+	PathStatus    = "/status"
 )
 
 // IsManagement reports whether path is answered by gpt-load itself.
 func IsManagement(path string) bool {
 	switch path {
-	case PathHealth, PathStats, PathBlacklist, PathResetKeys, PathMetrics:
+	case PathHealth, PathStats, PathBlacklist, PathResetKeys, PathMetrics, PathStatus:
 		return true
 	}
 	return false
@@ -68,7 +69,7 @@ func IsManagement(path string) bool {
 // New returns the whole server handler: recovery, access log, CORS and auth
 // around the management endpoints and the proxy.
 func New(d Deps) http.Handler {
-	s := &server{Deps: d}
+	s := &server{Deps: d, statusPage: buildStatusPage()}
 	get := []string{http.MethodGet, http.MethodHead}
 	s.endpoints = map[string]endpoint{
 		PathHealth:    {get, s.health},
@@ -77,6 +78,7 @@ func New(d Deps) http.Handler {
 		// GET is kept because the original README used it.
 		PathResetKeys: {[]string{http.MethodPost, http.MethodGet}, s.resetKeys},
 		PathMetrics:   {get, s.metrics},
+		PathStatus:    {get, s.status},
 	}
 	// Requests answered here, management calls and CORS preflights, get no
 	// access line; everything bound for the upstream does, rejected or not.
@@ -88,13 +90,17 @@ func New(d Deps) http.Handler {
 		middleware.Recovery(d.Log),
 		middleware.Logging(d.Log, d.Config.Log.EnableRequest, proxied),
 		middleware.CORS(d.Config.CORS),
-		middleware.Auth(d.Config.AuthKey, func(r *http.Request) bool { return r.URL.Path == PathHealth }),
+		// The status page holds nothing secret; the JSON it reads needs the token.
+		middleware.Auth(d.Config.AuthKey, func(r *http.Request) bool {
+			return r.URL.Path == PathHealth || r.URL.Path == PathStatus
+		}),
 	)
 }
 
 type server struct {
 	Deps
-	endpoints map[string]endpoint
+	endpoints  map[string]endpoint
+	statusPage statusPage
 }
 
 func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {

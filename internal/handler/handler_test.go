@@ -27,6 +27,8 @@ func TestManagementWrongMethod(t *testing.T) {
 		{http.MethodPut, "/reset-keys", []string{"GET", "POST"}},
 		{http.MethodDelete, "/reset-keys", []string{"GET", "POST"}},
 		{http.MethodPost, "/metrics", []string{"GET", "HEAD"}},
+		{http.MethodPost, "/status", []string{"GET", "HEAD"}},
+		{http.MethodDelete, "/status", []string{"GET", "HEAD"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.method+" "+tt.path, func(t *testing.T) {
@@ -71,6 +73,7 @@ func TestManagementAuth(t *testing.T) {
 		public       bool
 	}{
 		{http.MethodGet, "/health", true},
+		{http.MethodGet, "/status", true},
 		{http.MethodGet, "/stats", false},
 		{http.MethodGet, "/stats?keys=1", false},
 		{http.MethodGet, "/blacklist", false},
