@@ -128,7 +128,8 @@
     return out;
   }
 
-  function chart(svg, pts, fixedMax) {
+  // chart draws pts ([time, value]) over the last span ms.
+  function chart(svg, pts, span, fixedMax) {
     const NS = 'http://www.w3.org/2000/svg';
     let ln = svg.querySelector('.ln');
     let ar = svg.querySelector('.ar');
@@ -139,9 +140,9 @@
       ln.setAttribute('class', 'ln');
       svg.append(ar, ln);
     }
-    const t0 = Date.now() - WINDOW;
+    const t0 = Date.now() - span;
     const max = fixedMax || Math.max(1e-9, ...pts.map((p) => p[1])) * 1.1;
-    const xy = pts.map(([t, v]) => (((t - t0) / WINDOW) * 300).toFixed(1) + ',' + (58 - (v / max) * 56).toFixed(1));
+    const xy = pts.map(([t, v]) => (((t - t0) / span) * 300).toFixed(1) + ',' + (58 - (v / max) * 56).toFixed(1));
     ln.setAttribute('points', xy.join(' '));
     ar.setAttribute('points', xy.length ? xy[0].split(',')[0] + ',60 ' + xy.join(' ') + ' ' + xy[xy.length - 1].split(',')[0] + ',60' : '');
   }
@@ -157,9 +158,12 @@
     text($('v-rate'), cur(s.rate, (v) => v.toFixed(2) + ' /s'));
     text($('v-err'), cur(s.err, (v) => v.toFixed(1) + ' %'));
     text($('v-retry'), cur(s.retry, (v) => v.toFixed(2) + ' /s'));
-    chart($('g-rate'), s.rate);
-    chart($('g-err'), s.err, 100);
-    chart($('g-retry'), s.retry);
+    // The charts fill as samples come, up to the last ten minutes.
+    const span = Math.min(WINDOW, Math.max(30000, t - hist[0].t));
+    text($('ch-span'), span >= WINDOW ? '10 minutes' : dur(span));
+    chart($('g-rate'), s.rate, span);
+    chart($('g-err'), s.err, span, 100);
+    chart($('g-retry'), s.retry, span);
   }
 
   function quota(q) {
