@@ -1,9 +1,11 @@
 package handler_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -520,4 +522,62 @@ func TestStatusPageNoPileUp(t *testing.T) {
 		}
 	}
 	b.mu.Unlock()
+}
+
+// TestStatusPageNewKeyFields: the page shows a key's reason, quota and
+// excluded models when /stats gives them, and copes when it does not (the
+// other tests). A front server adds the fields to a real /stats answer.
+func TestStatusPageNewKeyFields(t *testing.T) {
+	s := newServer(t, options{keys: rawKeys("fields", 2)})
+	target, _ := url.Parse(s.URL)
+	rp := httputil.NewSingleHostReverseProxy(target)
+	seen := time.Now().Add(-2 * time.Minute).UTC().Format(time.RFC3339)
+	until := time.Now().Add(42 * time.Minute).UTC().Format(time.RFC3339)
+	rp.ModifyResponse = func(resp *http.Response) error {
+		if resp.Request.URL.Path != "/stats" {
+			return nil
+		}
+		var st map[string]any
+		if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+			return err
+		}
+		resp.Body.Close()
+		details, _ := st["key_details"].([]any)
+		for i, d := range details {
+			d := d.(map[string]any)
+			d["reason"] = ""
+			d["quota"] = nil
+			d["models_excluded"] = []any{}
+			if i == 0 {
+				d["reason"] = "served from the front"
+				d["quota"] = map[string]any{"requests_remaining": 12, "tokens_remaining": 3400, "reset_at": nil, "seen_at": seen}
+				d["models_excluded"] = []any{map[string]any{"model": "gpt-4o", "until": until}}
+			}
+		}
+		body, _ := json.Marshal(st)
+		resp.Body = io.NopCloser(bytes.NewReader(body))
+		resp.ContentLength = int64(len(body))
+		resp.Header.Set("Content-Length", strconv.Itoa(len(body)))
+		return nil
+	}
+	front := httptest.NewServer(rp)
+	t.Cleanup(front.Close)
+
+	b := newBrowser(t)
+	b.do(t, "open /status", chromedp.Navigate(front.URL+"/status"))
+	b.wait(t, "two rows", `document.querySelectorAll('#keys tr').length === 2`)
+	cells := eval[[][]string](t, b, `[...document.querySelectorAll('#keys tr')].map(tr => [...tr.cells].map(td => td.textContent))`)
+	if got := cells[0][2]; got != "served from the front" {
+		t.Errorf("reason = %q; want the one /stats gave", got)
+	}
+	if got := cells[0][7]; got != "12 req · 3,400 tok (2m 00s ago)" && got != "12 req · 3,400 tok (2m 01s ago)" {
+		t.Errorf("quota = %q; want 12 req · 3,400 tok (2m 00s ago)", got)
+	}
+	if got := cells[0][8]; !strings.HasPrefix(got, "gpt-4o (in 4") {
+		t.Errorf("models excluded = %q; want gpt-4o (in 4…m)", got)
+	}
+	if got := cells[1][7] + cells[1][8]; got != "——" {
+		t.Errorf("quota and models of a key without them = %q; want — and —", got)
+	}
+	b.checkConsole(t, false)
 }
