@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"os"
 	"runtime"
+	"strconv"
+	"strings"
 	"slices"
 	"testing"
 	"time"
@@ -196,6 +199,7 @@ func TestStatsKeysMillion(t *testing.T) {
 		runtime.ReadMemStats(&m)
 		return m.HeapAlloc
 	}
+	rssBefore := rss()
 	for _, path := range []string{
 		"/stats?keys=1",
 		"/stats?keys=1&offset=999000",
@@ -230,4 +234,23 @@ func TestStatsKeysMillion(t *testing.T) {
 		t.Logf("GET %s over %d keys: %v, %d bytes of answer, %d KB allocated, heap %d→%d MB",
 			path, n, took.Round(time.Millisecond), len(body), alloc>>10, before>>20, after>>20)
 	}
+	if before, after := rssBefore, rss(); before > 0 {
+		t.Logf("process RSS over those requests: %d→%d MB", before>>20, after>>20)
+	}
+}
+
+// rss is the process's resident set size in bytes from /proc, 0 where that
+// is not available.
+func rss() uint64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseUint(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
 }
