@@ -79,6 +79,8 @@ type options struct {
 	upstream http.HandlerFunc
 	// resetKeys, when set, replaces the /reset-keys action.
 	resetKeys func() error
+	// shared, when set, stands in for the Redis link in /health and /stats.
+	shared handler.Shared
 }
 
 // server is gpt-load wired as cmd/gpt-load does it, behind a real HTTP
@@ -141,11 +143,16 @@ func newServer(t *testing.T, o options) *server {
 	}
 	t.Cleanup(app.Close)
 	h := app.Handler
-	if o.resetKeys != nil {
-		// The same parts behind a handler with another /reset-keys.
+	if o.resetKeys != nil || o.shared != nil {
+		// The same parts behind a handler with another /reset-keys or
+		// Redis link.
+		reset := o.resetKeys
+		if reset == nil {
+			reset = func() error { return app.Reload(true) }
+		}
 		h = handler.New(handler.Deps{
 			Config: cfg, Keys: app.Keys, Targets: app.Targets, Proxy: app.Proxy, Log: log,
-			Started: time.Now(), ResetKeys: o.resetKeys, Metrics: app.Metrics.Handler(),
+			Started: time.Now(), ResetKeys: reset, Metrics: app.Metrics.Handler(), Shared: o.shared,
 		})
 	}
 	srv := httptest.NewServer(h)

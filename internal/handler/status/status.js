@@ -20,11 +20,13 @@
   const token = () => { const s = storage(); return (s && s.getItem(TOKEN)) || ''; };
   const setToken = (t) => { const s = storage(); if (!s) return; if (t) s.setItem(TOKEN, t); else s.removeItem(TOKEN); };
 
+  // call fetches a management endpoint. Paths are relative, so the page
+  // also works behind a reverse proxy that mounts gpt-load under a prefix.
   async function call(path, signal, method) {
     const headers = {};
     const t = token();
     if (t) headers.Authorization = 'Bearer ' + t;
-    const r = await fetch(path, { method: method || 'GET', headers, signal, cache: 'no-store', credentials: 'omit' });
+    const r = await fetch(path, { method: method || 'GET', headers, signal, cache: 'no-store' });
     let body = null;
     try { body = await r.json(); } catch (e) { /* not JSON: reported by status */ }
     return { status: r.status, body };
@@ -245,7 +247,7 @@
     const qs = new URLSearchParams({ limit: String(view.limit), offset: view.state && view.state !== 'active' ? String(view.offset) : '0' });
     if (view.state && view.state !== 'active') qs.set('state', view.state);
     if (view.q) qs.set('q', view.q);
-    const r = await call('/blacklist?' + qs, signal);
+    const r = await call('blacklist?' + qs, signal);
     if (r.status !== 200 || !r.body) return null;
     return new Map((r.body.blacklisted_keys || []).map((b) => [b.preview, b.reason]));
   }
@@ -276,7 +278,7 @@
       const qs = new URLSearchParams({ keys: '1', limit: String(view.limit), offset: String(view.offset) });
       if (view.state) qs.set('state', view.state);
       if (view.q) qs.set('q', view.q);
-      const [h, s] = await Promise.all([call('/health', ac.signal), call('/stats?' + qs, ac.signal)]);
+      const [h, s] = await Promise.all([call('health', ac.signal), call('stats?' + qs, ac.signal)]);
       renderHealth(h.body);
       if (s.status === 401) { needToken(); say($('notice'), ''); return; }
       if (s.status !== 200 || !s.body) { say($('notice'), '/stats answered ' + s.status + ': ' + errText(s)); return; }
@@ -319,7 +321,7 @@
     const btn = $('reset');
     btn.disabled = true;
     try {
-      const r = await call('/reset-keys', undefined, 'POST');
+      const r = await call('reset-keys', undefined, 'POST');
       if (r.status === 401) { needToken(); say($('result'), 'Reset not done: the token is needed.', true); return; }
       if (r.status !== 200) { say($('result'), 'Reset failed: ' + errText(r), true); return; }
       say($('result'), 'Keys reset: ' + num(r.body.healthy_keys) + ' of ' + num(r.body.total_keys) + ' keys usable. ' + (r.body.message || ''));
