@@ -177,12 +177,16 @@ func TestPageBadParams(t *testing.T) {
 // TestStatsKeysMillion is §13 "Large pools" end to end: with a million keys
 // a page answers well under a second and the heap after it is what it was
 // before, not the 137 MB answer of a list of every key. The figures are
-// logged for the closing note.
+// logged for the closing note. Under -race it uses 200,000 keys
+// (run it without -race for the million).
 func TestStatsKeysMillion(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds a million keys; skipped with -short")
 	}
-	const n = 1_000_000
+	n, bound := 1_000_000, time.Second
+	if raceEnabled {
+		n, bound = 200_000, 5*time.Second
+	}
 	keys := make([]string, n)
 	for i := range keys {
 		keys[i] = fmt.Sprintf("sk-proj-%032d", i)
@@ -220,12 +224,12 @@ func TestStatsKeysMillion(t *testing.T) {
 		if resp.StatusCode != http.StatusOK {
 			t.Fatalf("GET %s = %d %s", path, resp.StatusCode, body)
 		}
-		// Generous for -race on a shared 2-core machine; without -race a
-		// page takes tens of milliseconds.
-		if took > 3*time.Second {
+		// Without -race a page takes tens of milliseconds; the bound
+		// leaves room for a shared, loaded machine.
+		if took > bound {
 			t.Errorf("GET %s took %v over %d keys; want well under a second", path, took, n)
 		}
-		if alloc > 64<<20 {
+		if alloc > 64<<20 { // a page of 10000 is about 30 MB under -race
 			t.Errorf("GET %s allocated %d MB over %d keys; want what a page needs", path, alloc>>20, n)
 		}
 		if grew := int64(after) - int64(before); grew > 8<<20 {

@@ -109,12 +109,16 @@ func TestPage(t *testing.T) {
 
 // TestPageLargePoolMemory: a page of a million keys allocates what the page
 // needs, not what the pool holds, and answers well under a second. The
-// figures are logged for the closing note.
+// figures are logged for the closing note. Under -race it uses
+// 200,000 keys.
 func TestPageLargePoolMemory(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds a million keys; skipped with -short")
 	}
-	const n = 1_000_000
+	n, bound := 1_000_000, time.Second
+	if raceEnabled {
+		n, bound = 200_000, 5*time.Second
+	}
 	m := New(longKeys(n), Options{})
 	for i, k := range m.Keys() {
 		if i%10 == 0 {
@@ -128,7 +132,7 @@ func TestPageLargePoolMemory(t *testing.T) {
 	}{
 		{"first 1000", Filter{}, n},
 		{"cooling", Filter{States: StateBit(Cooling)}, n / 10},
-		{"query on the mask", Filter{Query: "9999"}, 100},
+		{"query on the mask", Filter{Query: "9999"}, n / 10000},
 		{"query on the reason", Filter{Query: "rate_limit"}, n / 10},
 	}
 	for _, tc := range cases {
@@ -152,9 +156,9 @@ func TestPageLargePoolMemory(t *testing.T) {
 			if alloc > 1<<20 {
 				t.Errorf("Page(%+v) allocated %d bytes over %d keys; want under 1 MiB", tc.f, alloc, n)
 			}
-			// Generous for a loaded 2-core machine under -race; the
-			// scan itself takes tens of milliseconds.
-			if took > 2*time.Second {
+			// The scan takes tens of milliseconds without -race; the
+			// bound leaves room for a shared, loaded machine.
+			if took > bound {
 				t.Errorf("Page(%+v) took %v over %d keys; want well under a second", tc.f, took, n)
 			}
 			t.Logf("Page(%+v) over %d keys: %v, %d bytes allocated, total %d", tc.f, n, took, alloc, total)

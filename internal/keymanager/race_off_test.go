@@ -1,0 +1,5 @@
+//go:build !race
+
+package keymanager
+
+const raceEnabled = false
