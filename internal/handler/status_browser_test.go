@@ -181,13 +181,21 @@ func (b *browser) dialogCount() []string {
 }
 
 // mixedUpstream answers 401 invalid_api_key for bad, 429 with a five-minute
-// Retry-After for limited, and 200 otherwise. The 401 quotes the whole key,
-// as OpenAI does, so the page must never get to show it.
-func mixedUpstream(bad, limited map[string]bool) http.HandlerFunc {
+// Retry-After for limited, 404 model_not_found for the model o3-deep with
+// noModel, and 200 with OpenAI's rate-limit headers otherwise. The 401
+// quotes the whole key, as OpenAI does, so the page must never get to show
+// it.
+func mixedUpstream(bad, limited, noModel map[string]bool) http.HandlerFunc {
+	var left atomic.Int64
+	left.Store(5000)
 	return func(w http.ResponseWriter, r *http.Request) {
 		key := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+		body, _ := io.ReadAll(r.Body)
 		w.Header().Set("Content-Type", "application/json")
 		switch {
+		case noModel[key] && strings.Contains(string(body), `"o3-deep"`):
+			w.WriteHeader(http.StatusNotFound)
+			w.Write([]byte(`{"error":{"message":"The model o3-deep does not exist or you do not have access to it.","type":"invalid_request_error","code":"model_not_found"}}`))
 		case r.URL.Path == "/v1/missing-model":
 			w.WriteHeader(http.StatusNotFound)
 			w.Write([]byte(`{"error":{"message":"The model does not exist","type":"invalid_request_error","code":"model_not_found"}}`))
@@ -199,6 +207,9 @@ func mixedUpstream(bad, limited map[string]bool) http.HandlerFunc {
 			w.WriteHeader(http.StatusTooManyRequests)
 			w.Write([]byte(`{"error":{"message":"Rate limit reached for requests","type":"requests","code":"rate_limit_exceeded"}}`))
 		default:
+			n := left.Add(-1)
+			w.Header().Set("X-Ratelimit-Remaining-Requests", strconv.FormatInt(n, 10))
+			w.Header().Set("X-Ratelimit-Remaining-Tokens", strconv.FormatInt(n*80, 10))
 			w.Write([]byte(`{"id":"chatcmpl-1","object":"chat.completion","choices":[]}`))
 		}
 	}
@@ -211,7 +222,8 @@ func mixedServer(t *testing.T) *server {
 	keys := rawKeys("status", 12)
 	bad := map[string]bool{keys[1]: true, keys[6]: true}
 	limited := map[string]bool{keys[3]: true, keys[9]: true}
-	s := newServer(t, options{keys: keys, env: map[string]string{"AUTH_KEY": testAuthKey}, upstream: mixedUpstream(bad, limited)})
+	noModel := map[string]bool{keys[4]: true}
+	s := newServer(t, options{keys: keys, env: map[string]string{"AUTH_KEY": testAuthKey}, upstream: mixedUpstream(bad, limited, noModel)})
 	want := keymanager.Counts{Total: 12, Active: 8, Cooling: 2, Blacklisted: 2}
 	for i := 0; s.Keys.Counts() != want; i++ {
 		if i == 100 {
@@ -453,12 +465,19 @@ func TestStatusPageBrowserLargePool(t *testing.T) {
 // to refresh docs/status-page.png.
 func screenshot(t *testing.T, b *browser, s *server, path string) {
 	t.Helper()
+	// One key may not use o3-deep: ask for it until the key is excluded.
+	for i := 0; len(s.Keys.Keys()[4].Snapshot().Models) == 0; i++ {
+		if i == 50 {
+			t.Fatalf("key 4 not excluded for o3-deep after 50 requests")
+		}
+		s.do(t, http.MethodPost, "/v1/chat/completions", strings.NewReader(`{"model":"o3-deep","messages":[]}`))
+	}
 	tick := time.NewTicker(150 * time.Millisecond)
 	defer tick.Stop()
 	until := time.Now().Add(12 * time.Second)
 	for i := 0; time.Now().Before(until); i++ {
 		<-tick.C
-		if i%3 == 0 {
+		if i%4 == 0 {
 			s.do(t, http.MethodGet, "/v1/missing-model", nil)
 		}
 		s.do(t, http.MethodPost, "/v1/chat/completions", strings.NewReader(`{"model":"gpt-4o","messages":[]}`))
@@ -573,11 +592,11 @@ func TestStatusPageNewKeyFields(t *testing.T) {
 	}
 	// seen_at is two minutes ago to the second, and the page takes a
 	// moment to render it.
-	if got := cells[0][7]; !regexp.MustCompile(`^12 req · 3,400 tok \(2m 0\ds ago\)$`).MatchString(got) {
-		t.Errorf("quota = %q; want 12 req · 3,400 tok (2m 0Ns ago)", got)
+	if got := cells[0][7]; !regexp.MustCompile(`^12 req · 3.4K tok \(2m 0\ds ago\)$`).MatchString(got) {
+		t.Errorf("quota = %q; want 12 req · 3.4K tok (2m 0Ns ago)", got)
 	}
-	if got := cells[0][8]; !strings.HasPrefix(got, "gpt-4o (in 4") {
-		t.Errorf("models excluded = %q; want gpt-4o (in 4…m)", got)
+	if got := cells[0][8]; !regexp.MustCompile(`^gpt-4o \(4[12]m \d\ds\)$`).MatchString(got) {
+		t.Errorf("models excluded = %q; want gpt-4o (41m NNs)", got)
 	}
 	if got := cells[1][7] + cells[1][8]; got != "——" {
 		t.Errorf("quota and models of a key without them = %q; want — and —", got)

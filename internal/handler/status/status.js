@@ -34,6 +34,7 @@
 
   const errText = (r) => (r.body && r.body.error && r.body.error.message) || ('HTTP ' + r.status);
   const num = (n) => (typeof n === 'number' ? n.toLocaleString('en-US') : '–');
+  const short = new Intl.NumberFormat('en-US', { notation: 'compact', maximumFractionDigits: 1 });
 
   function dur(ms) {
     let s = Math.max(0, Math.round(ms / 1000));
@@ -171,16 +172,20 @@
   function quota(q) {
     if (!q) return { t: '—', c: 'mut' };
     const parts = [];
-    if (q.requests_remaining != null) parts.push(num(q.requests_remaining) + ' req');
-    if (q.tokens_remaining != null) parts.push(num(q.tokens_remaining) + ' tok');
+    if (q.requests_remaining != null) parts.push(short.format(q.requests_remaining) + ' req');
+    if (q.tokens_remaining != null) parts.push(short.format(q.tokens_remaining) + ' tok');
     let t = parts.join(' · ') || '?';
     if (q.seen_at) t += ' (' + ago(q.seen_at) + ')';
-    return { t, title: q.reset_at ? 'resets ' + q.reset_at : '' };
+    const title = [q.requests_remaining != null ? num(q.requests_remaining) + ' requests' : '', q.tokens_remaining != null ? num(q.tokens_remaining) + ' tokens' : '',
+      q.seen_at ? 'seen ' + q.seen_at : '', q.reset_at ? 'resets ' + q.reset_at : ''].filter(Boolean).join(', ');
+    return { t, title };
   }
 
   function models(list) {
     if (!list || !list.length) return { t: '—', c: 'mut' };
-    return { t: list.map((m) => m.model + ' (' + left(m.until) + ')').join(', '), c: 'wrap' };
+    const until = (m) => { const t = Date.parse(m.until); return isNaN(t) ? '?' : dur(Math.max(0, t - now())); };
+    return { t: list.map((m) => m.model + ' (' + until(m) + ')').join(', '), c: 'wrap',
+      title: list.map((m) => m.model + ' excluded until ' + m.until).join('\n') };
   }
 
   function keyCells(d, reasons) {
