@@ -625,3 +625,49 @@ func TestStatusPageCluster(t *testing.T) {
 	}
 	b.checkConsole(t, false)
 }
+
+// TestStatusPageReasonFromBlacklist: against a proxy whose key_details
+// carry no reason (an older gpt-load), the page takes the reasons of keys
+// out of rotation from /blacklist.
+func TestStatusPageReasonFromBlacklist(t *testing.T) {
+	s := newServer(t, options{keys: rawKeys("old", 3)})
+	s.Keys.Blacklist(s.Keys.Keys()[1], "invalid_api_key", http.StatusUnauthorized)
+	target, _ := url.Parse(s.URL)
+	rp := httputil.NewSingleHostReverseProxy(target)
+	var blacklistCalls atomic.Int32
+	rp.ModifyResponse = func(resp *http.Response) error {
+		switch resp.Request.URL.Path {
+		case "/blacklist":
+			blacklistCalls.Add(1)
+			return nil
+		case "/stats":
+		default:
+			return nil
+		}
+		var st map[string]any
+		if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+			return err
+		}
+		resp.Body.Close()
+		details, _ := st["key_details"].([]any)
+		for _, d := range details {
+			delete(d.(map[string]any), "reason")
+		}
+		body, _ := json.Marshal(st)
+		resp.Body = io.NopCloser(bytes.NewReader(body))
+		resp.ContentLength = int64(len(body))
+		resp.Header.Set("Content-Length", strconv.Itoa(len(body)))
+		return nil
+	}
+	front := httptest.NewServer(rp)
+	t.Cleanup(front.Close)
+
+	b := newBrowser(t)
+	b.do(t, "open /status", chromedp.Navigate(front.URL+"/status"))
+	b.wait(t, "the reason from /blacklist", `document.querySelectorAll('#keys tr').length === 3 &&
+		document.querySelectorAll('#keys tr')[1].cells[2].textContent === 'invalid_api_key'`)
+	if blacklistCalls.Load() == 0 {
+		t.Errorf("/blacklist was not asked")
+	}
+	b.checkConsole(t, false)
+}
