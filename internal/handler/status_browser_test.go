@@ -449,12 +449,14 @@ func TestStatusPageBrowserLargePool(t *testing.T) {
 				document.documentElement.clientWidth]`); w[0] > w[1] || w[1] != 390 {
 			t.Errorf("page is %d px wide in a %d px viewport; want no sideways scroll in 390 px", w[0], w[1])
 		}
-		if path := os.Getenv("STATUS_SCREENSHOT_DIR"); path != "" {
+		if dir := os.Getenv("STATUS_SCREENSHOT_DIR"); dir != "" {
 			shot, err := chromedp.Run(b.ctx, chromedp.CaptureScreenshot())
 			if err != nil {
 				t.Fatalf("screenshot: %v", err)
 			}
-			os.WriteFile(filepath.Join(path, "status-page-phone-dark.png"), shot, 0o644)
+			if err := os.WriteFile(filepath.Join(dir, "status-page-phone-dark.png"), shot, 0o644); err != nil {
+				t.Fatalf("write screenshot: %v", err)
+			}
 		}
 	})
 	b.checkConsole(t, false)
