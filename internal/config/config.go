@@ -35,6 +35,9 @@ type Config struct {
 
 	MaxConcurrentRequests int
 	MaxRequestBodySize    int64 // bytes
+	// BodyMemoryLimit is the largest request body kept in memory for
+	// replay; larger ones are spooled to a temporary file (bytes).
+	BodyMemoryLimit int64
 
 	KeyCooldown        time.Duration
 	KeyRecheckInterval time.Duration // 0: off
@@ -104,6 +107,7 @@ var Variables = []Variable{
 	{"ALLOW_CREDENTIALS", "false", "CORS credentials; not with ALLOWED_ORIGINS=*"},
 	{"MAX_CONCURRENT_REQUESTS", "1000", "proxied requests in flight at once; beyond: 429"},
 	{"MAX_REQUEST_BODY_SIZE", "32", "largest request body in MiB; beyond: 413"},
+	{"BODY_MEMORY_LIMIT", "1", "request bodies up to this many MiB are kept in memory; larger: a temp file"},
 	{"KEY_COOLDOWN", "60", "seconds a rate-limited key rests without Retry-After"},
 	{"KEY_RECHECK_INTERVAL", "3600", "seconds between re-checks of blacklisted keys; 0: off"},
 	{"MODEL_COOLDOWN", "3600", "seconds a key stays excluded for a model the provider said it may not use"},
@@ -147,6 +151,7 @@ func Load(getenv func(string) string) (*Config, error) {
 		AuthStyle:             p.oneOf("UPSTREAM_AUTH_STYLE", "auto", "bearer", "azure", "anthropic", "gemini"),
 		MaxConcurrentRequests: p.intRange("MAX_CONCURRENT_REQUESTS", 1, 1<<31-1),
 		MaxRequestBodySize:    int64(p.intRange("MAX_REQUEST_BODY_SIZE", 1, 1<<20)) << 20,
+		BodyMemoryLimit:       int64(p.intRange("BODY_MEMORY_LIMIT", 0, 1<<20)) << 20,
 		KeyCooldown:           p.seconds("KEY_COOLDOWN", 1),
 		KeyRecheckInterval:    p.seconds("KEY_RECHECK_INTERVAL", 0),
 		ModelCooldown:         p.seconds("MODEL_COOLDOWN", 1),

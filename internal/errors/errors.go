@@ -19,6 +19,7 @@ const Type = "gpt_load_error"
 const (
 	CodeInvalidAuth      = "invalid_auth"
 	CodeRequestTooLarge  = "request_too_large"
+	CodeRequestTimeout   = "request_timeout"
 	CodeTooManyRequests  = "too_many_concurrent_requests"
 	CodeNoAvailableKeys  = "no_available_keys"
 	CodeUpstreamUnavail  = "upstream_unavailable"

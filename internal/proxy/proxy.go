@@ -3,7 +3,6 @@
 package proxy
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -51,9 +50,12 @@ func (nopObserver) Request(*upstream.Target, int, int, time.Duration, time.Durat
 // Options configures a Proxy.
 type Options struct {
 	// Observer receives metrics events; nil means none.
-	Observer          Observer
-	MaxRetries        int
-	MaxBodySize       int64
+	Observer    Observer
+	MaxRetries  int
+	MaxBodySize int64
+	// BodyMemoryLimit is the largest request body held in memory for
+	// retries; a larger one is spooled to a temporary file.
+	BodyMemoryLimit   int64
 	MaxConcurrent     int
 	StripUpstreamCORS bool // the CORS middleware answers CORS itself
 	// QueueTimeout bounds how long a request waits for a key when none is
@@ -115,7 +117,7 @@ func (p *Proxy) InFlight() int64 { return p.inflight.Load() }
 // reqState is what one client request carries through ReverseProxy to the
 // attempt loop and back.
 type reqState struct {
-	body     []byte
+	body     *body  // nil: none
 	path     string // client path, unescaped and escaped
 	rawPath  string
 	attempts int
@@ -139,7 +141,7 @@ type reqState struct {
 // modelName reads the requested model, once.
 func (st *reqState) modelName() string {
 	if !st.modelRead {
-		st.model, st.modelRead = modelname.Of(st.path, st.body), true
+		st.model, st.modelRead = modelname.Of(st.path, st.body.forModel()), true
 	}
 	return st.model
 }
@@ -208,6 +210,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
+	// Deferred here, so the body's file goes on every path out, a panic
+	// further in included.
+	defer body.Close()
 	st.body = body
 	st.bodyRead = time.Now()
 	ctx := context.WithValue(r.Context(), stateKey{}, st)
@@ -224,10 +229,12 @@ func (p *Proxy) fail(w http.ResponseWriter, st *reqState, e *apierr.Error) {
 	apierr.Write(w, e)
 }
 
-// readBody reads the whole request body, up to MaxBodySize. A larger body
-// is a 413; a body that cannot be read is a 400, or, when the client went
-// away, a plain error.
-func (p *Proxy) readBody(r *http.Request) ([]byte, error) {
+// readBody reads the whole request body, up to MaxBodySize, into memory or
+// a temporary file (see body). A larger body is a 413 and a body stalled
+// past SERVER_READ_TIMEOUT a 408, both before anything goes upstream; a
+// body that cannot be read is a 400, or, when the client went away, a
+// plain error.
+func (p *Proxy) readBody(r *http.Request) (*body, error) {
 	tooLarge := func() error {
 		return &apierr.Error{Status: http.StatusRequestEntityTooLarge, Code: apierr.CodeRequestTooLarge,
 			Message: "request body larger than MAX_REQUEST_BODY_SIZE (" + strconv.FormatInt(p.opts.MaxBodySize>>20, 10) + " MiB)"}
@@ -238,25 +245,22 @@ func (p *Proxy) readBody(r *http.Request) ([]byte, error) {
 	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
 		return nil, nil
 	}
-	var body []byte
-	var err error
-	if r.ContentLength > 0 {
-		body = make([]byte, r.ContentLength)
-		_, err = io.ReadFull(r.Body, body)
-	} else {
-		body, err = io.ReadAll(io.LimitReader(r.Body, p.opts.MaxBodySize+1))
-		if err == nil && int64(len(body)) > p.opts.MaxBodySize {
-			return nil, tooLarge()
-		}
+	b, err := readBody(r.Body, p.opts.BodyMemoryLimit, p.opts.MaxBodySize)
+	switch {
+	case err == nil:
+		return b, nil
+	case errors.Is(err, errBodyTooLarge):
+		return nil, tooLarge()
+	case isBodyTimeout(err):
+		// The read deadline cancels the request's context too: test for
+		// it before taking the cancellation for a client that left.
+		return nil, &apierr.Error{Status: http.StatusRequestTimeout, Code: apierr.CodeRequestTimeout,
+			Message: "the request body did not arrive within SERVER_READ_TIMEOUT", Err: err}
+	case r.Context().Err() != nil:
+		return nil, err
 	}
-	if err != nil {
-		if r.Context().Err() != nil {
-			return nil, err
-		}
-		return nil, &apierr.Error{Status: http.StatusBadRequest, Code: apierr.CodeInvalidRequest,
-			Message: "could not read the request body", Err: err}
-	}
-	return body, nil
+	return nil, &apierr.Error{Status: http.StatusBadRequest, Code: apierr.CodeInvalidRequest,
+		Message: "could not read the request body", Err: err}
 }
 
 // rewrite strips the client's credentials and adds X-Forwarded-*. It runs
@@ -313,16 +317,16 @@ func (st *reqState) prepare(req *http.Request, key *keymanager.Key, target *upst
 	}
 	req.Host = ""
 	target.Style.Apply(req.Header, key.Secret().Reveal())
-	if len(st.body) == 0 {
+	if st.body.Len() == 0 {
 		req.Body = nil
 		req.GetBody = nil
 		req.ContentLength = 0
 		return
 	}
 	body := st.body
-	req.ContentLength = int64(len(body))
-	req.Body = io.NopCloser(bytes.NewReader(body))
-	req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+	req.ContentLength = body.Len()
+	req.Body = body.reader()
+	req.GetBody = func() (io.ReadCloser, error) { return body.reader(), nil }
 }
 
 func noKeysError(err error) *apierr.Error {

@@ -77,6 +77,7 @@ func New(ctx context.Context, cfg *config.Config, keys []string, log *logrus.Ent
 	s.Proxy = proxy.New(proxy.Options{
 		MaxRetries:        cfg.MaxRetries,
 		MaxBodySize:       cfg.MaxRequestBodySize,
+		BodyMemoryLimit:   cfg.BodyMemoryLimit,
 		MaxConcurrent:     cfg.MaxConcurrentRequests,
 		StripUpstreamCORS: cfg.CORS.Enabled,
 		QueueTimeout:      cfg.QueueTimeout,

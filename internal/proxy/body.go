@@ -1,0 +1,193 @@
+package proxy
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"os"
+	"runtime"
+	"sync"
+)
+
+// firstChunk is the buffer a request body is first read into. Memory then
+// doubles as bytes actually arrive: a declared Content-Length is never
+// trusted for an allocation (SPEC §4), so a client that declares 32 MiB
+// and sends one byte costs this much, not 32 MiB.
+const firstChunk = 4 << 10
+
+// spoolPrefix names the temporary files request bodies are spooled to.
+const spoolPrefix = "gpt-load-body-"
+
+// errBodyTooLarge is returned by readBody for a body over the size limit.
+var errBodyTooLarge = errors.New("request body too large")
+
+// body is a request body kept so that every attempt can send the same
+// bytes: in memory up to the memory limit, beyond it in a temporary file.
+// Readers made by reader are independent and may be used concurrently (a
+// transport can still be reading an earlier attempt's body). Close
+// releases the file; it is safe to call more than once.
+type body struct {
+	mem  []byte
+	file *os.File
+	size int64
+
+	closeOnce sync.Once
+}
+
+// Len is the body's size in bytes.
+func (b *body) Len() int64 {
+	if b == nil {
+		return 0
+	}
+	return b.size
+}
+
+// reader returns a fresh reader over the whole body.
+func (b *body) reader() io.ReadCloser {
+	if b.file != nil {
+		return io.NopCloser(io.NewSectionReader(b.file, 0, b.size))
+	}
+	return io.NopCloser(bytes.NewReader(b.mem))
+}
+
+// Bytes returns the body when it is held in memory, nil when it is in a
+// file (callers that only peek at it, e.g. for the model field, then do
+// without).
+func (b *body) Bytes() []byte {
+	if b == nil {
+		return nil
+	}
+	return b.mem
+}
+
+// forModel returns the body's bytes for reading the model field. A body in
+// a file is read back whole for this: it happens only when the model is
+// needed (some key is excluded for a model, or a 403/404 answer), and the
+// copy is garbage as soon as the model is read. A file that cannot be read
+// gives nil (no model).
+func (b *body) forModel() []byte {
+	if b == nil || b.file == nil {
+		return b.Bytes()
+	}
+	buf := make([]byte, b.size)
+	if _, err := b.file.ReadAt(buf, 0); err != nil {
+		return nil
+	}
+	return buf
+}
+
+// Close removes the temporary file, if any.
+func (b *body) Close() error {
+	if b == nil || b.file == nil {
+		return nil
+	}
+	var err error
+	b.closeOnce.Do(func() {
+		err = b.file.Close()
+		if !removedAtCreate {
+			os.Remove(b.file.Name())
+		}
+	})
+	return err
+}
+
+// removedAtCreate: on Unix a spool file is unlinked as soon as it is
+// created, so it disappears with its descriptor whatever happens to the
+// process (even a kill -9); Windows cannot remove an open file, so there
+// Close removes it.
+var removedAtCreate = runtime.GOOS != "windows"
+
+// readBody reads r to its end into a body: into memory while it fits in
+// memLimit, then into a temporary file (mode 0600, in os.TempDir). More
+// than maxSize bytes is errBodyTooLarge. On error nothing is left behind.
+func readBody(r io.Reader, memLimit, maxSize int64) (*body, error) {
+	b := &body{}
+	buf := make([]byte, 0, min(firstChunk, max(memLimit, 1)))
+	for {
+		if len(buf) == cap(buf) {
+			if int64(cap(buf)) >= memLimit {
+				break // memory is full: the rest, if any, goes to a file
+			}
+			grown := make([]byte, len(buf), min(2*int64(cap(buf)), memLimit))
+			copy(grown, buf)
+			buf = grown
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if int64(len(buf)) > maxSize {
+			return nil, errBodyTooLarge
+		}
+		if err == io.EOF {
+			b.mem, b.size = buf, int64(len(buf))
+			return b, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	// Memory is full. A body of exactly memLimit bytes still stays there:
+	// look for one more byte before opening a file.
+	var probe [1]byte
+	for {
+		n, err := r.Read(probe[:])
+		if n > 0 {
+			break
+		}
+		if err == io.EOF {
+			b.mem, b.size = buf, int64(len(buf))
+			return b, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	if int64(len(buf))+1 > maxSize {
+		return nil, errBodyTooLarge
+	}
+	r = io.MultiReader(bytes.NewReader(probe[:]), r)
+	// The memory limit is reached and more may follow: spool.
+	f, err := os.CreateTemp("", spoolPrefix+"*")
+	if err != nil {
+		return nil, err
+	}
+	if removedAtCreate {
+		os.Remove(f.Name())
+	}
+	b.file = f
+	if _, err := f.Write(buf); err != nil {
+		b.Close()
+		return nil, err
+	}
+	size := int64(len(buf))
+	buf = nil // the in-memory part can go while the rest arrives
+	cp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(cp)
+	// onlyWriter hides f's ReadFrom, which would bypass the pooled buffer
+	// with one of its own.
+	n, err := io.CopyBuffer(onlyWriter{f}, io.LimitReader(r, maxSize+1-size), *cp)
+	size += n
+	if err != nil {
+		b.Close()
+		return nil, err
+	}
+	if size > maxSize {
+		b.Close()
+		return nil, errBodyTooLarge
+	}
+	b.size = size
+	return b, nil
+}
+
+// copyBufs are the buffers bodies are spooled through.
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+type onlyWriter struct{ w io.Writer }
+
+func (o onlyWriter) Write(p []byte) (int, error) { return o.w.Write(p) }
+
+// isBodyTimeout reports whether err is the server's read deadline expiring
+// while the body was being read (SERVER_READ_TIMEOUT): the client stalled.
+func isBodyTimeout(err error) bool {
+	var ne interface{ Timeout() bool }
+	return errors.As(err, &ne) && ne.Timeout()
+}
