@@ -102,7 +102,7 @@ var removedAtCreate = runtime.GOOS != "windows"
 // than maxSize bytes is errBodyTooLarge. On error nothing is left behind.
 func readBody(r io.Reader, memLimit, maxSize int64) (*body, error) {
 	b := &body{}
-	buf := make([]byte, 0, min(firstChunk, max(memLimit, 1)))
+	buf := make([]byte, 0, min(firstChunk, memLimit))
 	for {
 		if len(buf) == cap(buf) {
 			if int64(cap(buf)) >= memLimit {
