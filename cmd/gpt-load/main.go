@@ -9,13 +9,11 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/joho/godotenv"
 	"github.com/sirupsen/logrus"
@@ -117,21 +115,7 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 	}
 	defer app.Close()
 
-	srv := &http.Server{
-		Handler: app.Handler,
-		// Slow or stalled clients must not hold a connection before they
-		// have sent their headers; a generous bound still fits any client.
-		ReadHeaderTimeout: min(30*time.Second, nonZero(cfg.ServerReadTimeout, 30*time.Second)),
-		// The whole request, body included (SERVER_READ_TIMEOUT).
-		ReadTimeout: cfg.ServerReadTimeout,
-		// The whole response, streams included (SERVER_WRITE_TIMEOUT); set
-		// it above the longest stream you expect, or 0 for none.
-		WriteTimeout: cfg.ServerWriteTimeout,
-		// Keep-alive connections waiting for their next request.
-		IdleTimeout: cfg.ServerIdleTimeout,
-		ErrorLog:    newStdLogger(log, logrus.DebugLevel),
-	}
-
+	srv := app.HTTPServer(newStdLogger(log, logrus.DebugLevel))
 	listen := h.listen
 	if listen == nil {
 		listen = func(addr string) (net.Listener, error) { return net.Listen("tcp", addr) }
@@ -146,11 +130,15 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 	defer stop()
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+	// The SIGHUP loop is joined before run returns, so a reload never runs
+	// against a server that is being closed.
+	hupCtx, stopHup := context.WithCancel(ctx)
+	hupDone := make(chan struct{})
 	go func() {
+		defer close(hupDone)
 		for {
 			select {
-			case <-ctx.Done():
+			case <-hupCtx.Done():
 				return
 			case <-hup:
 				if err := app.Reload(false); err != nil {
@@ -159,6 +147,7 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 			}
 		}
 	}()
+	defer func() { signal.Stop(hup); stopHup(); <-hupDone }()
 
 	// The re-check loop stops with the server, before run returns.
 	recheckCtx, stopRecheck := context.WithCancel(ctx)
@@ -190,13 +179,6 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 	}
 	log.Info("stopped")
 	return nil
-}
-
-func nonZero(d, fallback time.Duration) time.Duration {
-	if d == 0 {
-		return fallback
-	}
-	return d
 }
 
 // withEnvFile returns a getenv that falls back to the values in path, when

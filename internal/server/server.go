@@ -89,9 +89,14 @@ func New(ctx context.Context, cfg *config.Config, keys []string, log *logrus.Ent
 		Metrics: s.Metrics.Handler(),
 	}
 	if !cfg.RedisURL.Empty() {
+		// The cluster's subscriber starts inside cluster.New and may hear
+		// another replica's reset at once, before s.Cluster is set: the
+		// reload it runs waits until s is whole.
+		ready := make(chan struct{})
+		defer close(ready)
 		s.Cluster, err = cluster.New(ctx, cluster.Options{
 			URL: cfg.RedisURL.Reveal(), Prefix: cfg.RedisPrefix, Log: log,
-			OnReset: func() error { return s.Reload(true) },
+			OnReset: func() error { <-ready; return s.Reload(true) },
 		}, s.Keys, s.Targets, proxyCounters{s.Proxy})
 		if err != nil {
 			return nil, err
