@@ -26,6 +26,7 @@ type accessLine struct {
 	key      secret.Key
 	upstream string
 	attempts int
+	aborted  bool
 }
 
 // fields renders the line for logrus.
@@ -33,6 +34,9 @@ func (a *accessLine) fields() logrus.Fields {
 	f := logrus.Fields{
 		"method": a.method, "path": a.path, "status": a.status,
 		"duration": a.duration.String(), "bytes": a.bytes, "client": a.client,
+	}
+	if a.aborted {
+		f["aborted"] = true
 	}
 	if a.proxied {
 		f["key"] = a.key.String()
@@ -107,6 +111,9 @@ func (f *fastAccess) write(a *accessLine) {
 // "time" among them.
 func (f *fastAccess) appendJSON(b []byte, a *accessLine, now string) []byte {
 	b = append(b, '{')
+	if a.aborted {
+		b = append(b, `"aborted":true,`...)
+	}
 	if a.proxied {
 		b = append(b, `"attempts":`...)
 		b = strconv.AppendInt(b, int64(a.attempts), 10)
@@ -147,6 +154,9 @@ func (f *fastAccess) appendText(b []byte, a *accessLine, now string) []byte {
 	b = append(b, " level="...)
 	b = append(b, a.level.String()...)
 	b = append(b, " msg=request"...)
+	if a.aborted {
+		b = append(b, " aborted=true"...)
+	}
 	if a.proxied {
 		b = append(b, " attempts="...)
 		b = strconv.AppendInt(b, int64(a.attempts), 10)

@@ -30,6 +30,9 @@ type Access struct {
 	Attempts int
 	// Status overrides the written status, e.g. StatusClientClosed.
 	Status int
+	// Aborted: the response was cut off after it started (the upstream
+	// failed mid-body), so the client saw an error, not a short answer.
+	Aborted bool
 }
 
 func (r *recorder) WriteHeader(code int) {
@@ -99,7 +102,7 @@ func Logging(log *logrus.Entry, enabled bool, proxied func(*http.Request) bool) 
 				}
 				level := logrus.InfoLevel
 				switch {
-				case status >= 500:
+				case status >= 500 || rec.access.Aborted:
 					level = logrus.ErrorLevel
 				case status >= 400:
 					level = logrus.WarnLevel
@@ -115,6 +118,7 @@ func Logging(log *logrus.Entry, enabled bool, proxied func(*http.Request) bool) 
 					level: level, method: r.Method, path: r.URL.Path, status: status,
 					duration: time.Since(start).Round(time.Microsecond), bytes: rec.bytes, client: r.RemoteAddr,
 					proxied: isProxied, key: rec.access.Key, upstream: rec.access.Target, attempts: rec.access.Attempts,
+					aborted: rec.access.Aborted,
 				}
 				if fast != nil {
 					fast.write(&line)

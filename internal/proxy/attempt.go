@@ -111,7 +111,7 @@ func (p *Proxy) attempt(req *http.Request, st *reqState, key *keymanager.Key, ta
 	st.prepare(req, key, target)
 	st.connected.Store(false)
 	start := time.Now()
-	resp, err := p.base.RoundTrip(req)
+	resp, err := p.base.RoundTrip(without1xx(req))
 	o := classify.Outcome{Err: err, Now: time.Now(), ClientGone: req.Context().Err() != nil}
 	if err == nil {
 		o.Status, o.Header = resp.StatusCode, resp.Header

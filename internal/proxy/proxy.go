@@ -124,6 +124,7 @@ type reqState struct {
 	key      *keymanager.Key
 	target   *upstream.Target
 	status   int
+	aborted  bool // the response was cut off after it started
 	// connected is set by the client trace once the current attempt has
 	// a connection, so a timeout after it means the request was sent.
 	connected atomic.Bool
@@ -169,6 +170,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.counters.Total.Add(1)
 	st := &reqState{path: r.URL.Path, rawPath: r.URL.RawPath, queueDeadline: start.Add(p.opts.QueueTimeout)}
 	defer func() {
+		// A stream the client left keeps its status: the client, not the
+		// upstream, ended it.
+		aborted := st.aborted && r.Context().Err() == nil
 		overhead := time.Duration(-1)
 		if !st.headersAt.IsZero() && !st.bodyRead.IsZero() {
 			overhead = max(0, st.headersAt.Sub(st.bodyRead)-st.upstreamTime)
@@ -179,7 +183,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		} else {
 			p.counters.Failure.Add(1)
 		}
-		a := middleware.Access{Attempts: st.attempts}
+		a := middleware.Access{Attempts: st.attempts, Aborted: aborted}
 		if st.key != nil {
 			a.Key = st.key.Secret()
 		}
@@ -219,7 +223,16 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
 		GotConn: func(httptrace.GotConnInfo) { st.connected.Store(true) },
 	})
+	returned := false
+	defer func() {
+		// Not returning after the response started means ReverseProxy
+		// aborted it (http.ErrAbortHandler): the upstream broke off
+		// mid-body and the client's connection was cut without the final
+		// chunk (SPEC §18), or the client itself left.
+		st.aborted = !returned && !st.headersAt.IsZero()
+	}()
 	p.rp.ServeHTTP(w, r.WithContext(ctx))
+	returned = true
 }
 
 func (p *Proxy) fail(w http.ResponseWriter, st *reqState, e *apierr.Error) {
@@ -276,6 +289,10 @@ func rewrite(pr *httputil.ProxyRequest) {
 	delete(pr.Out.Header, "Openai-Organization")
 	delete(pr.Out.Header, "Openai-Project")
 	pr.Out.URL.RawQuery = withoutKeyParam(pr.Out.URL.RawQuery)
+	// The body is already in hand: the client's Expect: 100-continue was
+	// answered when it was read, and asking the upstream again would make
+	// each attempt wait for a 100 (SPEC §9).
+	delete(pr.Out.Header, "Expect")
 	// Rewrite starts without the inbound X-Forwarded-*; keep the chain of
 	// earlier proxies and append the client (SPEC §4).
 	if prior, ok := pr.In.Header["X-Forwarded-For"]; ok {
@@ -284,24 +301,43 @@ func rewrite(pr *httputil.ProxyRequest) {
 	pr.SetXForwarded()
 }
 
-// withoutKeyParam removes every "key" parameter from a raw query, leaving
+// withoutKeyParam removes every parameter whose percent-decoded name is
+// "key" in any case (key=, KEY=, k%65y=: SPEC §6) from a raw query, leaving
 // the rest byte for byte (re-encoding would reorder and re-escape it).
 func withoutKeyParam(q string) string {
-	if !strings.Contains(q, "key") {
+	if !mayHoldKeyParam(q) {
 		return q
 	}
 	var b strings.Builder
+	first := true
 	for part := range strings.SplitSeq(q, "&") {
 		name, _, _ := strings.Cut(part, "=")
-		if n, err := url.QueryUnescape(name); err == nil && n == "key" {
+		if isKeyName(name) {
 			continue
 		}
-		if b.Len() > 0 {
+		if !first {
 			b.WriteByte('&')
 		}
+		first = false
 		b.WriteString(part)
 	}
 	return b.String()
+}
+
+// mayHoldKeyParam is the fast path: a query without a "k" or a "%" cannot
+// name the parameter.
+func mayHoldKeyParam(q string) bool {
+	return strings.ContainsAny(q, "kK%")
+}
+
+func isKeyName(name string) bool {
+	if len(name) < 3 {
+		return false
+	}
+	if n, err := url.QueryUnescape(name); err == nil {
+		name = n
+	}
+	return strings.EqualFold(name, "key")
 }
 
 // prepare points req at target with key, and gives it a fresh reader over

@@ -1,0 +1,363 @@
+package proxy_test
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gpt-load/gpt-load/internal/testupstream"
+)
+
+// Test1xxNotRelayed: an upstream 103 Early Hints does not reach the client
+// and does not wipe the proxy's CORS headers; a client's Expect:
+// 100-continue is answered once, by the proxy, and never forwarded.
+func Test1xxNotRelayed(t *testing.T) {
+	up := testupstream.New(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Link", "</style.css>; rel=preload")
+		w.WriteHeader(http.StatusEarlyHints)
+		w.Header().Del("Link")
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"ok":true}`)
+	})
+	e := start(t, testKeys, []string{up.URL}, nil)
+	var got1xx []int
+	var continues atomic.Int32
+	trace := &httptrace.ClientTrace{
+		Got1xxResponse: func(code int, _ textproto.MIMEHeader) error {
+			got1xx = append(got1xx, code)
+			return nil
+		},
+		Got100Continue: func() { continues.Add(1) },
+	}
+	req, _ := http.NewRequest(http.MethodPost, e.URL+"/v1/chat/completions", strings.NewReader(`{"model":"m"}`))
+	req.Header.Set("Origin", "https://app.example")
+	req.Header.Set("Expect", "100-continue")
+	req = req.WithContext(httptrace.WithClientTrace(req.Context(), trace))
+	c := &http.Client{Transport: &http.Transport{ExpectContinueTimeout: 5 * time.Second}}
+	start := time.Now()
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || string(body) != `{"ok":true}` {
+		t.Fatalf("answer %d %q; want 200 {\"ok\":true}", resp.StatusCode, body)
+	}
+	if got := resp.Header.Get("Access-Control-Allow-Origin"); got == "" {
+		t.Errorf("Access-Control-Allow-Origin missing after the upstream's 103; headers %v", resp.Header)
+	}
+	for _, code := range got1xx {
+		if code != http.StatusContinue {
+			t.Errorf("client received a %d; want no 1xx relayed", code)
+		}
+	}
+	if n := continues.Load(); n != 1 {
+		t.Errorf("client received %d 100 Continue; want exactly 1 (the proxy's)", n)
+	}
+	if took := time.Since(start); took > 900*time.Millisecond {
+		t.Errorf("request took %v; want no wait for an upstream 100", took)
+	}
+	if h := up.Requests()[0].Header.Get("Expect"); h != "" {
+		t.Errorf("upstream saw Expect: %q; want none", h)
+	}
+}
+
+// rawUpstream is a TCP listener that runs script on each connection, for
+// upstreams that do not speak HTTP properly.
+func rawUpstream(t *testing.T, script func(c net.Conn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				// Read the request head so the client is not reset while
+				// it writes.
+				br := bufio.NewReader(c)
+				req, err := http.ReadRequest(br)
+				if err != nil {
+					return
+				}
+				io.Copy(io.Discard, req.Body)
+				script(c)
+			}()
+		}
+	}()
+	return "http://" + ln.Addr().String()
+}
+
+// reset closes c with a TCP RST rather than a FIN.
+func reset(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetLinger(0)
+	}
+	c.Close()
+}
+
+// TestUpstreamGarbageOrResetIsTargetFault: an upstream that resets the
+// connection before answering, or answers with bytes that are not HTTP,
+// is a target fault: the next target is tried and answers.
+func TestUpstreamGarbageOrResetIsTargetFault(t *testing.T) {
+	cases := []struct {
+		name   string
+		script func(c net.Conn)
+	}{
+		{"reset before headers", reset},
+		{"garbage instead of HTTP", func(c net.Conn) { io.WriteString(c, "SSH-2.0-OpenSSH_9.6\r\n\x00\x01\x02 nonsense\r\n\r\n") }},
+		{"closed before headers", func(c net.Conn) {}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			bad := rawUpstream(t, tc.script)
+			good := testupstream.New(t, nil)
+			e := start(t, testKeys, []string{bad, good.URL}, nil)
+			resp, err := client().Post(e.URL+"/v1/chat/completions", "application/json", strings.NewReader(`{}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK || good.Count() != 1 {
+				t.Errorf("status %d, good upstream got %d; want 200 from the other target", resp.StatusCode, good.Count())
+			}
+			// Alone, the same upstream gives a 502 upstream_unavailable.
+			e1 := start(t, testKeys, []string{bad}, map[string]string{"MAX_RETRIES": "0"})
+			resp, err = client().Post(e1.URL+"/v1/chat/completions", "application/json", strings.NewReader(`{}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			assertErrorShape(t, resp, "upstream_unavailable")
+			if resp.StatusCode != http.StatusBadGateway {
+				t.Errorf("alone: %d; want 502", resp.StatusCode)
+			}
+		})
+	}
+}
+
+// TestResetMidStreamEndsWithoutTerminator: an upstream that resets the
+// connection in the middle of a chunked answer makes the proxy end the
+// client's connection without the final chunk, so the client sees an
+// error rather than a short answer; the access line says so.
+func TestResetMidStreamEndsWithoutTerminator(t *testing.T) {
+	bad := rawUpstream(t, func(c net.Conn) {
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+		ev := "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n"
+		fmt.Fprintf(c, "%x\r\n%s\r\n", len(ev), ev)
+		fmt.Fprintf(c, "%x\r\n%s", 100, "data: partial") // a chunk cut short
+		reset(c)
+	})
+	e := start(t, testKeys, []string{bad}, nil)
+	resp, err := client().Post(e.URL+"/v1/chat/completions", "application/json", strings.NewReader(`{"stream":true}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err == nil {
+		t.Errorf("client read %q and a clean end; want an error (no final chunk)", body)
+	}
+	if !strings.Contains(string(body), `"hi"`) {
+		t.Errorf("client got %q; want the event sent before the reset", body)
+	}
+	e.Logs.WaitFor(t, `"aborted":true`, 5*time.Second)
+}
+
+// TestLargeErrorBodyPassedThrough: an error body of any size reaches the
+// client unchanged when retries run out (bodies of 64 KiB and more used to
+// be replaced by the proxy's own 502).
+func TestLargeErrorBodyPassedThrough(t *testing.T) {
+	for _, size := range []int{100, 64 << 10, 64<<10 + 1, 3 << 20} {
+		t.Run(fmt.Sprint(size), func(t *testing.T) {
+			big := bytes.Repeat([]byte("e"), size)
+			up := testupstream.New(t, func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "text/plain")
+				w.WriteHeader(http.StatusServiceUnavailable)
+				w.Write(big)
+			})
+			e := start(t, testKeys, []string{up.URL}, map[string]string{"MAX_RETRIES": "2"})
+			resp, err := client().Get(e.URL + "/v1/models")
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil {
+				t.Fatalf("reading the body: %v", err)
+			}
+			if resp.StatusCode != http.StatusServiceUnavailable || !bytes.Equal(got, big) {
+				t.Errorf("got %d with %d bytes; want 503 with the upstream's %d bytes", resp.StatusCode, len(got), size)
+			}
+			if up.Count() != 3 {
+				t.Errorf("upstream got %d attempts; want 3", up.Count())
+			}
+		})
+	}
+}
+
+// TestUndecodableErrorBodyClassifiedByStatus: an error body in an encoding
+// the proxy cannot read (brotli here, or a broken gzip) is classified by
+// its status and passed on unchanged.
+func TestUndecodableErrorBodyClassifiedByStatus(t *testing.T) {
+	cases := []struct {
+		name, encoding string
+		status         int
+		wantAttempts   int
+	}{
+		{"br 401 is the key's fault", "br", http.StatusUnauthorized, 2},
+		{"broken gzip 503 is the target's", "gzip", http.StatusServiceUnavailable, 2},
+		{"br 400 is the client's", "br", http.StatusBadRequest, 1},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			raw := []byte("\x1b\x0b\x00\xf8\xa5\x04\x80\x00\x00\x00\x00not really brotli")
+			up := testupstream.New(t, func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Encoding", tc.encoding)
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(tc.status)
+				w.Write(raw)
+			})
+			e := start(t, testKeys, []string{up.URL}, map[string]string{"MAX_RETRIES": "1"})
+			resp, err := client().Get(e.URL + "/v1/models")
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tc.status || !bytes.Equal(got, raw) || resp.Header.Get("Content-Encoding") != tc.encoding {
+				t.Errorf("got %d %q (%s); want %d with the body unchanged", resp.StatusCode, got, resp.Header.Get("Content-Encoding"), tc.status)
+			}
+			if up.Count() != tc.wantAttempts {
+				t.Errorf("upstream got %d attempts; want %d", up.Count(), tc.wantAttempts)
+			}
+		})
+	}
+}
+
+// openSpoolFiles counts this process's descriptors open on request body
+// spool files.
+func openSpoolFiles() int {
+	n := 0
+	fds, _ := os.ReadDir("/proc/self/fd")
+	for _, fd := range fds {
+		target, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name()))
+		if err == nil && strings.Contains(target, "gpt-load-body-") {
+			n++
+		}
+	}
+	return n
+}
+
+// waitNoSpoolFiles waits until no spool file is open any more.
+func waitNoSpoolFiles(t *testing.T, dir string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		named, _ := filepath.Glob(filepath.Join(dir, "gpt-load-body-*"))
+		open := openSpoolFiles()
+		if open == 0 && len(named) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d spool files still open, %q still named; want none", open, named)
+		}
+		time.Sleep(10 * time.Millisecond) // polling the condition, bounded above
+	}
+}
+
+// TestSpooledBodyReplayedAndRemoved: a body over BODY_MEMORY_LIMIT goes to
+// a file, each attempt sends the same bytes, and the file is gone when the
+// request ends, however it ends.
+func TestSpooledBodyReplayedAndRemoved(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("TMPDIR", dir)
+	body := bytes.Repeat([]byte("0123456789abcdef"), (3<<20)/16) // 3 MiB
+	cases := []struct {
+		name         string
+		status       int
+		wantAttempts int
+		hang         bool
+	}{
+		{"success", http.StatusOK, 1, false},
+		{"retries exhausted", http.StatusServiceUnavailable, 3, false},
+		{"client gone", http.StatusOK, 1, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			release := make(chan struct{})
+			up := testupstream.New(t, func(w http.ResponseWriter, r *http.Request) {
+				if tc.hang {
+					select {
+					case <-r.Context().Done():
+					case <-release:
+					}
+					return
+				}
+				w.WriteHeader(tc.status)
+			})
+			defer close(release)
+			e := start(t, testKeys, []string{up.URL}, map[string]string{"MAX_RETRIES": "2", "BODY_MEMORY_LIMIT": "1"})
+			req, _ := http.NewRequest(http.MethodPost, e.URL+"/v1/files", bytes.NewReader(body))
+			if tc.hang {
+				done := make(chan struct{})
+				go func() {
+					defer close(done)
+					up.WaitFor(t, 1, 5*time.Second)
+					if openSpoolFiles() == 0 {
+						t.Errorf("no spool file open while the request runs; want one")
+					}
+					e.Transport.CloseIdleConnections()
+				}()
+				c := &http.Client{Timeout: 500 * time.Millisecond}
+				if _, err := c.Do(req); err == nil {
+					t.Fatalf("request to a hanging upstream answered; want the client to give up")
+				}
+				<-done
+			} else {
+				resp, err := client().Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				if resp.StatusCode != tc.status {
+					t.Errorf("status %d; want %d", resp.StatusCode, tc.status)
+				}
+				reqs := up.Requests()
+				if len(reqs) != tc.wantAttempts {
+					t.Fatalf("upstream got %d attempts; want %d", len(reqs), tc.wantAttempts)
+				}
+				for i, r := range reqs {
+					if r.BodyLen != len(body) || r.BodySHA256 != sha(body) {
+						t.Errorf("attempt %d sent %d bytes; want the same %d bytes each time", i+1, r.BodyLen, len(body))
+					}
+				}
+			}
+			waitNoSpoolFiles(t, dir)
+		})
+	}
+}
+
+func sha(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
