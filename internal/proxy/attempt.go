@@ -1,9 +1,6 @@
 package proxy
 
 import (
-	"bytes"
-	"compress/gzip"
-	"io"
 	"net/http"
 	"time"
 
@@ -116,7 +113,7 @@ func (p *Proxy) attempt(req *http.Request, st *reqState, key *keymanager.Key, ta
 	if err == nil {
 		o.Status, o.Header = resp.StatusCode, resp.Header
 		if resp.StatusCode >= 400 {
-			o.Body = peekBody(resp)
+			o.Body = p.readErrorBody(resp)
 			if resp.StatusCode == http.StatusForbidden || resp.StatusCode == http.StatusNotFound {
 				o.Model = st.modelName()
 			}
@@ -135,42 +132,9 @@ func (p *Proxy) attempt(req *http.Request, st *reqState, key *keymanager.Key, ta
 	return resp, v, err
 }
 
-// peekBody reads the start of resp's body for classification and puts it
-// back, so the client still gets the body unchanged. A gzip body is
-// decoded for reading only.
-func peekBody(resp *http.Response) []byte {
-	head, _ := io.ReadAll(io.LimitReader(resp.Body, errorPeek))
-	resp.Body = &peekedBody{Reader: io.MultiReader(bytes.NewReader(head), resp.Body), closer: resp.Body, head: head}
-	if resp.Header.Get("Content-Encoding") == "gzip" {
-		zr, err := gzip.NewReader(bytes.NewReader(head))
-		if err != nil {
-			return nil
-		}
-		plain, _ := io.ReadAll(io.LimitReader(zr, errorPeek))
-		return plain
-	}
-	return head
-}
-
-type peekedBody struct {
-	io.Reader
-	closer io.Closer
-	head   []byte
-}
-
-func (b *peekedBody) Close() error { return b.closer.Close() }
-
 // hold keeps resp to give the client should no later attempt produce an
-// answer. Only a fully peeked body can be kept once the connection is
-// released; a larger one is dropped.
-func hold(resp *http.Response) *http.Response {
-	pb, ok := resp.Body.(*peekedBody)
-	if !ok || len(pb.head) >= errorPeek {
-		resp.Body.Close()
-		return nil
-	}
-	pb.closer.Close()
-	resp.Body = io.NopCloser(bytes.NewReader(pb.head))
-	resp.ContentLength = int64(len(pb.head))
-	return resp
-}
+// answer. readErrorBody made its body safe to keep: in memory when small,
+// otherwise still streaming from the upstream, which holds that
+// connection until the request ends; either way the client gets it whole,
+// whatever its size (SPEC §9).
+func hold(resp *http.Response) *http.Response { return resp }

@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -184,13 +185,21 @@ func TestResetMidStreamEndsWithoutTerminator(t *testing.T) {
 }
 
 // TestLargeErrorBodyPassedThrough: an error body of any size reaches the
-// client unchanged when retries run out (bodies of 64 KiB and more used to
-// be replaced by the proxy's own 502).
+// client unchanged when it is the last upstream answer, also when it was
+// held while later attempts found no upstream at all (bodies of 64 KiB and
+// more used to be replaced by the proxy's own 502).
 func TestLargeErrorBodyPassedThrough(t *testing.T) {
 	for _, size := range []int{100, 64 << 10, 64<<10 + 1, 3 << 20} {
 		t.Run(fmt.Sprint(size), func(t *testing.T) {
 			big := bytes.Repeat([]byte("e"), size)
+			var n atomic.Int32
 			up := testupstream.New(t, func(w http.ResponseWriter, r *http.Request) {
+				if n.Add(1) > 1 {
+					// Later attempts: the connection drops, no answer.
+					c, _, _ := http.NewResponseController(w).Hijack()
+					reset(c)
+					return
+				}
 				w.Header().Set("Content-Type", "text/plain")
 				w.WriteHeader(http.StatusServiceUnavailable)
 				w.Write(big)
@@ -208,8 +217,10 @@ func TestLargeErrorBodyPassedThrough(t *testing.T) {
 			if resp.StatusCode != http.StatusServiceUnavailable || !bytes.Equal(got, big) {
 				t.Errorf("got %d with %d bytes; want 503 with the upstream's %d bytes", resp.StatusCode, len(got), size)
 			}
-			if up.Count() != 3 {
-				t.Errorf("upstream got %d attempts; want 3", up.Count())
+			// The transport itself may resend a GET once on a reused
+			// connection that dropped: 3 attempts or a little more.
+			if up.Count() < 3 {
+				t.Errorf("upstream got %d requests; want at least 3 attempts", up.Count())
 			}
 		})
 	}
@@ -360,4 +371,74 @@ func TestSpooledBodyReplayedAndRemoved(t *testing.T) {
 func sha(b []byte) string {
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])
+}
+
+// TestPoolKeyInErrorBodyMasked: an upstream error body that quotes a pool
+// key whole reaches the client (and the logs) with the key masked and a
+// Content-Length that matches; a successful answer is passed as is.
+func TestPoolKeyInErrorBodyMasked(t *testing.T) {
+	key := testKeys[0]
+	mask := "sk-tes…0001"
+	quote := func(k string) string {
+		return `{"error":{"message":"Incorrect API key provided: ` + k + `.","type":"invalid_request_error","code":"invalid_api_key"}}`
+	}
+	gz := func(s string) []byte {
+		var b bytes.Buffer
+		zw := gzip.NewWriter(&b)
+		io.WriteString(zw, s)
+		zw.Close()
+		return b.Bytes()
+	}
+	big := strings.Repeat("x", 100<<10)
+	cases := []struct {
+		name     string
+		status   int
+		encoding string
+		body     []byte
+		want     string
+	}{
+		{"small 401", 401, "", []byte(quote(key)), quote(mask)},
+		{"gzip 401", 401, "gzip", gz(quote(key)), quote(mask)},
+		{"large 400, key after 64 KiB", 400, "", []byte(big + " " + key + " " + big), big + " " + mask + " " + big},
+		{"large 400, key across the 64 KiB mark", 400, "", []byte(big[:64<<10-10] + " " + key + " " + big), big[:64<<10-10] + " " + mask + " " + big},
+		{"success is not scanned", 200, "", []byte(`{"echo":"` + key + `"}`), `{"echo":"` + key + `"}`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			up := testupstream.New(t, func(w http.ResponseWriter, r *http.Request) {
+				if tc.encoding != "" {
+					w.Header().Set("Content-Encoding", tc.encoding)
+				}
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(tc.status)
+				w.Write(tc.body)
+			})
+			e := start(t, testKeys[:1], []string{up.URL}, map[string]string{"MAX_RETRIES": "0"})
+			resp, err := client().Get(e.URL + "/v1/models")
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil {
+				t.Fatalf("reading the body: %v", err)
+			}
+			if resp.StatusCode != tc.status {
+				t.Errorf("status %d; want %d", resp.StatusCode, tc.status)
+			}
+			if resp.Header.Get("Content-Encoding") != "" && tc.status >= 400 {
+				t.Errorf("Content-Encoding %q; want the masked plain text", resp.Header.Get("Content-Encoding"))
+			}
+			if string(got) != tc.want {
+				t.Errorf("body (%d bytes) differs from the want (%d bytes); start %.120q", len(got), len(tc.want), got)
+			}
+			if cl := resp.Header.Get("Content-Length"); cl != "" && cl != fmt.Sprint(len(got)) {
+				t.Errorf("Content-Length %s; body has %d bytes", cl, len(got))
+			}
+			if tc.status >= 400 {
+				assertNoKeys(t, "client body", string(got), key)
+				assertNoKeys(t, "logs", e.Logs.String(), key)
+			}
+		})
+	}
 }

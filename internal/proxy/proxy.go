@@ -75,6 +75,7 @@ type Proxy struct {
 
 	health *health
 	obs    Observer
+	redact *redactor
 
 	inflight atomic.Int64
 	counters Counters
@@ -91,7 +92,7 @@ type Counters struct {
 // New returns a proxy that sends requests through base (see NewTransport).
 func New(opts Options, keys *keymanager.Manager, targets *upstream.Balancer, base http.RoundTripper, log *logrus.Entry) *Proxy {
 	p := &Proxy{opts: opts, keys: keys, targets: targets, base: base, log: log,
-		health: newHealth(keys, targets, log), obs: opts.Observer}
+		health: newHealth(keys, targets, log), obs: opts.Observer, redact: newRedactor(keys)}
 	if p.obs == nil {
 		p.obs = nopObserver{}
 	}

@@ -180,6 +180,8 @@ func (s *Server) Reload(reset bool) error {
 	if err != nil {
 		return err
 	}
+	// Error bodies are searched for the new keys from now on.
+	defer s.Proxy.KeysChanged()
 	if reset {
 		s.Keys.Reset(p.Keys)
 		if s.Cluster != nil {
