@@ -1,6 +1,8 @@
 package handler
 
 import (
+	"errors"
+	"io/fs"
 	"net/http"
 	"runtime"
 	"time"
@@ -296,15 +298,31 @@ type ResetKeys struct {
 func (s *server) resetKeys(w http.ResponseWriter, r *http.Request) {
 	if err := s.ResetKeys(); err != nil {
 		s.Log.WithError(err).Error("reset-keys: keeping the old keys")
+		// The client learns what kind of problem it is; the path and the
+		// error text are for the log only (SPEC §18).
 		apierr.Write(w, &apierr.Error{Status: http.StatusInternalServerError, Code: apierr.CodeKeysFileUnusable,
-			Message: "could not reload the keys file; the old keys stay: " + err.Error(), Err: err})
+			Message: "could not reload the keys file (" + keysFileProblem(err) + "); the old keys stay; the server log says more", Err: err})
 		return
 	}
 	c := s.Keys.Counts()
 	writeJSON(w, http.StatusOK, ResetKeys{
-		Message:     "keys reloaded from " + s.Config.KeysFile + " and every key's state cleared",
+		Message:     "keys reloaded from the keys file and every key's state cleared",
 		HealthyKeys: c.Active, TotalKeys: c.Total, Timestamp: now(),
 	})
+}
+
+// keysFileProblem names the kind of a keys file error in words that hold
+// no path and no Go error text.
+func keysFileProblem(err error) string {
+	switch {
+	case errors.Is(err, keymanager.ErrNoKeys):
+		return "it holds no keys"
+	case errors.Is(err, fs.ErrNotExist):
+		return "it does not exist"
+	case errors.Is(err, fs.ErrPermission):
+		return "it cannot be read"
+	}
+	return "it is not a valid keys file"
 }
 
 func (s *server) uptime() string { return time.Since(s.Started).Round(time.Second).String() }

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -352,6 +353,13 @@ func TestResetKeysBadFile(t *testing.T) {
 			resp, body := s.do(t, http.MethodPost, "/reset-keys", nil)
 			checkAPIError(t, resp, body, http.StatusInternalServerError, "keys_file_error")
 			checkNoRawKeys(t, "POST /reset-keys", string(body), s.Raw)
+			// No file path, no Go error text: those go to the log.
+			for _, leak := range []string{s.KeysFile, filepath.Base(s.KeysFile), filepath.Dir(s.KeysFile), "no such file", "open ", "line ", "control character"} {
+				if strings.Contains(string(body), leak) {
+					t.Errorf("POST /reset-keys answer %s reveals %q", body, leak)
+				}
+			}
+			s.Log.WaitFor(t, filepath.Base(s.KeysFile), waitTimeout)
 
 			var h handler.Health
 			s.getJSON(t, "/health", http.StatusOK, &h)
