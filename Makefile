@@ -29,7 +29,7 @@ RACE := $(shell [ "$$(go env CGO_ENABLED 2>/dev/null)" = 1 ] && echo -race)
 # Extra arguments for run/dev, e.g. make run ARGS="-env-file prod.env"
 ARGS ?=
 
-.PHONY: help run dev build build-all test coverage bench lint fmt tidy clean \
+.PHONY: help run dev build build-all test fuzz coverage bench lint fmt tidy clean \
         health stats blacklist reset-keys
 
 help: ## list the targets (default)
@@ -66,6 +66,9 @@ ifeq ($(RACE),)
 	@echo "note: cgo is unavailable (no C compiler), so the tests run without -race" >&2
 endif
 	go test $(RACE) -count=1 ./...
+
+fuzz: ## run every Fuzz* target of the repo for FUZZTIME each (default 3s)
+	bash scripts/fuzz.sh
 
 coverage: ## run the tests with coverage; writes coverage.html and prints the total
 	go test $(RACE) -count=1 -covermode=atomic -coverprofile=coverage.out ./...
