@@ -10,8 +10,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/http/httptrace"
 	"net/textproto"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,7 +21,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sirupsen/logrus"
+
+	"github.com/gpt-load/gpt-load/internal/classify"
+	"github.com/gpt-load/gpt-load/internal/keymanager"
+	"github.com/gpt-load/gpt-load/internal/proxy"
 	"github.com/gpt-load/gpt-load/internal/testupstream"
+	"github.com/gpt-load/gpt-load/internal/upstream"
 )
 
 // Test1xxNotRelayed: an upstream 103 Early Hints does not reach the client
@@ -337,6 +345,11 @@ func TestSpooledBodyReplayedAndRemoved(t *testing.T) {
 					if openSpoolFiles() == 0 {
 						t.Errorf("no spool file open while the request runs; want one")
 					}
+					// Unlinked at creation: nothing to leave behind even
+					// if the process died now.
+					if named, _ := filepath.Glob(filepath.Join(dir, "gpt-load-body-*")); len(named) > 0 {
+						t.Errorf("spool file %q has a name while in use; want it unlinked", named)
+					}
 					e.Transport.CloseIdleConnections()
 				}()
 				c := &http.Client{Timeout: 500 * time.Millisecond}
@@ -441,4 +454,47 @@ func TestPoolKeyInErrorBodyMasked(t *testing.T) {
 			}
 		})
 	}
+}
+
+// panicObserver panics on the first attempt, as a bug would.
+type panicObserver struct{}
+
+func (panicObserver) Attempt(*upstream.Target, classify.Fault) { panic("observer bug") }
+func (panicObserver) Request(*upstream.Target, int, int, time.Duration, time.Duration) {
+}
+
+// TestSpooledBodyRemovedOnPanic: a panic while a spooled body is in use
+// still removes the file (the server recovers; the file must not leak).
+func TestSpooledBodyRemovedOnPanic(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("TMPDIR", dir)
+	up := testupstream.New(t, nil)
+	u, _ := url.Parse(up.URL)
+	targets := upstream.NewBalancer([]*upstream.Target{upstream.NewTarget(u, upstream.StyleForHost(u.Hostname()))}, upstream.Options{})
+	keys := keymanager.New(testKeys, keymanager.Options{})
+	tr, _ := proxy.NewTransport(proxy.TransportOptions{ConnectTimeout: time.Second, ResponseTimeout: 5 * time.Second, IdleConnTimeout: time.Second, MaxIdlePerHost: 4})
+	l := logrus.New()
+	l.SetOutput(io.Discard)
+	p := proxy.New(proxy.Options{Observer: panicObserver{}, MaxBodySize: 32 << 20, BodyMemoryLimit: 1 << 20, MaxConcurrent: 10},
+		keys, targets, tr, logrus.NewEntry(l))
+	var panicked atomic.Bool
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if recover() != nil {
+				panicked.Store(true)
+				w.WriteHeader(http.StatusInternalServerError)
+			}
+		}()
+		p.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	resp, err := http.Post(srv.URL+"/v1/files", "application/octet-stream", bytes.NewReader(make([]byte, 3<<20)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if !panicked.Load() {
+		t.Fatalf("the handler did not panic; the test proves nothing")
+	}
+	waitNoSpoolFiles(t, dir)
 }
