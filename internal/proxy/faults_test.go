@@ -498,3 +498,23 @@ func TestSpooledBodyRemovedOnPanic(t *testing.T) {
 	}
 	waitNoSpoolFiles(t, dir)
 }
+
+// TestHeadErrorKeepsContentLength: the answer to a HEAD has no body but
+// may declare the length of the one a GET would get; reading the error
+// body for classification must not rewrite that.
+func TestHeadErrorKeepsContentLength(t *testing.T) {
+	up := testupstream.New(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "1234")
+		w.WriteHeader(http.StatusNotFound)
+	})
+	e := start(t, testKeys, []string{up.URL}, nil)
+	req, _ := http.NewRequest(http.MethodHead, e.URL+"/v1/files/x", nil)
+	resp, err := client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound || resp.Header.Get("Content-Length") != "1234" {
+		t.Errorf("HEAD: %d with Content-Length %q; want 404 with 1234", resp.StatusCode, resp.Header.Get("Content-Length"))
+	}
+}

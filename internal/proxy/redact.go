@@ -103,6 +103,7 @@ func (p *Proxy) readErrorBody(resp *http.Response) []byte {
 	plain := plainText(resp.Header, head, set)
 	switch {
 	case isIdentity(resp.Header):
+		// Redact returns its input itself when there is nothing to mask.
 		body = set.Redact(head)
 	case plain != nil && !bytes.Equal(plain, decoded(resp.Header, head)):
 		// A key was in the compressed body: the client gets the masked
@@ -111,8 +112,13 @@ func (p *Proxy) readErrorBody(resp *http.Response) []byte {
 		resp.Header.Del("Content-Encoding")
 	}
 	resp.Body = io.NopCloser(bytes.NewReader(body))
-	resp.ContentLength = int64(len(body))
-	resp.Header.Set("Content-Length", strconv.Itoa(len(body)))
+	if unsafe.SliceData(body) != unsafe.SliceData(head) {
+		// Changed: the length the upstream declared no longer holds. An
+		// unchanged body keeps the upstream's framing (a HEAD answer's
+		// Content-Length describes a body that is not there).
+		resp.ContentLength = int64(len(body))
+		resp.Header.Set("Content-Length", strconv.Itoa(len(body)))
+	}
 	return plain
 }
 
