@@ -52,17 +52,22 @@ func writeDeadline(h http.Handler, d time.Duration) http.Handler {
 		return h
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h.ServeHTTP(&deadlineWriter{ResponseWriter: w, rc: http.NewResponseController(w), d: d}, r)
+		dw := &deadlineWriter{ResponseWriter: w, d: d}
+		// Set at the start too: with no server WriteTimeout, net/http
+		// leaves a keep-alive connection's last deadline in place, and
+		// its own writes (100 Continue) would meet an expired one.
+		dw.extend()
+		h.ServeHTTP(dw, r)
 	})
 }
 
 // deadlineWriter pushes the connection's write deadline forward before
 // writes. To keep the cost off every small SSE write, the deadline is only
-// moved once less than half of d is left. It implements Unwrap, so
-// http.ResponseController and the access log see through it.
+// moved once less than half of d is left, so a stalled write is cut after
+// between d/2 and d. It implements Unwrap, so http.ResponseController and
+// the access log see through it.
 type deadlineWriter struct {
 	http.ResponseWriter
-	rc       *http.ResponseController
 	d        time.Duration
 	deadline time.Time // zero: none set yet
 }
@@ -75,7 +80,7 @@ func (w *deadlineWriter) extend() {
 	w.deadline = now.Add(w.d)
 	// An error means the writer cannot take deadlines (a test recorder):
 	// then there is nothing to extend.
-	w.rc.SetWriteDeadline(w.deadline)
+	http.NewResponseController(w.ResponseWriter).SetWriteDeadline(w.deadline)
 }
 
 func (w *deadlineWriter) WriteHeader(code int) {
@@ -91,7 +96,7 @@ func (w *deadlineWriter) Write(p []byte) (int, error) {
 // FlushError pushes buffered data to the client, which is a write too.
 func (w *deadlineWriter) FlushError() error {
 	w.extend()
-	return w.rc.Flush()
+	return http.NewResponseController(w.ResponseWriter).Flush()
 }
 
 // Flush is FlushError for callers that assert http.Flusher.
