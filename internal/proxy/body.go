@@ -100,17 +100,39 @@ var removedAtCreate = runtime.GOOS != "windows"
 // readBody reads r to its end into a body: into memory while it fits in
 // memLimit, then into a temporary file (mode 0600, in os.TempDir). More
 // than maxSize bytes is errBodyTooLarge. On error nothing is left behind.
-func readBody(r io.Reader, memLimit, maxSize int64) (*body, error) {
+// sizeHint, the declared Content-Length (-1: unknown), only sizes the
+// first buffer, and never beyond firstChunk: the common small body is
+// read in one allocation of its own size.
+func readBody(r io.Reader, sizeHint, memLimit, maxSize int64) (*body, error) {
 	b := &body{}
-	buf := make([]byte, 0, min(firstChunk, memLimit))
+	first := int64(firstChunk)
+	if sizeHint > 0 && sizeHint < first {
+		first = sizeHint
+	}
+	buf := make([]byte, 0, min(first, memLimit))
+	var probe [1]byte
 	for {
 		if len(buf) == cap(buf) {
-			if int64(cap(buf)) >= memLimit {
-				break // memory is full: the rest, if any, goes to a file
+			// Full: look for one more byte before growing, so a body
+			// that fills the buffer exactly costs no second buffer.
+			n, err := readSome(r, probe[:])
+			if n == 0 {
+				if err == io.EOF {
+					b.mem, b.size = buf, int64(len(buf))
+					return b, nil
+				}
+				return nil, err
 			}
-			grown := make([]byte, len(buf), min(2*int64(cap(buf)), memLimit))
+			if int64(len(buf))+1 > maxSize {
+				return nil, errBodyTooLarge
+			}
+			if int64(cap(buf)) >= memLimit {
+				break // memory is full: the rest goes to a file
+			}
+			grown := make([]byte, len(buf), min(max(2*int64(cap(buf)), firstChunk), memLimit))
 			copy(grown, buf)
-			buf = grown
+			buf = append(grown, probe[0])
+			continue
 		}
 		n, err := r.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]
@@ -124,25 +146,6 @@ func readBody(r io.Reader, memLimit, maxSize int64) (*body, error) {
 		if err != nil {
 			return nil, err
 		}
-	}
-	// Memory is full. A body of exactly memLimit bytes still stays there:
-	// look for one more byte before opening a file.
-	var probe [1]byte
-	for {
-		n, err := r.Read(probe[:])
-		if n > 0 {
-			break
-		}
-		if err == io.EOF {
-			b.mem, b.size = buf, int64(len(buf))
-			return b, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-	}
-	if int64(len(buf))+1 > maxSize {
-		return nil, errBodyTooLarge
 	}
 	r = io.MultiReader(bytes.NewReader(probe[:]), r)
 	// The memory limit is reached and more may follow: spool.
@@ -176,6 +179,17 @@ func readBody(r io.Reader, memLimit, maxSize int64) (*body, error) {
 	}
 	b.size = size
 	return b, nil
+}
+
+// readSome reads into p until it gets a byte or an error (a reader may
+// return 0, nil).
+func readSome(r io.Reader, p []byte) (int, error) {
+	for {
+		n, err := r.Read(p)
+		if n > 0 || err != nil {
+			return n, err
+		}
+	}
 }
 
 // copyBufs are the buffers bodies are spooled through.

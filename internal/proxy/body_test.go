@@ -68,7 +68,7 @@ func TestReadBody(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			want := pattern(tc.size)
 			// One byte per read: the worst a trickling client can do.
-			b, err := readBody(iotest.OneByteReader(bytes.NewReader(want)), tc.memLimit, tc.maxSize)
+			b, err := readBody(iotest.OneByteReader(bytes.NewReader(want)), int64(tc.size), tc.memLimit, tc.maxSize)
 			if tc.wantTooBig {
 				if !errors.Is(err, errBodyTooLarge) {
 					t.Fatalf("readBody(%d bytes, max %d) error = %v; want errBodyTooLarge", tc.size, tc.maxSize, err)
@@ -123,7 +123,7 @@ func TestReadBody(t *testing.T) {
 // TestReadBodyGrowsWithBytes: one byte costs the first chunk, however
 // much the client declared (readBody is not even told the declaration).
 func TestReadBodyGrowsWithBytes(t *testing.T) {
-	b, err := readBody(strings.NewReader("x"), 1<<20, 32<<20)
+	b, err := readBody(strings.NewReader("x"), 32<<20, 1<<20, 32<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,7 +139,7 @@ func TestReadBodyErrorLeavesNoFile(t *testing.T) {
 	t.Setenv("TMPDIR", dir)
 	boom := errors.New("connection reset")
 	r := io.MultiReader(bytes.NewReader(make([]byte, 200<<10)), iotest.ErrReader(boom))
-	if _, err := readBody(r, 64<<10, 32<<20); !errors.Is(err, boom) {
+	if _, err := readBody(r, -1, 64<<10, 32<<20); !errors.Is(err, boom) {
 		t.Fatalf("readBody(broken) error = %v; want %v", err, boom)
 	}
 	if open, named := spoolFiles(t, dir); len(open)+len(named) > 0 {
@@ -153,7 +153,7 @@ func FuzzReadBody(f *testing.F) {
 	f.Add(bytes.Repeat([]byte("b"), 300), uint16(0), uint16(300))
 	f.Setenv("TMPDIR", f.TempDir())
 	f.Fuzz(func(t *testing.T, in []byte, memLimit, maxSize uint16) {
-		b, err := readBody(iotest.HalfReader(bytes.NewReader(in)), int64(memLimit), int64(maxSize))
+		b, err := readBody(iotest.HalfReader(bytes.NewReader(in)), int64(len(in))-1, int64(memLimit), int64(maxSize))
 		if len(in) > int(maxSize) {
 			if !errors.Is(err, errBodyTooLarge) {
 				t.Fatalf("readBody(%d bytes, max %d) error = %v; want errBodyTooLarge", len(in), maxSize, err)
@@ -171,4 +171,17 @@ func FuzzReadBody(f *testing.F) {
 			t.Fatalf("readBody(%d bytes, memory limit %d) in a file = %v", len(in), memLimit, b.file != nil)
 		}
 	})
+}
+
+// TestReadBodySmallDeclaredExact: a small body with its length declared
+// is read into a buffer of exactly that size (the common chat request).
+func TestReadBodySmallDeclaredExact(t *testing.T) {
+	in := strings.Repeat("m", 148)
+	b, err := readBody(strings.NewReader(in), int64(len(in)), 1<<20, 32<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(b.mem) != in || cap(b.mem) != len(in) {
+		t.Errorf("148-byte body: len %d cap %d; want both 148", len(b.mem), cap(b.mem))
+	}
 }

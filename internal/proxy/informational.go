@@ -21,9 +21,9 @@ func without1xx(req *http.Request) *http.Request {
 	if t == nil || t.Got1xxResponse == nil {
 		return req
 	}
-	quiet := *t
-	quiet.Got1xxResponse = nil
-	return req.WithContext(&no1xxContext{Context: ctx, trace: t, quiet: &quiet})
+	c := &no1xxContext{Context: ctx, trace: t, quiet: *t}
+	c.quiet.Got1xxResponse = nil
+	return req.WithContext(c)
 }
 
 // no1xxContext is its parent with one value swapped: the client trace,
@@ -31,13 +31,14 @@ func without1xx(req *http.Request) *http.Request {
 // unexported key, so it is recognised by identity.
 type no1xxContext struct {
 	context.Context
-	trace, quiet *httptrace.ClientTrace
+	trace *httptrace.ClientTrace
+	quiet httptrace.ClientTrace // one allocation with the context
 }
 
 func (c *no1xxContext) Value(key any) any {
 	v := c.Context.Value(key)
 	if t, ok := v.(*httptrace.ClientTrace); ok && t == c.trace {
-		return c.quiet
+		return &c.quiet
 	}
 	return v
 }

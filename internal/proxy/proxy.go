@@ -259,7 +259,7 @@ func (p *Proxy) readBody(r *http.Request) (*body, error) {
 	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
 		return nil, nil
 	}
-	b, err := readBody(r.Body, p.opts.BodyMemoryLimit, p.opts.MaxBodySize)
+	b, err := readBody(r.Body, r.ContentLength, p.opts.BodyMemoryLimit, p.opts.MaxBodySize)
 	switch {
 	case err == nil:
 		return b, nil
