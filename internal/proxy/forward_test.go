@@ -31,6 +31,7 @@ func TestForwardPathAndQuery(t *testing.T) {
 		{"gateway base", "/v1/acct/gw/openai", "/chat/completions?x=%2F", "/v1/acct/gw/openai/chat/completions", "x=%2F"},
 		{"key param removed", "", "/v1/models?key=client-token&limit=2", "/v1/models", "limit=2"},
 		{"only key param", "", "/v1/models?key=client-token", "/v1/models", ""},
+		{"key param in any case and encoding removed", "", "/v1/models?k%65y=a&KEY=b&Key=c&%6b%45%59=d&limit=2&x=%2F", "/v1/models", "limit=2&x=%2F"},
 		{"escaped path kept", "", "/v1/files/a%2Fb", "/v1/files/a/b", ""},
 	}
 	for _, tt := range tests {
