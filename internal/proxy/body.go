@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"io"
@@ -60,20 +61,15 @@ func (b *body) Bytes() []byte {
 	return b.mem
 }
 
-// forModel returns the body's bytes for reading the model field. A body in
-// a file is read back whole for this: it happens only when the model is
-// needed (some key is excluded for a model, or a 403/404 answer), and the
-// copy is garbage as soon as the model is read. A file that cannot be read
-// gives nil (no model).
+// forModel returns bytes from which modelname reads the body's model as
+// it would from the whole body: the body itself when in memory; for a body
+// in a file, a small digest of it (modelDigest), so that it is never read
+// back into memory.
 func (b *body) forModel() []byte {
 	if b == nil || b.file == nil {
 		return b.Bytes()
 	}
-	buf := make([]byte, b.size)
-	if _, err := b.file.ReadAt(buf, 0); err != nil {
-		return nil
-	}
-	return buf
+	return modelDigest(bufio.NewReaderSize(io.NewSectionReader(b.file, 0, b.size), 16<<10))
 }
 
 // Close removes the temporary file, if any.
