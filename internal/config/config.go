@@ -51,6 +51,12 @@ type Config struct {
 	RequestTimeout     time.Duration
 	ResponseTimeout    time.Duration
 	IdleConnTimeout    time.Duration
+	// StreamIdleTimeout bounds silence between chunks of a streamed
+	// response; 0: never.
+	StreamIdleTimeout time.Duration
+	// StreamKeepalive is the upstream silence after which an event stream
+	// gets a comment line; 0: off.
+	StreamKeepalive time.Duration
 
 	Log Log
 
@@ -119,6 +125,8 @@ var Variables = []Variable{
 	{"REQUEST_TIMEOUT", "30", "seconds to connect to an upstream (dial and TLS handshake)"},
 	{"RESPONSE_TIMEOUT", "600", "seconds to wait for upstream response headers"},
 	{"IDLE_CONN_TIMEOUT", "120", "seconds an idle upstream connection is kept"},
+	{"STREAM_IDLE_TIMEOUT", "300", "seconds a streamed response may stay silent before it is cut; 0: never"},
+	{"STREAM_KEEPALIVE", "0", "seconds of upstream silence before a ': keepalive' comment on event streams; 0: off"},
 	{"LOG_LEVEL", "info", "debug, info, warn or error"},
 	{"LOG_FORMAT", "text", "text or json"},
 	{"LOG_ENABLE_FILE", "false", "also append logs to LOG_FILE_PATH"},
@@ -163,6 +171,8 @@ func Load(getenv func(string) string) (*Config, error) {
 		RequestTimeout:        p.seconds("REQUEST_TIMEOUT", 1),
 		ResponseTimeout:       p.seconds("RESPONSE_TIMEOUT", 1),
 		IdleConnTimeout:       p.seconds("IDLE_CONN_TIMEOUT", 1),
+		StreamIdleTimeout:     p.seconds("STREAM_IDLE_TIMEOUT", 0),
+		StreamKeepalive:       p.seconds("STREAM_KEEPALIVE", 0),
 		CORS: CORS{
 			Enabled:          p.boolean("ENABLE_CORS"),
 			AllowedOrigins:   p.list("ALLOWED_ORIGINS"),
