@@ -41,6 +41,10 @@ type Metrics struct {
 	retries  prometheus.Counter
 	duration prometheus.Histogram
 	overhead prometheus.Histogram
+
+	firstByte  prometheus.Histogram
+	firstToken prometheus.Histogram
+	failovers  map[string]prometheus.Counter // by reason, all made at New
 }
 
 // Sources are what the gauges read at scrape time.
@@ -83,6 +87,7 @@ func New(src Sources) *Metrics {
 		}),
 	}
 	reg.MustRegister(requests, attempts, m.retries, m.duration, m.overhead)
+	m.registerStreams(reg)
 
 	targets := src.Targets.Targets()
 	m.requests = make([][len(statusClasses)]prometheus.Counter, len(targets)+1)

@@ -27,6 +27,7 @@ type accessLine struct {
 	upstream string
 	attempts int
 	aborted  bool
+	err      string // why a started response failed; "" when it did not
 }
 
 // fields renders the line for logrus.
@@ -37,6 +38,9 @@ func (a *accessLine) fields() logrus.Fields {
 	}
 	if a.aborted {
 		f["aborted"] = true
+	}
+	if a.err != "" {
+		f["error"] = a.err
 	}
 	if a.proxied {
 		f["key"] = a.key.String()
@@ -125,6 +129,10 @@ func (f *fastAccess) appendJSON(b []byte, a *accessLine, now string) []byte {
 	b = appendJSONString(b, a.client)
 	b = append(b, `,"duration":`...)
 	b = appendJSONString(b, a.duration.String())
+	if a.err != "" {
+		b = append(b, `,"error":`...)
+		b = appendJSONString(b, a.err)
+	}
 	if a.proxied {
 		b = append(b, `,"key":`...)
 		b = appendJSONString(b, a.key.String())
@@ -167,6 +175,10 @@ func (f *fastAccess) appendText(b []byte, a *accessLine, now string) []byte {
 	b = appendTextValue(b, a.client)
 	b = append(b, " duration="...)
 	b = appendTextValue(b, a.duration.String())
+	if a.err != "" {
+		b = append(b, " error="...)
+		b = appendTextValue(b, a.err)
+	}
 	if a.proxied {
 		b = append(b, " key="...)
 		b = appendTextValue(b, a.key.String())

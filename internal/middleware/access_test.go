@@ -28,6 +28,9 @@ func TestFastAccessMatchesLogrus(t *testing.T) {
 			bytes: 0, client: "10.0.0.1:1", proxied: true, key: secret.NewKey("k"), upstream: "x:8080", attempts: 4},
 		{level: logrus.DebugLevel, method: "GET", path: "/health", status: 200, client: "1.2.3.4:5", proxied: false},
 		{level: logrus.InfoLevel, method: "GET", path: "/bad\xffutf8", status: 200, client: "c", proxied: true},
+		{level: logrus.ErrorLevel, method: "POST", path: "/v1/chat/completions", status: 200, duration: time.Minute,
+			bytes: 912, client: "127.0.0.1:1", proxied: true, key: secret.NewKey("sk-proj-abcdefghijklmnop0123456789"),
+			upstream: "api.anthropic.com", attempts: 1, err: "stream idle timeout"},
 	}
 	for _, format := range []logrus.Formatter{&logrus.JSONFormatter{}, &logrus.TextFormatter{FullTimestamp: true, DisableColors: true}} {
 		for i, line := range lines {

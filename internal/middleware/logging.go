@@ -33,6 +33,9 @@ type Access struct {
 	// Aborted: the response was cut off after it started (the upstream
 	// failed mid-body), so the client saw an error, not a short answer.
 	Aborted bool
+	// Error says why a response that had started failed (a stream cut by
+	// its idle timeout, an upstream that broke off mid-stream).
+	Error string
 }
 
 func (r *recorder) WriteHeader(code int) {
@@ -119,6 +122,7 @@ func Logging(log *logrus.Entry, enabled bool, proxied func(*http.Request) bool) 
 					duration: time.Since(start).Round(time.Microsecond), bytes: rec.bytes, client: r.RemoteAddr,
 					proxied: isProxied, key: rec.access.Key, upstream: rec.access.Target, attempts: rec.access.Attempts,
 					aborted: rec.access.Aborted,
+					err:     rec.access.Error,
 				}
 				if fast != nil {
 					fast.write(&line)

@@ -105,10 +105,17 @@ func (t attemptTransport) RoundTrip(out *http.Request) (*http.Response, error) {
 // attempt sends req once with key to target, classifies the outcome and
 // applies it to the key's and target's health.
 func (p *Proxy) attempt(req *http.Request, st *reqState, key *keymanager.Key, target *upstream.Target) (*http.Response, classify.Verdict, error) {
+	p.streamFailover(st)
 	st.prepare(req, key, target)
 	st.connected.Store(false)
 	start := time.Now()
 	resp, err := p.base.RoundTrip(without1xx(req))
+	var window windowResult
+	if err == nil && isEventStream(resp) {
+		// Hold the stream until its first output; an error event in it
+		// stands for its status answer (SPEC §20, stream.go).
+		resp, window, err = p.commitWindow(req.Context(), st, resp)
+	}
 	o := classify.Outcome{Err: err, Now: time.Now(), ClientGone: req.Context().Err() != nil}
 	if err == nil {
 		o.Status, o.Header = resp.StatusCode, resp.Header
@@ -121,7 +128,9 @@ func (p *Proxy) attempt(req *http.Request, st *reqState, key *keymanager.Key, ta
 	} else {
 		o.Connected = st.connected.Load()
 	}
+	window.apply(&o, st)
 	v := classify.Attempt(o)
+	window.note(st, v)
 	took := time.Since(start)
 	st.upstreamTime += took
 	p.health.apply(st, key, target, v, o)

@@ -80,7 +80,8 @@ func startWith(t testing.TB, keys []string, upstreams []string, vars map[string]
 	level, _ := logrus.ParseLevel(cfg.Log.Level)
 	l.SetLevel(level)
 	l.SetFormatter(&logrus.JSONFormatter{})
-	app, err := server.New(context.Background(), cfg, keys, logrus.NewEntry(l), server.Options{TargetCooldown: benchCooldown(vars)})
+	app, err := server.New(context.Background(), cfg, keys, logrus.NewEntry(l), server.Options{TargetCooldown: benchCooldown(vars),
+		StreamWindow: msVar(vars, "STREAM_WINDOW_MS")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +93,12 @@ func startWith(t testing.TB, keys []string, upstreams []string, vars map[string]
 
 // benchCooldown reads the test-only TARGET_COOLDOWN_MS from vars.
 func benchCooldown(vars map[string]string) time.Duration {
-	ms, _ := strconv.Atoi(vars["TARGET_COOLDOWN_MS"])
+	return msVar(vars, "TARGET_COOLDOWN_MS")
+}
+
+// msVar reads a test-only duration in milliseconds from vars.
+func msVar(vars map[string]string, name string) time.Duration {
+	ms, _ := strconv.Atoi(vars[name])
 	return time.Duration(ms) * time.Millisecond
 }
 

@@ -61,6 +61,14 @@ type Options struct {
 	// QueueTimeout bounds how long a request waits for a key when none is
 	// usable; 0 answers 503 at once.
 	QueueTimeout time.Duration
+	// Streams (SPEC §20): silence allowed between chunks (0: no limit),
+	// the silence after which an event stream gets a keepalive comment
+	// (0: off), the commit window's time bound (0: 10 s), and the server's
+	// write timeout, extended before each write of a stream.
+	StreamIdleTimeout time.Duration
+	StreamKeepalive   time.Duration
+	StreamWindow      time.Duration
+	WriteTimeout      time.Duration
 }
 
 // Proxy is the http.Handler that forwards requests. It is safe for
@@ -76,6 +84,7 @@ type Proxy struct {
 	health *health
 	obs    Observer
 	redact *redactor
+	sobs   StreamObserver
 
 	inflight atomic.Int64
 	counters Counters
@@ -95,6 +104,10 @@ func New(opts Options, keys *keymanager.Manager, targets *upstream.Balancer, bas
 		health: newHealth(keys, targets, log), obs: opts.Observer, redact: newRedactor(keys)}
 	if p.obs == nil {
 		p.obs = nopObserver{}
+	}
+	p.sobs = nopStreamObserver{}
+	if so, ok := p.obs.(StreamObserver); ok {
+		p.sobs = so
 	}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:        rewrite,
@@ -138,6 +151,14 @@ type reqState struct {
 	// headers were ready, and the time attempts spent waiting upstream.
 	bodyRead, headersAt time.Time
 	upstreamTime        time.Duration
+	// For streams (stream.go): when the request arrived, the client's
+	// writer (for write deadlines), a failure inside the commit window
+	// that the next attempt counts as a failover, and why a committed
+	// stream ended badly, for the access line.
+	start         time.Time
+	w             http.ResponseWriter
+	windowFailure string
+	streamFailure string
 }
 
 // modelName reads the requested model, once.
@@ -169,7 +190,8 @@ func stateOf(ctx context.Context) *reqState {
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	p.counters.Total.Add(1)
-	st := &reqState{path: r.URL.Path, rawPath: r.URL.RawPath, queueDeadline: start.Add(p.opts.QueueTimeout)}
+	st := &reqState{path: r.URL.Path, rawPath: r.URL.RawPath, queueDeadline: start.Add(p.opts.QueueTimeout),
+		start: start, w: w}
 	defer func() {
 		// A stream the client left keeps its status: the client, not the
 		// upstream, ended it.
@@ -185,6 +207,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			p.counters.Failure.Add(1)
 		}
 		a := middleware.Access{Attempts: st.attempts, Aborted: aborted}
+		if aborted {
+			a.Error = st.streamFailure
+		}
 		if st.key != nil {
 			a.Key = st.key.Secret()
 		}

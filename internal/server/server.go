@@ -40,6 +40,9 @@ type Options struct {
 	// TargetCooldown is a benched target's first cooldown; 0 means the
 	// balancer's default.
 	TargetCooldown time.Duration
+	// StreamWindow is the commit window's time bound; 0 means 10 s
+	// (SPEC §20). Tests shorten it.
+	StreamWindow time.Duration
 }
 
 // New wires a server for cfg over keys, which must not be empty. With
@@ -81,6 +84,10 @@ func New(ctx context.Context, cfg *config.Config, keys []string, log *logrus.Ent
 		MaxConcurrent:     cfg.MaxConcurrentRequests,
 		StripUpstreamCORS: cfg.CORS.Enabled,
 		QueueTimeout:      cfg.QueueTimeout,
+		StreamIdleTimeout: cfg.StreamIdleTimeout,
+		StreamKeepalive:   cfg.StreamKeepalive,
+		StreamWindow:      opts.StreamWindow,
+		WriteTimeout:      cfg.ServerWriteTimeout,
 		Observer:          s.Metrics,
 	}, s.Keys, s.Targets, s.Transport, log)
 	deps := handler.Deps{

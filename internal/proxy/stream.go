@@ -1,0 +1,550 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"math"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gpt-load/gpt-load/internal/classify"
+	"github.com/gpt-load/gpt-load/internal/sse"
+)
+
+// The commit window's bounds (SPEC §20): a stream is held until its first
+// output, or this many bytes, or this long after its headers.
+const (
+	windowBytes       = 16 << 10
+	defaultWindowTime = 10 * time.Second
+	// pumpBufSize is the read size while a stream is read ahead of the
+	// client (in the window, and with keepalives on).
+	pumpBufSize = 8 << 10
+)
+
+var keepaliveComment = []byte(": keepalive\n\n")
+
+// Reasons a committed stream ended as a failure, for the access line.
+const (
+	reasonStreamIdle   = "stream idle timeout"
+	reasonStreamBroken = "upstream stream broken"
+)
+
+// errStreamIdle ends a committed stream that was silent longer than
+// STREAM_IDLE_TIMEOUT. ReverseProxy then aborts the response, so the client
+// sees the connection end without the final chunk.
+var errStreamIdle = errors.New("stream idle timeout: the upstream sent nothing for STREAM_IDLE_TIMEOUT")
+
+// idleError is the same silence inside the commit window, before anything
+// reached the client. It is a timeout after the request was sent, which
+// classify does not retry: the upstream may still be working on it.
+type idleError struct{}
+
+func (idleError) Error() string   { return "the upstream stream was silent for STREAM_IDLE_TIMEOUT" }
+func (idleError) Timeout() bool   { return true }
+func (idleError) Temporary() bool { return false }
+
+// StreamObserver is told about event streams, for metrics. An
+// Options.Observer that implements it gets these calls too. They are made
+// on the request path: cheap, and safe for concurrent use.
+type StreamObserver interface {
+	// StreamFirstByte: a stream was committed this long after the client's
+	// request arrived, its headers and first bytes about to go out.
+	StreamFirstByte(d time.Duration)
+	// StreamFirstToken: a stream's first output left this long after the
+	// client's request arrived.
+	StreamFirstToken(d time.Duration)
+	// StreamFailover: a stream that failed inside the commit window was
+	// retried on another key or target. reason is a classify.Fault name,
+	// or "stream_reset" when the upstream broke the stream off.
+	StreamFailover(reason string)
+}
+
+type nopStreamObserver struct{}
+
+func (nopStreamObserver) StreamFirstByte(time.Duration)  {}
+func (nopStreamObserver) StreamFirstToken(time.Duration) {}
+func (nopStreamObserver) StreamFailover(string)          {}
+
+// isEventStream reports whether resp is a 200 server-sent event stream, the
+// only kind the commit window holds.
+func isEventStream(resp *http.Response) bool {
+	const mt = "text/event-stream"
+	ct := resp.Header.Get("Content-Type")
+	return resp.StatusCode == http.StatusOK && len(ct) >= len(mt) && strings.EqualFold(ct[:len(mt)], mt)
+}
+
+// windowResult is what the commit window found, for the attempt's verdict.
+type windowResult struct {
+	// status and body stand for an error event: the status answer the
+	// same error would have been, and the event's error object.
+	status int
+	body   []byte
+	// failed: the attempt failed inside the window (an error event, or the
+	// stream broke off), so a retry that follows is a stream failover.
+	failed bool
+}
+
+// apply makes o the outcome the error event stands for.
+func (w windowResult) apply(o *classify.Outcome, st *reqState) {
+	if w.status == 0 {
+		return
+	}
+	o.Status, o.Body = w.status, w.body
+	if w.status == http.StatusForbidden || w.status == http.StatusNotFound {
+		o.Model = st.modelName()
+	}
+}
+
+// noteWindow remembers an in-window failure that will be retried; the next
+// attempt counts it as a failover (streamFailover).
+func (w windowResult) note(st *reqState, v classify.Verdict) {
+	st.windowFailure = ""
+	if !w.failed || !v.Retry {
+		return
+	}
+	st.windowFailure = v.Fault.String()
+	if w.status == 0 {
+		st.windowFailure = "stream_reset"
+	}
+}
+
+// streamFailover counts the attempt about to start as a failover when the
+// one before it failed inside a stream's commit window.
+func (p *Proxy) streamFailover(st *reqState) {
+	if st.windowFailure != "" {
+		p.sobs.StreamFailover(st.windowFailure)
+		st.windowFailure = ""
+	}
+}
+
+// commitWindow holds a 200 event stream until its first output (SPEC §20)
+// and returns the response to give ReverseProxy, whose body then yields
+// the held bytes at once and the rest of the stream as it arrives. An error
+// event inside the window is returned as its status in w, with the same
+// stream as the body should it be the final answer; a
+// stream that breaks off or stays silent inside the window is an error,
+// since nothing of it reached the client.
+func (p *Proxy) commitWindow(ctx context.Context, st *reqState, resp *http.Response) (_ *http.Response, w windowResult, _ error) {
+	s := &stream{
+		p: p, st: st, ctx: ctx, body: resp.Body,
+		parser:    &sse.Parser{},
+		idle:      p.opts.StreamIdleTimeout,
+		keepalive: p.opts.StreamKeepalive,
+	}
+	s.startWatchdog()
+	end, err := s.window(ctx)
+	switch {
+	case err != nil:
+		s.Close()
+		return nil, windowResult{failed: true}, err
+	case end.kind == evError:
+		// The stream, held bytes first, is the answer should this error be
+		// final; while other attempts run, hold keeps it as it is.
+		resp.Body = s
+		s.committed()
+		return resp, windowResult{status: end.status, body: end.body, failed: true}, nil
+	}
+	resp.Body = s
+	s.committed()
+	return resp, windowResult{}, nil
+}
+
+// windowEnd is why the window closed without an error.
+type windowEnd struct {
+	kind   eventKind // evOutput, evError, or evOther (also size, time, EOF)
+	status int
+	body   []byte
+}
+
+// stream is the body of a held event stream: in the window it reads ahead
+// through a pump goroutine; after the commit it hands out the held bytes,
+// then reads on its own (or, with keepalives, through the pump so that it
+// can answer a silence with a comment). Read and Close are called by one
+// goroutine at a time (the attempt loop, then ReverseProxy); the watchdog
+// timer only closes the upstream body.
+type stream struct {
+	p    *Proxy
+	st   *reqState
+	ctx  context.Context // the client request's
+	body io.ReadCloser
+
+	held  []byte // bytes read ahead and not yet handed out
+	chunk []byte // the rest of the pump's last read, not yet handed out
+	rerr  error  // the error that came with the pump's last read
+	pm    *pump
+
+	// parser follows the stream while anything needs its events: until the
+	// first output (time to first token), and for as long as keepalives
+	// need to know where events end. nil after that.
+	parser  *sse.Parser
+	token   bool // the first output is in held: report it when handed out
+	tokened bool // the first output was reported (or never will be)
+
+	idle, keepalive time.Duration
+	kaTimer         *time.Timer
+
+	// waitingSince is when the current upstream read began (UnixNano), 0
+	// while none is waiting: the watchdog measures silence from it, so a
+	// slow client is not taken for a silent upstream.
+	waitingSince atomic.Int64
+	idleFired    atomic.Bool
+	watchdog     *time.Timer
+	done         atomic.Bool // the stream ended: the watchdog stops
+
+	rc        *http.ResponseController
+	closeOnce sync.Once
+}
+
+// pump reads the upstream body in its own goroutine, one read per ask, so
+// that the reader can wait for it with a deadline.
+type pump struct {
+	body io.Reader
+	buf  []byte
+	ask  chan struct{}
+	res  chan pumped // buffered: the pump never blocks on a reader gone
+	busy bool        // a read was asked and its result not yet taken
+}
+
+type pumped struct {
+	n   int
+	err error
+}
+
+func (pm *pump) run() {
+	for range pm.ask {
+		n, err := pm.body.Read(pm.buf)
+		pm.res <- pumped{n, err}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (s *stream) startPump() {
+	s.pm = &pump{body: s.body, buf: make([]byte, pumpBufSize), ask: make(chan struct{}), res: make(chan pumped, 1)}
+	go s.pm.run()
+}
+
+// stopPump ends the pump once it is idle; reads go straight to the body
+// from then on.
+func (s *stream) stopPump() {
+	if s.pm != nil && !s.pm.busy {
+		close(s.pm.ask)
+		s.pm = nil
+	}
+}
+
+// askPump starts a read if none is under way.
+func (s *stream) askPump() {
+	if !s.pm.busy {
+		s.waitingSince.Store(time.Now().UnixNano())
+		s.pm.ask <- struct{}{}
+		s.pm.busy = true
+	}
+}
+
+// took takes the pump's result; its bytes are valid until the next ask.
+func (s *stream) took(r pumped) []byte {
+	s.pm.busy = false
+	s.waitingSince.Store(0)
+	return s.pm.buf[:r.n]
+}
+
+// window reads until the stream may be committed (SPEC §20).
+func (s *stream) window(ctx context.Context) (windowEnd, error) {
+	s.startPump()
+	limit := s.p.opts.StreamWindow
+	if limit <= 0 {
+		limit = defaultWindowTime
+	}
+	deadline := time.NewTimer(limit)
+	defer deadline.Stop()
+	for {
+		s.askPump()
+		select {
+		case r := <-s.pm.res:
+			b := s.took(r)
+			s.held = append(s.held, b...)
+			if end, done := s.scanWindow(b); done {
+				if r.err != nil && r.err != io.EOF {
+					s.rerr = r.err
+				} else if r.err == io.EOF {
+					s.rerr = io.EOF
+				}
+				return end, nil
+			}
+			switch {
+			case r.err == io.EOF:
+				s.rerr = io.EOF
+				return windowEnd{kind: evOther}, nil
+			case r.err != nil:
+				if s.idleFired.Load() {
+					return windowEnd{}, idleError{}
+				}
+				return windowEnd{}, r.err
+			case len(s.held) >= windowBytes:
+				// Held in full without output: stop looking for a first
+				// token rather than parse a stream of unknown shape on.
+				s.stopParsing()
+				return windowEnd{kind: evOther}, nil
+			}
+		case <-deadline.C:
+			return windowEnd{kind: evOther}, nil
+		case <-ctx.Done():
+			return windowEnd{}, ctx.Err()
+		}
+	}
+}
+
+// scanWindow feeds b to the parser and reports the first event that ends
+// the window.
+func (s *stream) scanWindow(b []byte) (end windowEnd, done bool) {
+	s.parser.Feed(b, func(e sse.Event) {
+		if done {
+			return
+		}
+		switch kind, status, body := classifyEvent(e); kind {
+		case evPreamble:
+		case evOutput:
+			s.token = true
+			end, done = windowEnd{kind: evOutput}, true
+		case evError:
+			// The event's bytes outlive the parser's buffer.
+			end, done = windowEnd{kind: evError, status: status, body: append([]byte(nil), body...)}, true
+		default:
+			end, done = windowEnd{kind: evOther}, true
+		}
+	})
+	if done && end.kind == evOther {
+		s.stopParsing() // a shape without known tokens
+	}
+	return end, done
+}
+
+// committed runs when the stream is handed to ReverseProxy: the first byte
+// is about to go out, and a moving stream must not be cut by the server's
+// total write timeout.
+func (s *stream) committed() {
+	s.p.sobs.StreamFirstByte(time.Since(s.st.start))
+	if s.st.w != nil {
+		s.rc = http.NewResponseController(s.st.w)
+	}
+	s.extendWrite()
+}
+
+func (s *stream) stopParsing() {
+	if s.keepalive <= 0 {
+		s.parser = nil
+	}
+	s.tokened = true
+}
+
+// extendWrite moves the client connection's write deadline to a full
+// SERVER_WRITE_TIMEOUT from now before each write, so that only a write
+// that stalls that long fails, never a stream that keeps moving.
+func (s *stream) extendWrite() {
+	if s.rc != nil && s.p.opts.WriteTimeout > 0 {
+		// Not every writer supports deadlines (then the server's own
+		// timeout stands); nothing to do about that here.
+		_ = s.rc.SetWriteDeadline(time.Now().Add(s.p.opts.WriteTimeout))
+	}
+}
+
+// Read hands out the held bytes, then the stream as it arrives.
+func (s *stream) Read(p []byte) (int, error) {
+	if len(s.held) > 0 {
+		n := copy(p, s.held)
+		s.held = s.held[n:]
+		if len(s.held) == 0 {
+			s.held = nil
+			s.reportToken()
+		}
+		s.extendWrite()
+		return n, nil
+	}
+	if len(s.chunk) > 0 {
+		n := copy(p, s.chunk)
+		s.chunk = s.chunk[n:]
+		s.extendWrite()
+		return n, nil
+	}
+	if s.rerr != nil {
+		return 0, s.fail(s.rerr)
+	}
+	if s.pm != nil && s.keepalive <= 0 {
+		s.stopPump()
+	}
+	if s.pm == nil {
+		return s.readDirect(p)
+	}
+	return s.readPumped(p)
+}
+
+func (s *stream) readDirect(p []byte) (int, error) {
+	s.waitingSince.Store(time.Now().UnixNano())
+	n, err := s.body.Read(p)
+	s.waitingSince.Store(0)
+	if n > 0 {
+		s.scan(p[:n])
+		s.extendWrite()
+	}
+	if err != nil {
+		err = s.fail(err)
+	}
+	return n, err
+}
+
+// readPumped waits for the pump, and with keepalives on answers a silence
+// at an event boundary with a comment line.
+func (s *stream) readPumped(p []byte) (int, error) {
+	s.askPump()
+	var ka <-chan time.Time
+	if s.keepalive > 0 {
+		if s.kaTimer == nil {
+			s.kaTimer = time.NewTimer(s.keepalive)
+		} else {
+			s.kaTimer.Reset(s.keepalive)
+		}
+		ka = s.kaTimer.C
+	}
+	for {
+		select {
+		case r := <-s.pm.res:
+			if s.kaTimer != nil {
+				s.kaTimer.Stop()
+			}
+			b := s.took(r)
+			s.scan(b)
+			n := copy(p, b)
+			s.chunk = b[n:]
+			if r.err != nil {
+				s.rerr = r.err
+				if len(s.chunk) == 0 {
+					return n, s.fail(r.err)
+				}
+			}
+			s.extendWrite()
+			return n, nil
+		case <-ka:
+			if s.parser == nil || s.parser.Pending() {
+				// Half an event is in: a comment now would land inside it.
+				s.kaTimer.Reset(s.keepalive)
+				continue
+			}
+			s.extendWrite()
+			n := copy(p, keepaliveComment)
+			s.chunk = keepaliveComment[n:]
+			return n, nil
+		}
+	}
+}
+
+// scan follows the stream's events while something needs them.
+func (s *stream) scan(b []byte) {
+	if s.parser == nil {
+		return
+	}
+	if !s.tokened {
+		s.parser.Feed(b, func(e sse.Event) {
+			if !s.token {
+				if kind, _, _ := classifyEvent(e); kind == evOutput {
+					s.token = true
+				}
+			}
+		})
+		if s.token {
+			s.reportToken()
+		}
+		return
+	}
+	s.parser.Feed(b, func(sse.Event) {})
+}
+
+// reportToken reports the time to first token once, as its bytes go out.
+func (s *stream) reportToken() {
+	if s.token && !s.tokened {
+		s.p.sobs.StreamFirstToken(time.Since(s.st.start))
+		s.stopParsing()
+	}
+}
+
+// fail turns the upstream's read error into the stream's: EOF passes, a
+// silence longer than STREAM_IDLE_TIMEOUT is errStreamIdle, anything else
+// (unless the client went away) is a broken stream. The access line says
+// which.
+func (s *stream) fail(err error) error {
+	if err == io.EOF {
+		s.stopWatchdog()
+		return err
+	}
+	switch {
+	case s.idleFired.Load():
+		s.st.streamFailure = reasonStreamIdle
+		return errStreamIdle
+	case s.ctx.Err() != nil:
+		// The client went away: nothing failed upstream.
+	default:
+		s.st.streamFailure = reasonStreamBroken
+	}
+	return err
+}
+
+// Close releases the upstream body, the pump and the timers.
+func (s *stream) Close() error {
+	var err error
+	s.closeOnce.Do(func() {
+		s.stopWatchdog()
+		if s.kaTimer != nil {
+			s.kaTimer.Stop()
+		}
+		err = s.body.Close()
+		if s.pm != nil {
+			// A busy pump finishes its read (which fails on the closed
+			// body), leaves the result in the buffered channel and exits.
+			close(s.pm.ask)
+		}
+		s.pm = nil
+		s.held, s.chunk = nil, nil
+	})
+	return err
+}
+
+// startWatchdog arms the idle timer: every STREAM_IDLE_TIMEOUT it looks at
+// how long the current upstream read has waited, and closes the upstream
+// body once that is the whole timeout. A timer, not a goroutine per
+// stream, and no work per chunk beyond storing the time.
+func (s *stream) startWatchdog() {
+	if s.idle <= 0 {
+		return
+	}
+	s.watchdog = time.AfterFunc(math.MaxInt64, s.checkIdle)
+	s.watchdog.Reset(s.idle)
+}
+
+func (s *stream) checkIdle() {
+	if s.done.Load() {
+		return
+	}
+	next := s.idle
+	if since := s.waitingSince.Load(); since != 0 {
+		silent := time.Duration(time.Now().UnixNano() - since)
+		if silent >= s.idle {
+			s.idleFired.Store(true)
+			s.body.Close() // the blocked read returns with an error
+			return
+		}
+		next = s.idle - silent
+	}
+	s.watchdog.Reset(next)
+}
+
+func (s *stream) stopWatchdog() {
+	s.done.Store(true)
+	if s.watchdog != nil {
+		s.watchdog.Stop()
+	}
+}
