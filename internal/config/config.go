@@ -119,7 +119,7 @@ var Variables = []Variable{
 	{"MODEL_COOLDOWN", "3600", "seconds a key stays excluded for a model the provider said it may not use"},
 	{"QUEUE_TIMEOUT", "0", "seconds a request may wait for a key when none is usable; 0: 503 at once"},
 	{"SERVER_READ_TIMEOUT", "120", "seconds to read a whole request; 0: no limit"},
-	{"SERVER_WRITE_TIMEOUT", "1800", "seconds a whole response may take, streams included; 0: no limit"},
+	{"SERVER_WRITE_TIMEOUT", "1800", "seconds a whole non-streamed response may take; a moving stream is never cut; 0: no limit"},
 	{"SERVER_IDLE_TIMEOUT", "120", "keep-alive idle seconds; 0: no limit"},
 	{"SERVER_GRACEFUL_SHUTDOWN_TIMEOUT", "60", "seconds to drain in-flight requests on shutdown"},
 	{"REQUEST_TIMEOUT", "30", "seconds to connect to an upstream (dial and TLS handshake)"},

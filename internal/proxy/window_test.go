@@ -382,3 +382,29 @@ func metric(t *testing.T, e *env, name string) float64 {
 	}
 	return 0
 }
+
+// TestStreamBrokenAfterCommit: an upstream that breaks off after the first
+// token ends the client's stream without the final chunk, is not retried,
+// and the access line says so.
+func TestStreamBrokenAfterCommit(t *testing.T) {
+	up := testupstream.New(t, func(w http.ResponseWriter, r *http.Request) {
+		writeEvents(w, openaiRole, openaiToken)
+		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+			conn.Close()
+		}
+	})
+	e := start(t, testKeys, []string{up.URL}, nil)
+	resp, err := client().Post(e.URL+"/v1/chat/completions", "application/json", strings.NewReader(`{"stream":true}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err == nil || string(body) != openaiRole+openaiToken {
+		t.Errorf("client got %q, error %v; want the events sent, then an error", body, err)
+	}
+	if up.Count() != 1 {
+		t.Errorf("upstream saw %d attempts; want 1", up.Count())
+	}
+	e.Logs.WaitFor(t, `"error":"upstream stream broken"`, 2*time.Second)
+}
