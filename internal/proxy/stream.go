@@ -20,9 +20,14 @@ import (
 const (
 	windowBytes       = 16 << 10
 	defaultWindowTime = 10 * time.Second
-	// pumpBufSize is the read size while a stream is read ahead of the
-	// client (in the window, and with keepalives on).
-	pumpBufSize = 8 << 10
+	// windowRead is the least room a window read gets: the window reads
+	// into the spare capacity of what it holds, which starts at 1 KiB (a
+	// first event is a few hundred bytes) and doubles when it fills, so a
+	// thousand streams opening at once do not each take a large buffer.
+	windowRead = 512
+	// keepaliveBuf is the read size of a stream read through the pump
+	// after the commit, with keepalives on.
+	keepaliveBuf = 4 << 10
 )
 
 var keepaliveComment = []byte(": keepalive\n\n")
@@ -51,8 +56,8 @@ func (idleError) Temporary() bool { return false }
 // Options.Observer that implements it gets these calls too. They are made
 // on the request path: cheap, and safe for concurrent use.
 type StreamObserver interface {
-	// StreamFirstByte: a stream was committed this long after the client's
-	// request arrived, its headers and first bytes about to go out.
+	// StreamFirstByte: a stream's headers and first bytes went to the
+	// client this long after its request arrived.
 	StreamFirstByte(d time.Duration)
 	// StreamFirstToken: a stream's first output left this long after the
 	// client's request arrived.
@@ -70,10 +75,14 @@ func (nopStreamObserver) StreamFirstToken(time.Duration) {}
 func (nopStreamObserver) StreamFailover(string)          {}
 
 // isEventStream reports whether resp is a 200 server-sent event stream, the
-// only kind the commit window holds.
+// only kind the commit window holds. A compressed one is passed on as it
+// is: its events cannot be read without decoding it.
 func isEventStream(resp *http.Response) bool {
 	const mt = "text/event-stream"
 	ct := resp.Header.Get("Content-Type")
+	if ce := resp.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
+		return false
+	}
 	return resp.StatusCode == http.StatusOK && len(ct) >= len(mt) && strings.EqualFold(ct[:len(mt)], mt)
 }
 
@@ -131,7 +140,7 @@ func (p *Proxy) streamFailover(st *reqState) {
 func (p *Proxy) commitWindow(ctx context.Context, st *reqState, resp *http.Response) (_ *http.Response, w windowResult, _ error) {
 	s := &stream{
 		p: p, st: st, ctx: ctx, body: resp.Body,
-		parser:    &sse.Parser{},
+		parsing:   true,
 		idle:      p.opts.StreamIdleTimeout,
 		keepalive: p.opts.StreamKeepalive,
 	}
@@ -173,14 +182,20 @@ type stream struct {
 	body io.ReadCloser
 
 	held  []byte // bytes read ahead and not yet handed out
+	// pooled is the held buffer when it came from heldPool and may go back
+	// once handed out.
+	pooled *[]byte
 	chunk []byte // the rest of the pump's last read, not yet handed out
+	kbuf  []byte // the pump's buffer after the commit (keepalives on)
 	rerr  error  // the error that came with the pump's last read
 	pm    *pump
 
-	// parser follows the stream while anything needs its events: until the
-	// first output (time to first token), and for as long as keepalives
-	// need to know where events end. nil after that.
-	parser  *sse.Parser
+	// parser follows the stream while anything needs its events (parsing):
+	// until the first output (time to first token), and for as long as
+	// keepalives need to know where events end.
+	parser  sse.Parser
+	parsing bool
+	started bool // the first Read came: the stream reached the client
 	token   bool // the first output is in held: report it when handed out
 	tokened bool // the first output was reported (or never will be)
 
@@ -199,25 +214,25 @@ type stream struct {
 	closeOnce sync.Once
 }
 
-// pump reads the upstream body in its own goroutine, one read per ask, so
-// that the reader can wait for it with a deadline.
+// pump reads the upstream body in its own goroutine, one read per ask into
+// the buffer asked with, so that the reader can wait for it with a
+// deadline. The reader leaves that buffer alone until the result is in.
 type pump struct {
 	body io.Reader
-	buf  []byte
-	ask  chan struct{}
+	ask  chan []byte
 	res  chan pumped // buffered: the pump never blocks on a reader gone
 	busy bool        // a read was asked and its result not yet taken
 }
 
 type pumped struct {
-	n   int
+	b   []byte // what was read, in the buffer asked with
 	err error
 }
 
 func (pm *pump) run() {
-	for range pm.ask {
-		n, err := pm.body.Read(pm.buf)
-		pm.res <- pumped{n, err}
+	for buf := range pm.ask {
+		n, err := pm.body.Read(buf)
+		pm.res <- pumped{buf[:n], err}
 		if err != nil {
 			return
 		}
@@ -225,7 +240,7 @@ func (pm *pump) run() {
 }
 
 func (s *stream) startPump() {
-	s.pm = &pump{body: s.body, buf: make([]byte, pumpBufSize), ask: make(chan struct{}), res: make(chan pumped, 1)}
+	s.pm = &pump{body: s.body, ask: make(chan []byte), res: make(chan pumped, 1)}
 	go s.pm.run()
 }
 
@@ -238,20 +253,51 @@ func (s *stream) stopPump() {
 	}
 }
 
-// askPump starts a read if none is under way.
-func (s *stream) askPump() {
+// askPump starts a read into buf if none is under way.
+func (s *stream) askPump(buf []byte) {
 	if !s.pm.busy {
 		s.waitingSince.Store(time.Now().UnixNano())
-		s.pm.ask <- struct{}{}
+		s.pm.ask <- buf
 		s.pm.busy = true
 	}
 }
 
-// took takes the pump's result; its bytes are valid until the next ask.
+// took takes the pump's result.
 func (s *stream) took(r pumped) []byte {
 	s.pm.busy = false
 	s.waitingSince.Store(0)
-	return s.pm.buf[:r.n]
+	return r.b
+}
+
+// spare is the held buffer's free room for the next window read, grown
+// when short.
+func (s *stream) spare() []byte {
+	if s.held == nil {
+		s.pooled = heldPool.Get().(*[]byte)
+		s.held = (*s.pooled)[:0]
+	}
+	if cap(s.held)-len(s.held) < windowRead {
+		grown := make([]byte, len(s.held), 2*cap(s.held))
+		copy(grown, s.held)
+		s.held = grown
+		s.release()
+	}
+	return s.held[len(s.held):cap(s.held)]
+}
+
+// heldPool recycles the first held buffer of each window: a stream needs
+// it for a moment only, and a burst of streams opening at once would
+// otherwise leave that much garbage per stream.
+var heldPool = sync.Pool{New: func() any { b := make([]byte, 0, 2*windowRead); return &b }}
+
+// release puts the pooled held buffer back. Only when nothing can still
+// refer to it: not the bytes left to hand out, not a read under way into
+// its spare room, not a body kept by hold.
+func (s *stream) release() {
+	if s.pooled != nil {
+		heldPool.Put(s.pooled)
+		s.pooled = nil
+	}
 }
 
 // window reads until the stream may be committed (SPEC §20).
@@ -264,11 +310,13 @@ func (s *stream) window(ctx context.Context) (windowEnd, error) {
 	deadline := time.NewTimer(limit)
 	defer deadline.Stop()
 	for {
-		s.askPump()
+		if !s.pm.busy {
+			s.askPump(s.spare())
+		}
 		select {
 		case r := <-s.pm.res:
 			b := s.took(r)
-			s.held = append(s.held, b...)
+			s.held = s.held[:len(s.held)+len(b)] // b was read into the spare room
 			if end, done := s.scanWindow(b); done {
 				if r.err != nil && r.err != io.EOF {
 					s.rerr = r.err
@@ -325,11 +373,10 @@ func (s *stream) scanWindow(b []byte) (end windowEnd, done bool) {
 	return end, done
 }
 
-// committed runs when the stream is handed to ReverseProxy: the first byte
-// is about to go out, and a moving stream must not be cut by the server's
-// total write timeout.
+// committed runs when the stream is handed over as the attempt's answer:
+// if it is the one the client gets, its headers go out next, and a moving
+// stream must not be cut by the server's total write timeout.
 func (s *stream) committed() {
-	s.p.sobs.StreamFirstByte(time.Since(s.st.start))
 	if s.st.w != nil {
 		s.rc = http.NewResponseController(s.st.w)
 	}
@@ -338,7 +385,7 @@ func (s *stream) committed() {
 
 func (s *stream) stopParsing() {
 	if s.keepalive <= 0 {
-		s.parser = nil
+		s.parser, s.parsing = sse.Parser{}, false
 	}
 	s.tokened = true
 }
@@ -356,11 +403,21 @@ func (s *stream) extendWrite() {
 
 // Read hands out the held bytes, then the stream as it arrives.
 func (s *stream) Read(p []byte) (int, error) {
+	if !s.started {
+		// The headers and first bytes go out after this read.
+		s.started = true
+		s.p.sobs.StreamFirstByte(time.Since(s.st.start))
+	}
 	if len(s.held) > 0 {
 		n := copy(p, s.held)
 		s.held = s.held[n:]
 		if len(s.held) == 0 {
 			s.held = nil
+			if s.pm == nil || !s.pm.busy {
+				s.release()
+			} else {
+				s.pooled = nil // the read under way writes into it
+			}
 			s.reportToken()
 		}
 		s.extendWrite()
@@ -401,7 +458,12 @@ func (s *stream) readDirect(p []byte) (int, error) {
 // readPumped waits for the pump, and with keepalives on answers a silence
 // at an event boundary with a comment line.
 func (s *stream) readPumped(p []byte) (int, error) {
-	s.askPump()
+	if !s.pm.busy {
+		if s.kbuf == nil {
+			s.kbuf = make([]byte, keepaliveBuf)
+		}
+		s.askPump(s.kbuf)
+	}
 	var ka <-chan time.Time
 	if s.keepalive > 0 {
 		if s.kaTimer == nil {
@@ -430,7 +492,7 @@ func (s *stream) readPumped(p []byte) (int, error) {
 			s.extendWrite()
 			return n, nil
 		case <-ka:
-			if s.parser == nil || s.parser.Pending() {
+			if !s.parsing || s.parser.Pending() {
 				// Half an event is in: a comment now would land inside it.
 				s.kaTimer.Reset(s.keepalive)
 				continue
@@ -445,7 +507,7 @@ func (s *stream) readPumped(p []byte) (int, error) {
 
 // scan follows the stream's events while something needs them.
 func (s *stream) scan(b []byte) {
-	if s.parser == nil {
+	if !s.parsing {
 		return
 	}
 	if !s.tokened {

@@ -408,3 +408,29 @@ func TestStreamBrokenAfterCommit(t *testing.T) {
 	}
 	e.Logs.WaitFor(t, `"error":"upstream stream broken"`, 2*time.Second)
 }
+
+// TestWindowSkipsCompressedStreams: events of a compressed stream cannot be
+// read, so it is never held: the role chunk alone reaches the client.
+func TestWindowSkipsCompressedStreams(t *testing.T) {
+	got := make(chan struct{})
+	up := testupstream.New(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Encoding", "br")
+		writeEvents(w, openaiRole)
+		select {
+		case <-got:
+		case <-time.After(5 * time.Second):
+			t.Error("a compressed stream was held")
+		}
+	})
+	e := start(t, testKeys, []string{up.URL}, nil)
+	resp, err := client().Post(e.URL+"/v1/chat/completions", "application/json", strings.NewReader(`{"stream":true}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b := make([]byte, len(openaiRole))
+	if _, err := io.ReadFull(resp.Body, b); err != nil || string(b) != openaiRole {
+		t.Errorf("client got %q, %v; want the first chunk at once", b, err)
+	}
+	close(got)
+}
