@@ -181,14 +181,14 @@ type stream struct {
 	ctx  context.Context // the client request's
 	body io.ReadCloser
 
-	held  []byte // bytes read ahead and not yet handed out
+	held []byte // bytes read ahead and not yet handed out
 	// pooled is the held buffer when it came from heldPool and may go back
 	// once handed out.
 	pooled *[]byte
-	chunk []byte // the rest of the pump's last read, not yet handed out
-	kbuf  []byte // the pump's buffer after the commit (keepalives on)
-	rerr  error  // the error that came with the pump's last read
-	pm    *pump
+	chunk  []byte // the rest of the pump's last read, not yet handed out
+	kbuf   []byte // the pump's buffer after the commit (keepalives on)
+	rerr   error  // the error that came with the pump's last read
+	pm     *pump
 
 	// parser follows the stream while anything needs its events (parsing):
 	// until the first output (time to first token), and for as long as
