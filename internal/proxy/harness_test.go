@@ -38,7 +38,7 @@ type env struct {
 	Transport *http.Transport
 	Logs      *testlog.Buffer
 	Config    *config.Config
-	Handler   http.Handler // what the test server serves
+	App       *server.Server // what the test server serves
 }
 
 // start builds the server as cmd/gpt-load does, from environment values
@@ -89,7 +89,7 @@ func startWith(t testing.TB, keys []string, upstreams []string, vars map[string]
 	t.Cleanup(app.Close)
 	srv := httptest.NewServer(app.Handler)
 	t.Cleanup(srv.Close)
-	return &env{URL: srv.URL, Keys: app.Keys, Proxy: app.Proxy, Transport: app.Transport, Config: cfg, Handler: app.Handler}
+	return &env{URL: srv.URL, Keys: app.Keys, Proxy: app.Proxy, Transport: app.Transport, Config: cfg, App: app}
 }
 
 // benchCooldown reads the test-only TARGET_COOLDOWN_MS from vars.

@@ -63,12 +63,10 @@ type Options struct {
 	QueueTimeout time.Duration
 	// Streams (SPEC §20): silence allowed between chunks (0: no limit),
 	// the silence after which an event stream gets a keepalive comment
-	// (0: off), the commit window's time bound (0: 10 s), and the server's
-	// write timeout, extended before each write of a stream.
+	// (0: off), and the commit window's time bound (0: 10 s).
 	StreamIdleTimeout time.Duration
 	StreamKeepalive   time.Duration
 	StreamWindow      time.Duration
-	WriteTimeout      time.Duration
 }
 
 // Proxy is the http.Handler that forwards requests. It is safe for
@@ -151,12 +149,10 @@ type reqState struct {
 	// headers were ready, and the time attempts spent waiting upstream.
 	bodyRead, headersAt time.Time
 	upstreamTime        time.Duration
-	// For streams (stream.go): when the request arrived, the client's
-	// writer (for write deadlines), a failure inside the commit window
-	// that the next attempt counts as a failover, and why a committed
-	// stream ended badly, for the access line.
+	// For streams (stream.go): when the request arrived, a failure inside
+	// the commit window that the next attempt counts as a failover, and
+	// why a committed stream ended badly, for the access line.
 	start         time.Time
-	w             http.ResponseWriter
 	windowFailure string
 	streamFailure string
 }
@@ -191,7 +187,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	p.counters.Total.Add(1)
 	st := &reqState{path: r.URL.Path, rawPath: r.URL.RawPath, queueDeadline: start.Add(p.opts.QueueTimeout),
-		start: start, w: w}
+		start: start}
 	defer func() {
 		// A stream the client left keeps its status: the client, not the
 		// upstream, ended it.

@@ -154,11 +154,9 @@ func (p *Proxy) commitWindow(ctx context.Context, st *reqState, resp *http.Respo
 		// The stream, held bytes first, is the answer should this error be
 		// final; while other attempts run, hold keeps it as it is.
 		resp.Body = s
-		s.committed()
 		return resp, windowResult{status: end.status, body: end.body, failed: true}, nil
 	}
 	resp.Body = s
-	s.committed()
 	return resp, windowResult{}, nil
 }
 
@@ -210,7 +208,6 @@ type stream struct {
 	watchdog     *time.Timer
 	done         atomic.Bool // the stream ended: the watchdog stops
 
-	rc        *http.ResponseController
 	closeOnce sync.Once
 }
 
@@ -373,32 +370,11 @@ func (s *stream) scanWindow(b []byte) (end windowEnd, done bool) {
 	return end, done
 }
 
-// committed runs when the stream is handed over as the attempt's answer:
-// if it is the one the client gets, its headers go out next, and a moving
-// stream must not be cut by the server's total write timeout.
-func (s *stream) committed() {
-	if s.st.w != nil {
-		s.rc = http.NewResponseController(s.st.w)
-	}
-	s.extendWrite()
-}
-
 func (s *stream) stopParsing() {
 	if s.keepalive <= 0 {
 		s.parser, s.parsing = sse.Parser{}, false
 	}
 	s.tokened = true
-}
-
-// extendWrite moves the client connection's write deadline to a full
-// SERVER_WRITE_TIMEOUT from now before each write, so that only a write
-// that stalls that long fails, never a stream that keeps moving.
-func (s *stream) extendWrite() {
-	if s.rc != nil && s.p.opts.WriteTimeout > 0 {
-		// Not every writer supports deadlines (then the server's own
-		// timeout stands); nothing to do about that here.
-		_ = s.rc.SetWriteDeadline(time.Now().Add(s.p.opts.WriteTimeout))
-	}
 }
 
 // Read hands out the held bytes, then the stream as it arrives.
@@ -420,13 +396,11 @@ func (s *stream) Read(p []byte) (int, error) {
 			}
 			s.reportToken()
 		}
-		s.extendWrite()
 		return n, nil
 	}
 	if len(s.chunk) > 0 {
 		n := copy(p, s.chunk)
 		s.chunk = s.chunk[n:]
-		s.extendWrite()
 		return n, nil
 	}
 	if s.rerr != nil {
@@ -447,7 +421,6 @@ func (s *stream) readDirect(p []byte) (int, error) {
 	s.waitingSince.Store(0)
 	if n > 0 {
 		s.scan(p[:n])
-		s.extendWrite()
 	}
 	if err != nil {
 		err = s.fail(err)
@@ -489,7 +462,6 @@ func (s *stream) readPumped(p []byte) (int, error) {
 					return n, s.fail(r.err)
 				}
 			}
-			s.extendWrite()
 			return n, nil
 		case <-ka:
 			if !s.parsing || s.parser.Pending() {
@@ -497,7 +469,6 @@ func (s *stream) readPumped(p []byte) (int, error) {
 				s.kaTimer.Reset(s.keepalive)
 				continue
 			}
-			s.extendWrite()
 			n := copy(p, keepaliveComment)
 			s.chunk = keepaliveComment[n:]
 			return n, nil

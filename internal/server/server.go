@@ -87,7 +87,6 @@ func New(ctx context.Context, cfg *config.Config, keys []string, log *logrus.Ent
 		StreamIdleTimeout: cfg.StreamIdleTimeout,
 		StreamKeepalive:   cfg.StreamKeepalive,
 		StreamWindow:      opts.StreamWindow,
-		WriteTimeout:      cfg.ServerWriteTimeout,
 		Observer:          s.Metrics,
 	}, s.Keys, s.Targets, s.Transport, log)
 	deps := handler.Deps{
