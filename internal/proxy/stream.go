@@ -134,9 +134,9 @@ func (p *Proxy) streamFailover(st *reqState) {
 // and returns the response to give ReverseProxy, whose body then yields
 // the held bytes at once and the rest of the stream as it arrives. An error
 // event inside the window is returned as its status in w, with the same
-// stream as the body should it be the final answer; a
-// stream that breaks off or stays silent inside the window is an error,
-// since nothing of it reached the client.
+// stream as the body should it be the final answer; a stream that breaks
+// off or stays silent inside the window is an error, since nothing of it
+// reached the client.
 func (p *Proxy) commitWindow(ctx context.Context, st *reqState, resp *http.Response) (_ *http.Response, w windowResult, _ error) {
 	s := &stream{
 		p: p, st: st, ctx: ctx, body: resp.Body,
@@ -146,17 +146,16 @@ func (p *Proxy) commitWindow(ctx context.Context, st *reqState, resp *http.Respo
 	}
 	s.startWatchdog()
 	end, err := s.window(ctx)
-	switch {
-	case err != nil:
+	if err != nil {
 		s.Close()
 		return nil, windowResult{failed: true}, err
-	case end.kind == evError:
-		// The stream, held bytes first, is the answer should this error be
-		// final; while other attempts run, hold keeps it as it is.
-		resp.Body = s
-		return resp, windowResult{status: end.status, body: end.body, failed: true}, nil
 	}
 	resp.Body = s
+	if end.kind == evError {
+		// The stream, held bytes first, is the answer should this error be
+		// final; while other attempts run, hold keeps it as it is.
+		return resp, windowResult{status: end.status, body: end.body, failed: true}, nil
+	}
 	return resp, windowResult{}, nil
 }
 
@@ -315,11 +314,7 @@ func (s *stream) window(ctx context.Context) (windowEnd, error) {
 			b := s.took(r)
 			s.held = s.held[:len(s.held)+len(b)] // b was read into the spare room
 			if end, done := s.scanWindow(b); done {
-				if r.err != nil && r.err != io.EOF {
-					s.rerr = r.err
-				} else if r.err == io.EOF {
-					s.rerr = io.EOF
-				}
+				s.rerr = r.err // handed on once the held bytes are out
 				return end, nil
 			}
 			switch {
