@@ -39,25 +39,28 @@ const (
 type wireEvent struct {
 	Type     string          `json:"type"`
 	Error    json.RawMessage `json:"error"`
-	Code     json.RawMessage `json:"code"`
-	Response *struct {
+	Response struct {
 		Error json.RawMessage `json:"error"`
 	} `json:"response"`
-	Choices *[]struct {
-		Delta *struct {
-			Content          json.RawMessage `json:"content"`
-			Reasoning        json.RawMessage `json:"reasoning"`
-			ReasoningContent json.RawMessage `json:"reasoning_content"`
-			Refusal          json.RawMessage `json:"refusal"`
-			ToolCalls        json.RawMessage `json:"tool_calls"`
-			FunctionCall     json.RawMessage `json:"function_call"`
-			Audio            json.RawMessage `json:"audio"`
+	// Field types are chosen so that an event allocates little: strings
+	// only when non-empty, zero-size elements for what is only counted.
+	// A value of another type (content as an array) fails the decoding,
+	// which commits the stream: never held, never wrong.
+	Choices []struct {
+		Delta struct {
+			Content          string     `json:"content"`
+			Reasoning        string     `json:"reasoning"`
+			ReasoningContent string     `json:"reasoning_content"`
+			Refusal          string     `json:"refusal"`
+			ToolCalls        []struct{} `json:"tool_calls"`
+			FunctionCall     *struct{}  `json:"function_call"`
+			Audio            *struct{}  `json:"audio"`
 		} `json:"delta"`
-		Text json.RawMessage `json:"text"`
+		Text string `json:"text"`
 	} `json:"choices"`
-	Candidates *[]struct {
+	Candidates []struct {
 		Content struct {
-			Parts []json.RawMessage `json:"parts"`
+			Parts []struct{} `json:"parts"`
 		} `json:"content"`
 	} `json:"candidates"`
 }
@@ -74,6 +77,9 @@ func classifyEvent(e sse.Event) (kind eventKind, status int, body []byte) {
 		}
 		return evOther, 0, nil
 	}
+	if !isErrorEvent && quickOutput(data) {
+		return evOutput, 0, nil
+	}
 	var w wireEvent
 	if json.Unmarshal(data, &w) != nil {
 		if isErrorEvent {
@@ -84,7 +90,7 @@ func classifyEvent(e sse.Event) (kind eventKind, status int, body []byte) {
 	switch {
 	case present(w.Error):
 		return evError, errorStatus(w.Error), data
-	case w.Type == "response.failed" && w.Response != nil && present(w.Response.Error):
+	case w.Type == "response.failed" && present(w.Response.Error):
 		return evError, errorStatus(w.Response.Error), wrapError(w.Response.Error)
 	case isErrorEvent || w.Type == "error":
 		// The Responses API puts code and message at the top level.
@@ -100,18 +106,16 @@ func classifyEvent(e sse.Event) (kind eventKind, status int, body []byte) {
 		// Assistants APIs' output_text, reasoning, arguments deltas.
 		return evOutput, 0, nil
 	case w.Choices != nil:
-		for _, c := range *w.Choices {
-			if nonEmpty(c.Text) {
-				return evOutput, 0, nil
-			}
-			if d := c.Delta; d != nil && (nonEmpty(d.Content) || nonEmpty(d.Reasoning) || nonEmpty(d.ReasoningContent) ||
-				nonEmpty(d.Refusal) || nonEmpty(d.ToolCalls) || nonEmpty(d.FunctionCall) || nonEmpty(d.Audio)) {
+		for _, c := range w.Choices {
+			d := c.Delta
+			if c.Text != "" || d.Content != "" || d.Reasoning != "" || d.ReasoningContent != "" || d.Refusal != "" ||
+				len(d.ToolCalls) > 0 || d.FunctionCall != nil || d.Audio != nil {
 				return evOutput, 0, nil
 			}
 		}
 		return evPreamble, 0, nil
 	case w.Candidates != nil:
-		for _, c := range *w.Candidates {
+		for _, c := range w.Candidates {
 			if len(c.Content.Parts) > 0 {
 				return evOutput, 0, nil
 			}
@@ -121,6 +125,37 @@ func classifyEvent(e sse.Event) (kind eventKind, status int, body []byte) {
 		return evPreamble, 0, nil
 	}
 	return evOther, 0, nil
+}
+
+// outputKeys name the string members that hold generated text in OpenAI
+// deltas, legacy completions, Anthropic deltas and Gemini parts.
+var outputKeys = [...][]byte{[]byte(`"content"`), []byte(`"text"`), []byte(`"reasoning_content"`), []byte(`"reasoning"`)}
+
+// quickOutput spots the common output event (a token) without decoding
+// it: no "error" anywhere, and one of outputKeys with a non-empty string.
+// Decoding every token's JSON cost about ten allocations per event. A
+// false positive could only commit a stream early; anything it does not
+// recognise goes through the decoder.
+func quickOutput(data []byte) bool {
+	if bytes.Contains(data, []byte(`"error"`)) {
+		return false
+	}
+	for _, key := range outputKeys {
+		for rest := data; ; {
+			i := bytes.Index(rest, key)
+			if i < 0 {
+				break
+			}
+			rest = bytes.TrimLeft(rest[i+len(key):], " \t")
+			if len(rest) > 0 && rest[0] == ':' {
+				v := bytes.TrimLeft(rest[1:], " \t")
+				if len(v) > 1 && v[0] == '"' && v[1] != '"' {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 // anthropicPreamble are Anthropic's events that come before (or without)
@@ -134,16 +169,6 @@ var anthropicPreamble = map[string]bool{
 // present reports whether a JSON value is there and not null.
 func present(v json.RawMessage) bool {
 	return len(v) > 0 && string(v) != "null"
-}
-
-// nonEmpty reports whether a JSON value holds something: not null, not
-// "", not [] and not {}.
-func nonEmpty(v json.RawMessage) bool {
-	switch string(bytes.TrimSpace(v)) {
-	case "", "null", `""`, "[]", "{}":
-		return false
-	}
-	return true
 }
 
 func wrapError(v json.RawMessage) []byte {
