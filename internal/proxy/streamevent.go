@@ -132,12 +132,13 @@ func classifyEvent(e sse.Event) (kind eventKind, status int, body []byte) {
 var outputKeys = [...][]byte{[]byte(`"content"`), []byte(`"text"`), []byte(`"reasoning_content"`), []byte(`"reasoning"`)}
 
 // quickOutput spots the common output event (a token) without decoding
-// it: no "error" anywhere, and one of outputKeys with a non-empty string.
+// it: no "error" anywhere (mentionsError), and one of outputKeys with a
+// non-empty string.
 // Decoding every token's JSON cost about ten allocations per event. A
 // false positive could only commit a stream early; anything it does not
 // recognise goes through the decoder.
 func quickOutput(data []byte) bool {
-	if bytes.Contains(data, []byte(`"error"`)) {
+	if mentionsError(data) {
 		return false
 	}
 	for _, key := range outputKeys {
@@ -153,6 +154,19 @@ func quickOutput(data []byte) bool {
 					return true
 				}
 			}
+		}
+	}
+	return false
+}
+
+// mentionsError reports whether data has "error" in any case followed by a
+// quote, as a key the decoder would match (it matches names without regard
+// to case) or a value: then the decoder decides.
+func mentionsError(data []byte) bool {
+	for i := 0; i+6 <= len(data); i++ {
+		if data[i+5] == '"' && (data[i]|0x20) == 'e' && (data[i+1]|0x20) == 'r' && (data[i+2]|0x20) == 'r' &&
+			(data[i+3]|0x20) == 'o' && (data[i+4]|0x20) == 'r' {
+			return true
 		}
 	}
 	return false

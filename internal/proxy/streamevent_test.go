@@ -1,7 +1,9 @@
 package proxy
 
 import (
+	"encoding/json"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/gpt-load/gpt-load/internal/classify"
@@ -71,4 +73,33 @@ func TestClassifyEvent(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzClassifyEvent: classifying never panics, and the byte-level token
+// check never hides an error the JSON decoder would see (for bodies
+// without escapes, which could spell "error" in a way bytes do not show).
+func FuzzClassifyEvent(f *testing.F) {
+	f.Add("", `{"choices":[{"delta":{"content":"Hi"}}]}`)
+	f.Add("error", `{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}`)
+	f.Add("", `{"error":{"code":503,"status":"UNAVAILABLE"},"choices":[{"delta":{"content":"x"}}]}`)
+	f.Add("content_block_delta", `{"type":"content_block_delta","delta":{"type":"text_delta","text":"Hi"}}`)
+	f.Add("", `{"candidates": [{"content": {"parts": [{"text": "Hello"}]}}]}`)
+	f.Add("", `{"Error":{"code":"server_error"},"choices":[{"delta":{"content":"x"}}]}`)
+	f.Fuzz(func(t *testing.T, typ, data string) {
+		kind, _, _ := classifyEvent(sse.Event{Type: []byte(typ), Data: []byte(data)})
+		if kind != evOutput || typ == "error" || strings.Contains(data, `\`) {
+			return
+		}
+		var w struct {
+			Error    json.RawMessage `json:"error"`
+			Type     string          `json:"type"`
+			Response struct {
+				Error json.RawMessage `json:"error"`
+			} `json:"response"`
+		}
+		if json.Unmarshal([]byte(data), &w) == nil && (present(w.Error) || w.Type == "error" ||
+			(w.Type == "response.failed" && present(w.Response.Error))) {
+			t.Errorf("classifyEvent(%q, %q) = output; the event is an error", typ, data)
+		}
+	})
 }
