@@ -69,8 +69,8 @@ func TestOpenAISDKStreamsThroughKeepalives(t *testing.T) {
 	if m == nil {
 		t.Fatalf("no bytes in the access line:\n%s", e.Logs.String())
 	}
-	if b, _ := strconv.ParseInt(m[1], 10, 64); b < sent.Load()+2*int64(len(": keepalive\n\n")) {
-		t.Errorf("client was sent %d bytes for %d upstream bytes; want at least two keepalives more", b, sent.Load())
+	if b, _ := strconv.ParseInt(m[1], 10, 64); b < sent.Load()+int64(len(": keepalive\n\n")) {
+		t.Errorf("client was sent %d bytes for %d upstream bytes; want a keepalive more at least", b, sent.Load())
 	}
 }
 
