@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"slices"
 	"strconv"
@@ -34,11 +33,9 @@ type result struct {
 }
 
 // plan lays out the arrivals of s over d: one every 1/rate, open loop, so
-// a slow answer never delays the next arrival; plus the bursts. The kinds
-// come from a generator seeded with the scenario's name, so every run
-// sends the same requests.
+// a slow answer never delays the next arrival; plus the bursts. Mistakes
+// are spread evenly at their share, so every run sends the same requests.
 func plan(s scenario, d time.Duration) []request {
-	rng := rand.New(rand.NewPCG(uint64(len(s.name)), 9))
 	models := s.models
 	if len(models) == 0 {
 		models = []string{"gpt-4o-mini"}
@@ -48,7 +45,7 @@ func plan(s scenario, d time.Duration) []request {
 	n := int(s.rate * d.Seconds())
 	for i := range n {
 		r := request{at: time.Duration(float64(i) / s.rate * float64(time.Second))}
-		if rng.Float64() < s.mistakeShare {
+		if int(float64(i+1)*s.mistakeShare) > int(float64(i)*s.mistakeShare) {
 			m := s.mistakes[mistakes%len(s.mistakes)]
 			r.mistake = &m
 			mistakes++

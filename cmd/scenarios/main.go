@@ -194,10 +194,23 @@ func runScenario(ctx context.Context, s scenario, bin, dir string, d time.Durati
 	reqs := plan(s, d)
 	sim.Reset() // the clock, limit windows and episodes start with the traffic
 	start := time.Now()
+	probed := make(chan struct{})
+	go func() {
+		defer close(probed)
+		for _, off := range s.probes {
+			if !sleepUntil(ctx, start.Add(off)) {
+				return
+			}
+			p := &probe{offset: off, at: time.Now()}
+			p.keys, _, p.err = proxyKeys(ctx, client, base)
+			r.probes = append(r.probes, p)
+		}
+	}()
 	r.results = drive(ctx, client, base, reqs, start, 30*time.Second)
+	<-probed
 
 	r.statsAt = time.Now()
-	if r.keys, err = proxyKeys(ctx, client, base); err != nil {
+	if r.keys, r.targetsBenched, err = proxyKeys(ctx, client, base); err != nil {
 		r.err = err
 		return r
 	}
@@ -209,26 +222,48 @@ func runScenario(ctx context.Context, s scenario, bin, dir string, d time.Durati
 	return r
 }
 
-// proxyKeys reads every key's state from gpt-load's /stats?keys=1.
-func proxyKeys(ctx context.Context, c *http.Client, base string) ([]keyView, error) {
+func sleepUntil(ctx context.Context, at time.Time) bool {
+	t := time.NewTimer(time.Until(at))
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// proxyKeys reads every key's state from gpt-load's /stats?keys=1, and
+// counts the targets that are not active.
+func proxyKeys(ctx context.Context, c *http.Client, base string) ([]keyView, int, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/stats?keys=1&limit=10000", nil)
 	resp, err := c.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("gpt-load /stats: %w", err)
+		return nil, 0, fmt.Errorf("gpt-load /stats: %w", err)
 	}
 	defer resp.Body.Close()
 	var st struct {
 		KeyDetails json.RawMessage `json:"key_details"`
+		Targets    []struct {
+			State string `json:"state"`
+		} `json:"targets"`
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("gpt-load /stats: status %d", resp.StatusCode)
+		return nil, 0, fmt.Errorf("gpt-load /stats: status %d", resp.StatusCode)
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-		return nil, fmt.Errorf("gpt-load /stats: %w", err)
+		return nil, 0, fmt.Errorf("gpt-load /stats: %w", err)
 	}
-	return parseKeyDetails(st.KeyDetails)
+	benched := 0
+	for _, t := range st.Targets {
+		if t.State != "active" {
+			benched++
+		}
+	}
+	keys, err := parseKeyDetails(st.KeyDetails)
+	return keys, benched, err
 }
 
 func freePort() (int, error) {

@@ -48,6 +48,28 @@ func parseKeyDetails(raw json.RawMessage) ([]keyView, error) {
 	return nil, fmt.Errorf("key_details: no list in %.200s", raw)
 }
 
+// probe is a view of gpt-load's keys taken during the run.
+type probe struct {
+	offset time.Duration // from the start of traffic
+	at     time.Time
+	keys   []keyView
+	err    error
+	wrong  int // good keys benched
+}
+
+// probeText describes the probes for the details column.
+func (r *report) probeText() string {
+	var parts []string
+	for _, p := range r.probes {
+		if p.err != nil {
+			parts = append(parts, fmt.Sprintf("at %v: %v", p.offset, oneLine(p.err.Error())))
+			continue
+		}
+		parts = append(parts, fmt.Sprintf("good keys benched at %.1f s: %d", p.offset.Seconds(), p.wrong))
+	}
+	return strings.Join(parts, "; ")
+}
+
 // report is one scenario's run and its figures.
 type report struct {
 	sc       scenario
@@ -56,6 +78,9 @@ type report struct {
 	sim      providersim.Stats
 	keys     []keyView
 	statsAt  time.Time
+	probes   []*probe
+	// targetsBenched counts targets not "active" at the end.
+	targetsBenched int
 
 	regular, regularOK, mistakes, mistakesOK int
 	wrongBlacklisted, wrongCooling           int
@@ -98,6 +123,18 @@ func (r *report) compute() {
 // than their account's limit window still needs; and (key, model) pairs
 // excluded although the key may use the model.
 func (r *report) benched() {
+	r.wrongBlacklisted, r.wrongCooling, r.wrongExclusions = r.wronglyBenched(r.keys, r.statsAt)
+	for _, p := range r.probes {
+		b, c, _ := r.wronglyBenched(p.keys, p.at)
+		p.wrong = b + c
+	}
+}
+
+// wronglyBenched counts, in a view of the keys taken at time at, the good
+// keys blacklisted, those cooling beyond what their account's window
+// needs, and the (key, model) pairs excluded although the key may use the
+// model.
+func (r *report) wronglyBenched(keys []keyView, at time.Time) (black, cool, excl int) {
 	byPreview := map[string]providersim.Key{}
 	for _, k := range r.sc.sim.Keys {
 		byPreview[secret.Mask(k.Key)] = k
@@ -112,7 +149,7 @@ func (r *report) benched() {
 	for _, m := range r.sc.sim.Models {
 		models[m] = true
 	}
-	for _, v := range r.keys {
+	for _, v := range keys {
 		k, known := byPreview[v.Preview]
 		if !known {
 			continue
@@ -121,7 +158,7 @@ func (r *report) benched() {
 		switch v.State {
 		case "blacklisted":
 			if !bad {
-				r.wrongBlacklisted++
+				black++
 			}
 		case "cooling":
 			until := v.CoolingUntil
@@ -131,8 +168,8 @@ func (r *report) benched() {
 			t, err := time.Parse(time.RFC3339, until)
 			// RFC 3339 seconds round the deadline down: a rest of the
 			// window's length may show up to a second short, never long.
-			if !bad && (err != nil || t.After(r.statsAt.Add(windows[k.Account]))) {
-				r.wrongCooling++
+			if !bad && (err != nil || t.After(at.Add(windows[k.Account]))) {
+				cool++
 			}
 		}
 		for _, ex := range v.ModelsExcluded {
@@ -141,10 +178,11 @@ func (r *report) benched() {
 				denied = denied || d == ex.Model
 			}
 			if models[ex.Model] && !denied {
-				r.wrongExclusions++
+				excl++
 			}
 		}
 	}
+	return black, cool, excl
 }
 
 // recoveryAfter is the time from end to the start of the first whole

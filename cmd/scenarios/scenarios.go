@@ -26,6 +26,8 @@ type scenario struct {
 	mistakes     []mistake
 	models       []string // regular requests take these in turn
 	bursts       []burst
+	// probes are offsets at which gpt-load's keys are read during the run.
+	probes []time.Duration
 	// judge returns what missed the target ("" items are dropped) and the
 	// scenario's own figures for the details column.
 	judge func(r *report) (missed []string, details string)
@@ -183,12 +185,19 @@ func scenarios() []scenario {
 			setup:  "10 keys; from 6 s to 14 s every request gets 429 rate_limit_exceeded (IP-wide, Retry-After: 2)",
 			target: "no key benched beyond the storm by more than its Retry-After; ≥ 95 % success within 2 s of its end; ≤ 1.5 attempts per request",
 			sim:    c, rate: 50, streamEvery: 4, mistakeShare: 0.05, mistakes: everyMistake,
+			probes: []time.Duration{16500 * time.Millisecond}, // the storm's end + Retry-After + 0.5 s
 			judge: func(r *report) ([]string, string) {
 				missed := []string{r.noneBenched(), r.maxAttemptsPerRequest(1.5)}
 				if rec := r.recovery[0]; rec < 0 || rec > 2*time.Second {
 					missed = append(missed, "recovery "+fmtRecovery(rec)+" > 2 s")
 				}
-				return missed, fmt.Sprintf("attempts per request during the storm: %.2f", r.attemptsPerRequestIn(6*time.Second, 14*time.Second))
+				for _, p := range r.probes {
+					if p.wrong > 0 {
+						missed = append(missed, fmt.Sprintf("%d good keys benched at %.1f s", p.wrong, p.offset.Seconds()))
+					}
+				}
+				return missed, fmt.Sprintf("attempts per request during the storm: %.2f; %s; targets benched at the end: %d",
+					r.attemptsPerRequestIn(6*time.Second, 14*time.Second), r.probeText(), r.targetsBenched)
 			},
 		})
 	}
@@ -207,9 +216,16 @@ func scenarios() []scenario {
 			sim:    c, env: map[string]string{"KEY_COOLDOWN": "1", "QUEUE_TIMEOUT": "5"},
 			rate: 10, streamEvery: 1, mistakeShare: 0.05, mistakes: everyMistake,
 			bursts: []burst{{3 * time.Second, 250}, {9 * time.Second, 250}, {15 * time.Second, 250}},
+			probes: []time.Duration{5 * time.Second, 11 * time.Second, 17 * time.Second}, // 2 s after each burst
 			judge: func(r *report) ([]string, string) {
-				return []string{r.minSuccess(99.5), r.noneBenched()},
-					fmt.Sprintf("burst requests: %.2f %% success; most streams at once upstream: %d", r.burstSuccess(), r.sim.MaxInFlight)
+				missed := []string{r.minSuccess(99.5), r.noneBenched()}
+				for _, p := range r.probes {
+					if p.wrong > 0 {
+						missed = append(missed, fmt.Sprintf("%d keys resting beyond their window at %.0f s", p.wrong, p.offset.Seconds()))
+					}
+				}
+				return missed, fmt.Sprintf("burst requests: %.2f %% success; most streams at once upstream: %d; %s",
+					r.burstSuccess(), r.sim.MaxInFlight, r.probeText())
 			},
 		})
 	}
@@ -246,7 +262,8 @@ func scenarios() []scenario {
 			sim:    c, rate: 50, streamEvery: 4, mistakeShare: 0.05, mistakes: everyMistake,
 			judge: func(r *report) ([]string, string) {
 				return []string{r.minSuccess(99), r.noneBenched()},
-					fmt.Sprintf("attempts per request during the outage: %.2f", r.attemptsPerRequestIn(6*time.Second, 12*time.Second))
+					fmt.Sprintf("attempts per request during the outage: %.2f; targets benched at the end: %d",
+						r.attemptsPerRequestIn(6*time.Second, 12*time.Second), r.targetsBenched)
 			},
 		})
 	}
