@@ -131,12 +131,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
+// gitDescribe names the commit measured and the last commit that changed
+// the proxy's code (the runner's own commits change neither).
 func gitDescribe() string {
 	b, err := exec.Command("git", "describe", "--always", "--dirty", "--exclude", "*").Output()
 	if err != nil {
 		return "unknown commit"
 	}
-	return "commit " + strings.TrimSpace(string(b))
+	s := "commit " + strings.TrimSpace(string(b))
+	p, err := exec.Command("git", "log", "-1", "--format=%h %s", "--", "cmd/gpt-load", "internal",
+		":(exclude)internal/providersim").Output()
+	if err == nil && len(p) > 0 {
+		s += " (proxy code last changed in " + strings.TrimSpace(string(p)) + ")"
+	}
+	return s
 }
 
 // runScenario runs s and measures it; errors land in the report.

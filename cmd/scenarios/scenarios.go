@@ -158,9 +158,11 @@ func scenarios() []scenario {
 		for i := 0; i < 10; i += 2 {
 			c.Keys[i].DeniedModels = []string{"gpt-4o"}
 		}
+		// Two of them are refused as a project, with 403.
+		c.Keys[2].DeniedAs, c.Keys[6].DeniedAs = providersim.DeniedAsProject, providersim.DeniedAsProject
 		list = append(list, scenario{
 			name:   "models",
-			setup:  "10 keys, 5 of them may not use gpt-4o (404 model_not_found); traffic half gpt-4o-mini, half gpt-4o",
+			setup:  "10 keys, 5 of them may not use gpt-4o (3 answer 404 model_not_found, 2 as a project 403 model_not_found); traffic half gpt-4o-mini, half gpt-4o",
 			target: "100 % success, 0 keys blacklisted or cooling, ≤ 2 attempts per request once the pairs are known",
 			sim:    c, env: map[string]string{"MODEL_COOLDOWN": "3600"},
 			rate: 50, streamEvery: 4, mistakeShare: 0.05, mistakes: everyMistake,

@@ -40,6 +40,14 @@ func errModelNotFound(model string) apiError {
 	}}
 }
 
+// errProjectNoModel is OpenAI's 403 for a project not allowed a model.
+func errProjectNoModel(project, model string) apiError {
+	return apiError{apiErrorBody{
+		Message: "Project `" + project + "` does not have access to model `" + model + "`",
+		Type:    "invalid_request_error", Code: ptr("model_not_found"),
+	}}
+}
+
 func errInsufficientQuota() apiError {
 	return apiError{apiErrorBody{
 		Message: "You exceeded your current quota, please check your plan and billing details. For more information on this error, read the docs: https://platform.openai.com/docs/guides/error-codes/api-errors.",

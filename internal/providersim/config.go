@@ -74,10 +74,18 @@ type Key struct {
 	Account string `json:"account"`
 	// State is "" (healthy), "revoked" or "no_quota".
 	State string `json:"state"`
-	// DeniedModels exist but this key may not use them (404
-	// model_not_found, worded as for a model that does not exist).
+	// DeniedModels exist but this key may not use them: 404
+	// model_not_found, worded as for a model that does not exist, or with
+	// DeniedAs "project", 403 model_not_found as OpenAI answers for a
+	// project not allowed the model ("Project `proj_…` does not have
+	// access to model `X`").
 	DeniedModels []string `json:"denied_models"`
+	DeniedAs     string   `json:"denied_as"`
 }
+
+// DeniedAsProject makes a key's denied models answer 403, as for a
+// project restricted to some models.
+const DeniedAsProject = "project"
 
 // Episode kinds.
 const (
@@ -204,6 +212,9 @@ func (c Config) validate() error {
 		}
 		if k.State != KeyOK && k.State != KeyRevoked && k.State != KeyNoQuota {
 			errs = append(errs, fmt.Errorf("keys[%d]: state %q: want \"\", %q or %q", i, k.State, KeyRevoked, KeyNoQuota))
+		}
+		if k.DeniedAs != "" && k.DeniedAs != DeniedAsProject {
+			errs = append(errs, fmt.Errorf("keys[%d]: denied_as %q: want \"\" or %q", i, k.DeniedAs, DeniedAsProject))
 		}
 		for _, m := range k.DeniedModels {
 			if !slices.Contains(c.Models, m) {

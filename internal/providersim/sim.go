@@ -26,7 +26,7 @@ const (
 	Storm                       // 429 rate_limit_exceeded: the IP-wide storm
 	NoQuota                     // 429 insufficient_quota
 	Revoked                     // 401 invalid_api_key (revoked, unknown or missing key)
-	ModelDenied                 // 404 model_not_found: a model that exists but this key may not use
+	ModelDenied                 // 404 (403 for a project) model_not_found: a model that exists but this key may not use
 	UnknownModel                // 404 model_not_found: a model no key has
 	BadRequest                  // 400 invalid_request_error: the client's mistake
 	Unavailable                 // 503: a target episode
@@ -409,6 +409,10 @@ func (s *Sim) chat(w http.ResponseWriter, r *http.Request, t *target) {
 	case !s.models[model]:
 		s.record(t, k, sec, UnknownModel)
 		writeError(w, http.StatusNotFound, errModelNotFound(model))
+		return
+	case k.denied[model] && k.cfg.DeniedAs == DeniedAsProject:
+		s.record(t, k, sec, ModelDenied)
+		writeError(w, http.StatusForbidden, errProjectNoModel("proj_sim"+k.cfg.Account, model))
 		return
 	case k.denied[model]:
 		s.record(t, k, sec, ModelDenied)

@@ -22,6 +22,7 @@ const (
 	keyNoGPT4o = "sk-simtest-nomd-000000000000000000004"
 	keyLimited = "sk-simtest-limt-000000000000000000005"
 	keyQuiet   = "sk-simtest-quie-000000000000000000006"
+	keyProject = "sk-simtest-proj-000000000000000000007"
 )
 
 func start(t *testing.T, c Config) *Sim {
@@ -89,6 +90,7 @@ func TestAnswers(t *testing.T) {
 			{Key: keyNoQuota, Account: "q", State: KeyNoQuota},
 			{Key: keyNoGPT4o, Account: "q", DeniedModels: []string{"gpt-4o"}},
 			{Key: keyLimited, Account: "a"},
+			{Key: keyProject, Account: "q", DeniedModels: []string{"gpt-4o"}, DeniedAs: DeniedAsProject},
 		},
 	})
 	url := s.URLs()[0]
@@ -103,6 +105,7 @@ func TestAnswers(t *testing.T) {
 		{"no key", "", chatJSON("gpt-4o", false), 401, "invalid_api_key", "You didn't provide an API key"},
 		{"out of quota", keyNoQuota, chatJSON("gpt-4o", false), 429, "insufficient_quota", "exceeded your current quota"},
 		{"denied model", keyNoGPT4o, chatJSON("gpt-4o", false), 404, "model_not_found", "The model `gpt-4o` does not exist or you do not have access to it."},
+		{"denied model of a project", keyProject, chatJSON("gpt-4o", false), 403, "model_not_found", "Project `proj_simq` does not have access to model `gpt-4o`"},
 		{"allowed model of that key", keyNoGPT4o, chatJSON("gpt-4o-mini", false), 200, "", ""},
 		{"unknown model", keyGood, chatJSON("gpt-4o-minii", false), 404, "model_not_found", "The model `gpt-4o-minii` does not exist"},
 		{"bad JSON", keyGood, `{"model":"gpt-4o",`, 400, "", "could not parse the JSON body"},
@@ -139,14 +142,14 @@ func TestAnswers(t *testing.T) {
 	}
 
 	st := s.Snapshot()
-	want := map[string]int64{"ok": 4, "revoked": 3, "no_quota": 1, "model_denied": 1, "unknown_model": 1, "bad_request": 3, "rate_limited": 1}
+	want := map[string]int64{"ok": 4, "revoked": 3, "no_quota": 1, "model_denied": 2, "unknown_model": 1, "bad_request": 3, "rate_limited": 1}
 	for k, v := range want {
 		if st.Outcomes[k] != v {
 			t.Errorf("outcome %s = %d; want %d (all: %v)", k, st.Outcomes[k], v, st.Outcomes)
 		}
 	}
-	if st.Attempts != 14 || st.Keys[4].Attempts != 3 || st.Keys[4].Outcomes["rate_limited"] != 1 {
-		t.Errorf("attempts = %d, limited key %d (%v); want 14 and 3 with 1 rate_limited", st.Attempts, st.Keys[4].Attempts, st.Keys[4].Outcomes)
+	if st.Attempts != 15 || st.Keys[4].Attempts != 3 || st.Keys[4].Outcomes["rate_limited"] != 1 {
+		t.Errorf("attempts = %d, limited key %d (%v); want 15 and 3 with 1 rate_limited", st.Attempts, st.Keys[4].Attempts, st.Keys[4].Outcomes)
 	}
 	for _, k := range st.Keys {
 		if strings.Contains(k.Preview, "0000000000") {
