@@ -3,7 +3,9 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
+	"slices"
 	"strings"
 	"time"
 
@@ -111,6 +113,12 @@ func (r *report) compute() {
 	}
 	var missed []string
 	missed, r.details = r.sc.judge(r)
+	if f := r.failures(); f != "" {
+		if r.details != "" {
+			r.details += "; "
+		}
+		r.details += f
+	}
 	for _, m := range missed {
 		if m != "" {
 			r.missed = append(r.missed, m)
@@ -205,6 +213,26 @@ func (r *report) recoveryAfter(end time.Duration) time.Duration {
 		}
 	}
 	return -1
+}
+
+// failures tells what the failed regular requests got, by status (0: no
+// answer), e.g. "failed: 429×53, 503×2".
+func (r *report) failures() string {
+	by := map[int]int{}
+	for _, x := range r.results {
+		if x.mistake == nil && !x.ok {
+			by[x.status]++
+		}
+	}
+	if len(by) == 0 {
+		return ""
+	}
+	codes := slices.Sorted(maps.Keys(by))
+	var parts []string
+	for _, c := range codes {
+		parts = append(parts, fmt.Sprintf("%d×%d", c, by[c]))
+	}
+	return "failed: " + strings.Join(parts, ", ")
 }
 
 func fmtRecovery(d time.Duration) string {
