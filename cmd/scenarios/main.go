@@ -15,6 +15,7 @@
 package main
 
 import (
+	"archive/tar"
 	"context"
 	"encoding/json"
 	"errors"
@@ -30,6 +31,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -51,6 +53,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	out := fs.String("out", "", "Markdown file to write the table into, e.g. docs/scenarios.md (default: print only)")
 	title := fs.String("title", "Latest run", "section heading the table goes under in -out; a section of that name is replaced")
 	bin := fs.String("gpt-load", "", "gpt-load binary to measure (default: build ./cmd/gpt-load)")
+	rev := fs.String("rev", "", "build gpt-load from this git revision instead of the working tree, e.g. a commit before a change")
 	keep := fs.Bool("keep", false, "keep the work directory (keys files, gpt-load logs)")
 	list := fs.Bool("list", false, "list the scenarios and exit")
 	if err := fs.Parse(args[1:]); err != nil {
@@ -87,16 +90,32 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	} else {
 		defer os.RemoveAll(work)
 	}
-	if *bin == "" {
-		*bin = filepath.Join(work, "gpt-load")
+	commit := gitDescribe()
+	switch {
+	case *bin != "" && *rev != "":
+		return errors.New("-gpt-load and -rev: give one")
+	case *bin != "":
+		commit = "binary " + *bin
+	default:
+		src := "."
+		if *rev != "" {
+			src = filepath.Join(work, "src")
+			if err := checkout(ctx, *rev, src); err != nil {
+				return err
+			}
+			commit = revision(*rev)
+		}
+		*bin, err = filepath.Abs(filepath.Join(work, "gpt-load"))
+		if err != nil {
+			return err
+		}
 		fmt.Fprintln(stderr, "building gpt-load")
 		b := exec.CommandContext(ctx, "go", "build", "-o", *bin, "./cmd/gpt-load")
-		b.Stdout, b.Stderr = stderr, stderr
+		b.Dir, b.Stdout, b.Stderr = src, stderr, stderr
 		if err := b.Run(); err != nil {
 			return fmt.Errorf("go build ./cmd/gpt-load (run from the repository root): %w", err)
 		}
 	}
-	commit := gitDescribe()
 	started := time.Now().UTC()
 
 	var reports []*report
@@ -145,6 +164,64 @@ func gitDescribe() string {
 		s += " (proxy code last changed in " + strings.TrimSpace(string(p)) + ")"
 	}
 	return s
+}
+
+// checkout writes the tree of git revision rev into dir.
+func checkout(ctx context.Context, rev, dir string) error {
+	cmd := exec.CommandContext(ctx, "git", "archive", "--format=tar", rev)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	var errBuf strings.Builder
+	cmd.Stderr = &errBuf
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("git archive: %w", err)
+	}
+	tr := tar.NewReader(out)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			cmd.Wait()
+			return fmt.Errorf("git archive %s: %w %s", rev, err, errBuf.String())
+		}
+		name := filepath.Join(dir, filepath.FromSlash(h.Name))
+		if !strings.HasPrefix(name, filepath.Clean(dir)+string(filepath.Separator)) {
+			continue
+		}
+		switch h.Typeflag {
+		case tar.TypeDir:
+			err = os.MkdirAll(name, 0o755)
+		case tar.TypeReg:
+			if err = os.MkdirAll(filepath.Dir(name), 0o755); err == nil {
+				var f *os.File
+				if f, err = os.OpenFile(name, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644); err == nil {
+					_, err = io.Copy(f, tr)
+					f.Close()
+				}
+			}
+		}
+		if err != nil {
+			cmd.Wait()
+			return err
+		}
+	}
+	if err := cmd.Wait(); err != nil {
+		return fmt.Errorf("git archive %s: %w %s", rev, err, strings.TrimSpace(errBuf.String()))
+	}
+	return nil
+}
+
+// revision names git revision rev for the table's header.
+func revision(rev string) string {
+	b, err := exec.Command("git", "log", "-1", "--format=%h %s", rev).Output()
+	if err != nil {
+		return "revision " + rev
+	}
+	return "commit " + strings.TrimSpace(string(b))
 }
 
 // runScenario runs s and measures it; errors land in the report.
@@ -226,8 +303,21 @@ func runScenario(ctx context.Context, s scenario, bin, dir string, d time.Durati
 		r.err = err
 		return r
 	}
+	proc.stop() // flushes its log
+	r.targetBenchings = countBenchings(logPath)
 	r.compute()
 	return r
+}
+
+// countBenchings counts the times gpt-load's log says it benched a target
+// (a warning, so it is logged at LOG_LEVEL=warn): /stats shows only the
+// state at the moment it is read.
+func countBenchings(logPath string) int {
+	b, err := os.ReadFile(logPath)
+	if err != nil {
+		return -1
+	}
+	return strings.Count(string(b), `msg="upstream benched`)
 }
 
 func sleepUntil(ctx context.Context, at time.Time) bool {
@@ -285,9 +375,10 @@ func freePort() (int, error) {
 
 // proxy is a running gpt-load process.
 type proxy struct {
-	cmd    *exec.Cmd
-	exited chan struct{}
-	log    *os.File
+	cmd      *exec.Cmd
+	exited   chan struct{}
+	log      *os.File
+	stopOnce sync.Once
 }
 
 // startProxy starts bin in dir with only env (and PATH) in its
@@ -341,16 +432,19 @@ func (p *proxy) waitReady(ctx context.Context, c *http.Client, base string) erro
 	return errors.New("gpt-load did not answer /health within 15 s")
 }
 
-// stop sends SIGTERM and waits up to 10 s, then kills.
+// stop sends SIGTERM and waits up to 10 s, then kills. Calls after the
+// first do nothing.
 func (p *proxy) stop() {
-	defer p.log.Close()
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.exited:
-	case <-time.After(10 * time.Second):
-		p.cmd.Process.Kill()
-		<-p.exited
-	}
+	p.stopOnce.Do(func() {
+		defer p.log.Close()
+		p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.exited:
+		case <-time.After(10 * time.Second):
+			p.cmd.Process.Kill()
+			<-p.exited
+		}
+	})
 }
 
 // tail is the end of a log file, for an error message.

@@ -81,8 +81,10 @@ type report struct {
 	keys     []keyView
 	statsAt  time.Time
 	probes   []*probe
-	// targetsBenched counts targets not "active" at the end.
-	targetsBenched int
+	// targetsBenched counts targets not "active" at the end;
+	// targetBenchings the times gpt-load logged benching one.
+	targetsBenched  int
+	targetBenchings int
 
 	regular, regularOK, mistakes, mistakesOK int
 	wrongBlacklisted, wrongCooling           int
@@ -113,6 +115,12 @@ func (r *report) compute() {
 	}
 	var missed []string
 	missed, r.details = r.sc.judge(r)
+	if r.targetBenchings > 0 {
+		if r.details != "" {
+			r.details += "; "
+		}
+		r.details += fmt.Sprintf("gpt-load benched a target %d times", r.targetBenchings)
+	}
 	if f := r.failures(); f != "" {
 		if r.details != "" {
 			r.details += "; "
