@@ -90,7 +90,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	} else {
 		defer os.RemoveAll(work)
 	}
-	commit := gitDescribe()
+	commit := gitDescribe(*out)
 	switch {
 	case *bin != "" && *rev != "":
 		return errors.New("-gpt-load and -rev: give one")
@@ -152,12 +152,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 // gitDescribe names the commit measured and the last commit that changed
 // the proxy's code (the runner's own commits change neither).
-func gitDescribe() string {
-	b, err := exec.Command("git", "describe", "--always", "--dirty", "--exclude", "*").Output()
+func gitDescribe(out string) string {
+	b, err := exec.Command("git", "describe", "--always", "--exclude", "*").Output()
 	if err != nil {
 		return "unknown commit"
 	}
 	s := "commit " + strings.TrimSpace(string(b))
+	// Changes count, except to the file the tables go into.
+	st, _ := exec.Command("git", "status", "--porcelain", "--untracked-files=no").Output()
+	for _, l := range strings.Split(strings.TrimSpace(string(st)), "\n") {
+		if l != "" && (out == "" || !strings.HasSuffix(l, " "+filepath.ToSlash(filepath.Clean(out)))) {
+			s += " with uncommitted changes"
+			break
+		}
+	}
 	p, err := exec.Command("git", "log", "-1", "--format=%h %s", "--", "cmd/gpt-load", "internal",
 		":(exclude)internal/providersim").Output()
 	if err == nil && len(p) > 0 {
