@@ -227,9 +227,11 @@ func (r *report) recoveryAfter(end time.Duration) time.Duration {
 // answer), e.g. "failed: 429×53, 503×2".
 func (r *report) failures() string {
 	by := map[int]int{}
+	attempts := 0
 	for _, x := range r.results {
 		if x.mistake == nil && !x.ok {
 			by[x.status]++
+			attempts += x.attempts
 		}
 	}
 	if len(by) == 0 {
@@ -237,10 +239,12 @@ func (r *report) failures() string {
 	}
 	codes := slices.Sorted(maps.Keys(by))
 	var parts []string
+	n := 0
 	for _, c := range codes {
 		parts = append(parts, fmt.Sprintf("%d×%d", c, by[c]))
+		n += by[c]
 	}
-	return "failed: " + strings.Join(parts, ", ")
+	return fmt.Sprintf("failed: %s, after %.2f attempts each", strings.Join(parts, ", "), float64(attempts)/float64(n))
 }
 
 func fmtRecovery(d time.Duration) string {
