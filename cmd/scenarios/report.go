@@ -115,6 +115,10 @@ func (r *report) compute() {
 	}
 	var missed []string
 	missed, r.details = r.sc.judge(r)
+	// Without every key in view, "0 benched" would mean nothing.
+	if seen := r.keysSeen(); seen < len(r.sc.sim.Keys) {
+		missed = append(missed, fmt.Sprintf("/stats?keys=1 showed %d of %d keys", seen, len(r.sc.sim.Keys)))
+	}
 	if r.targetBenchings > 0 {
 		if r.details != "" {
 			r.details += "; "
@@ -144,6 +148,21 @@ func (r *report) benched() {
 		b, c, _ := r.wronglyBenched(p.keys, p.at)
 		p.wrong = b + c
 	}
+}
+
+// keysSeen counts the simulator's keys found in gpt-load's key details.
+func (r *report) keysSeen() int {
+	previews := map[string]bool{}
+	for _, v := range r.keys {
+		previews[v.Preview] = true
+	}
+	n := 0
+	for _, k := range r.sc.sim.Keys {
+		if previews[secret.Mask(k.Key)] {
+			n++
+		}
+	}
+	return n
 }
 
 // wronglyBenched counts, in a view of the keys taken at time at, the good
