@@ -112,6 +112,10 @@ tidy: ## go mod tidy
 clean: ## remove build output and coverage files
 	rm -rf $(BIN_DIR) $(DIST_DIR) coverage.out coverage.html
 
+.PHONY: scenarios
+scenarios: ## gpt-load against the provider simulator through issue 9's scenarios (~3 min); writes docs/scenarios.md (TITLE="…" names the section)
+	go run ./cmd/scenarios -out docs/scenarios.md -title "$(if $(TITLE),$(TITLE),Latest run)" $(ARGS)
+
 .PHONY: validate-keys
 validate-keys: ## check each key of KEYS_FILE against the upstream (python3; ARGS="-c 20" passes options)
 	@command -v python3 >/dev/null 2>&1 || { echo "make $@: python3 is not installed" >&2; exit 2; }

@@ -1,0 +1,108 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gpt-load/gpt-load/internal/secret"
+)
+
+func TestWriteSection(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.md")
+	os.WriteFile(path, []byte("# T\n\nintro\n\n## Before\n\nold before\n\n## Notes\n\nkeep\n"), 0o600)
+	steps := []struct{ title, body string }{
+		{"Before", "new before"},
+		{"After", "after 1"},
+		{"After", "after 2"},
+	}
+	for _, s := range steps {
+		if err := writeSection(path, s.title, s.body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, _ := os.ReadFile(path)
+	want := "# T\n\nintro\n\n## Before\n\nnew before\n\n## Notes\n\nkeep\n\n## After\n\nafter 2\n"
+	if string(b) != want {
+		t.Errorf("file = %q; want %q", b, want)
+	}
+}
+
+func TestProviderAnswer(t *testing.T) {
+	unknown := mistake{kind: "unknown_model", model: "gpt-5o"}
+	tests := []struct {
+		name   string
+		m      mistake
+		status int
+		body   string
+		want   bool
+	}{
+		{"bad json", mistake{kind: "bad_json"}, 400, `{"error":{"message":"We could not parse the JSON body of your request.","type":"invalid_request_error","param":null,"code":null}}`, true},
+		{"no messages", mistake{kind: "no_messages"}, 400, `{"error":{"message":"Missing required parameter: 'messages'.","type":"invalid_request_error","param":"messages","code":"missing_required_parameter"}}`, true},
+		{"unknown model", unknown, 404, "{\"error\":{\"message\":\"The model `gpt-5o` does not exist or you do not have access to it.\",\"type\":\"invalid_request_error\",\"param\":null,\"code\":\"model_not_found\"}}", true},
+		{"another model named", unknown, 404, "{\"error\":{\"message\":\"The model `gpt-4o` does not exist or you do not have access to it.\",\"type\":\"invalid_request_error\",\"param\":null,\"code\":\"model_not_found\"}}", false},
+		{"proxy's own 503", unknown, 503, `{"error":{"message":"no key available","type":"server_error","code":"no_available_keys"}}`, false},
+		{"storm 429 passed on", unknown, 429, `{"error":{"message":"Rate limit reached for requests from your IP address. Please try again later.","type":"requests","param":null,"code":"rate_limit_exceeded"}}`, true},
+		{"status changed", mistake{kind: "bad_json"}, 502, `{"error":{"message":"We could not parse the JSON body of your request.","type":"invalid_request_error","code":null}}`, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := providerAnswer(tc.m, tc.status, []byte(tc.body)); got != tc.want {
+				t.Errorf("providerAnswer(%v, %d, …) = %v; want %v", tc.m, tc.status, got, tc.want)
+			}
+		})
+	}
+}
+
+// TestPlan checks the traffic is open loop at the scenario's rate, with
+// its share of mistakes and streams, and the same on every run.
+func TestPlan(t *testing.T) {
+	for _, s := range scenarios() {
+		t.Run(s.name, func(t *testing.T) {
+			d := 20 * time.Second
+			reqs := plan(s, d)
+			n, mistakes, streams, bursts := 0, 0, 0, 0
+			for i, r := range reqs {
+				if r.burst {
+					bursts++
+					continue
+				}
+				if want := time.Duration(float64(i) / s.rate * float64(time.Second)); r.at != want {
+					t.Fatalf("arrival %d at %v; want %v", i, r.at, want)
+				}
+				n++
+				if r.mistake != nil {
+					mistakes++
+				} else if r.stream {
+					streams++
+				}
+			}
+			if n != int(s.rate*d.Seconds()) {
+				t.Errorf("%d arrivals; want %v", n, s.rate*d.Seconds())
+			}
+			if got := float64(mistakes) / float64(n); got < s.mistakeShare*0.6 || got > s.mistakeShare*1.4 {
+				t.Errorf("mistake share %.3f; want about %.2f", got, s.mistakeShare)
+			}
+			if s.streamEvery > 0 && streams < (n-mistakes)/s.streamEvery-1 {
+				t.Errorf("%d streams of %d regular; want one in %d", streams, n-mistakes, s.streamEvery)
+			}
+			again := plan(s, d)
+			for i := range reqs {
+				if string(reqs[i].body()) != string(again[i].body()) {
+					t.Fatalf("request %d differs between two plans", i)
+				}
+			}
+			// Every key's preview is unique, so /stats can be matched.
+			seen := map[string]bool{}
+			for _, k := range s.sim.Keys {
+				p := secret.Mask(k.Key)
+				if seen[p] || strings.Contains(p, k.Key) {
+					t.Fatalf("preview %q repeats or is not masked", p)
+				}
+				seen[p] = true
+			}
+		})
+	}
+}
