@@ -100,7 +100,15 @@ func (h *health) keyFault(st *reqState, key *keymanager.Key, target *upstream.Ta
 	}
 	// The target answered, so it is up, whatever the key's trouble.
 	h.targets.Responded(target)
-	if recent && h.correlated(st, key, target, v, o.Status) {
+	// A 429 whose rate-limit headers say this key's own quota is spent is
+	// the key's limit, not an upstream refusing everyone.
+	ownLimit := false
+	if v.Fault == classify.KeyRateLimited {
+		if q, ok := classify.QuotaOf(o.Header, o.Now); ok && q.Exhausted() {
+			ownLimit = true
+		}
+	}
+	if recent && !ownLimit && h.correlated(st, key, target, v, o.Status) {
 		return
 	}
 	f := logrus.Fields{"key": key.Preview(), "upstream": target.Host(), "status": o.Status, "reason": v.Reason}

@@ -478,3 +478,41 @@ func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() boo
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestOwnQuota429NeverBlamesTarget: a burst meets keys over their own
+// limits, whose 429s carry rate-limit headers saying the key's quota is
+// spent. That is each key's limit, not an upstream refusing everyone: the
+// only target stays in rotation and the requests move on to other keys.
+func TestOwnQuota429NeverBlamesTarget(t *testing.T) {
+	keys := make([]string, 6)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("sk-test-own-%040d", i)
+	}
+	var limit atomic.Bool
+	up := testupstream.New(t, func(w http.ResponseWriter, r *http.Request) {
+		k := testupstream.KeyOf(r.Header)
+		if limit.Load() && (k == keys[0] || k == keys[1] || k == keys[2] || k == keys[3]) {
+			w.Header().Set("x-ratelimit-remaining-requests", "0")
+			w.Header().Set("x-ratelimit-reset-requests", "30s")
+			w.WriteHeader(429)
+			io.WriteString(w, openAIRateLimit)
+			return
+		}
+		io.WriteString(w, `{"ok":true}`)
+	})
+	e := start(t, keys, []string{up.URL}, map[string]string{"MAX_RETRIES": "5"})
+	for range 2 * len(keys) {
+		do(t, http.MethodGet, e.URL+"/v1/models", "")
+	}
+	limit.Store(true)
+	if bad := hammer(t, e.URL+"/v1/chat/completions", 100); bad != 0 {
+		t.Errorf("%d of 100 requests failed; want 0 (two keys had room)", bad)
+	}
+	st := stats(t, e)
+	if st.Targets[0].State != "active" {
+		t.Errorf("target %s; want active", st.Targets[0].State)
+	}
+	if strings.Contains(e.Logs.String(), "several healthy keys failed the same way") {
+		t.Error("keys over their own quota were taken for an upstream refusing everyone")
+	}
+}
