@@ -159,21 +159,27 @@ func TestUnknownModelCostsAttemptsOnlyUntilEveryKeyIsExcluded(t *testing.T) {
 }
 
 // hammer sends n concurrent requests and returns how many did not get 200.
-func hammer(t *testing.T, url string, n int) int64 {
+func hammer(t *testing.T, url string, n int) int64 { return clients(t, url, n, 1) }
+
+// clients runs n concurrent clients that each send each requests in turn,
+// and returns how many requests did not get 200.
+func clients(t *testing.T, url string, n, each int) int64 {
 	t.Helper()
 	var wg sync.WaitGroup
 	var bad atomic.Int64
 	for range n {
 		wg.Go(func() {
-			resp, err := client().Post(url, "application/json", strings.NewReader(chat("gpt-4o")))
-			if err != nil {
-				bad.Add(1)
-				return
-			}
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != 200 {
-				bad.Add(1)
+			for range each {
+				resp, err := client().Post(url, "application/json", strings.NewReader(chat("gpt-4o")))
+				if err != nil {
+					bad.Add(1)
+					continue
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					bad.Add(1)
+				}
 			}
 		})
 	}
@@ -288,34 +294,16 @@ func TestPerAccountLimitsCoolKeysNotTarget(t *testing.T) {
 		do(t, http.MethodGet, e.URL+"/v1/models", "")
 	}
 	limit.Store(true)
-	var wg sync.WaitGroup
-	var bad atomic.Int64
-	for range 6 { // six clients, each sending in turn
-		wg.Go(func() {
-			for range 10 {
-				resp, err := client().Post(e.URL+"/v1/chat/completions", "application/json", strings.NewReader(chat("gpt-4o")))
-				if err != nil {
-					bad.Add(1)
-					continue
-				}
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != 200 {
-					bad.Add(1)
-				}
-			}
-		})
-	}
-	wg.Wait()
+	bad := clients(t, e.URL+"/v1/chat/completions", 6, 10) // six clients, each sending in turn
 	// The very first answers of a burst can look like an upstream refusing
 	// every key (three limited keys answering before any other): the
 	// target is benched for a moment and a retry or two ends with the 429.
 	// The first success after it lifts the bench, and the limited keys go
 	// on carrying their own faults.
-	if n := bad.Load(); n > 12 {
+	if n := bad; n > 12 {
 		t.Errorf("%d of 60 requests failed; want at most a few at the burst's start", n)
 	}
-	t.Logf("%d of 60 requests failed", bad.Load())
+	t.Logf("%d of 60 requests failed", bad)
 	st := stats(t, e)
 	if st.Targets[0].State != "active" {
 		t.Errorf("target %s; want active: other keys succeed on it", st.Targets[0].State)
