@@ -3,10 +3,14 @@
 package config
 
 import (
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -30,6 +34,13 @@ type Config struct {
 	// AuthStyle is "auto", "bearer", "azure", "anthropic" or "gemini".
 	AuthStyle string
 	AuthKey   secret.Key
+
+	// UpstreamCAFile is UPSTREAM_CA_FILE, a PEM bundle of CA certificates
+	// trusted for upstream TLS besides the system's; empty: none.
+	UpstreamCAFile string
+	// UpstreamRootCAs is the system roots plus UpstreamCAFile's
+	// certificates; nil when UpstreamCAFile is empty (the system roots).
+	UpstreamRootCAs *x509.CertPool
 
 	CORS CORS
 
@@ -106,6 +117,7 @@ var Variables = []Variable{
 	{"OPENAI_BASE_URL", "https://api.openai.com", "upstream base URLs, comma-separated"},
 	{"AUTH_KEY", "", "token clients must present; empty: no client auth"},
 	{"UPSTREAM_AUTH_STYLE", "auto", "auto, bearer, azure, anthropic or gemini"},
+	{"UPSTREAM_CA_FILE", "", "PEM file of CA certificates trusted for upstream TLS besides the system's"},
 	{"ENABLE_CORS", "true", "answer CORS preflights and set CORS headers"},
 	{"ALLOWED_ORIGINS", "*", "comma-separated origins, or *"},
 	{"ALLOWED_METHODS", "GET,POST,PUT,DELETE,OPTIONS", "methods allowed by CORS"},
@@ -157,6 +169,7 @@ func Load(getenv func(string) string) (*Config, error) {
 		Upstreams:             p.upstreams("OPENAI_BASE_URL"),
 		AuthKey:               secret.NewKey(p.str("AUTH_KEY")),
 		AuthStyle:             p.oneOf("UPSTREAM_AUTH_STYLE", "auto", "bearer", "azure", "anthropic", "gemini"),
+		UpstreamCAFile:        p.str("UPSTREAM_CA_FILE"),
 		MaxConcurrentRequests: p.intRange("MAX_CONCURRENT_REQUESTS", 1, 1<<31-1),
 		MaxRequestBodySize:    int64(p.intRange("MAX_REQUEST_BODY_SIZE", 1, 1<<20)) << 20,
 		BodyMemoryLimit:       int64(p.intRange("BODY_MEMORY_LIMIT", 0, 1<<20)) << 20,
@@ -193,6 +206,7 @@ func Load(getenv func(string) string) (*Config, error) {
 	if c.KeysFile == "" {
 		p.fail("KEYS_FILE", "", "must not be empty")
 	}
+	c.UpstreamRootCAs = p.caFile("UPSTREAM_CA_FILE", c.UpstreamCAFile)
 	if c.CORS.AllowCredentials && c.CORS.AnyOrigin() {
 		p.fail("ALLOW_CREDENTIALS", p.raw("ALLOW_CREDENTIALS"), "cannot be true when ALLOWED_ORIGINS is * (browsers reject it); list the origins")
 	}
@@ -385,6 +399,62 @@ func ParseUpstream(s string) (*url.URL, error) {
 	u.Path = strings.TrimRight(u.Path, "/")
 	u.RawPath = ""
 	return u, nil
+}
+
+// caFile reads a PEM bundle of CA certificates and returns the system
+// roots with them added; nil for an empty path. A missing file, one without
+// a single certificate, or a certificate that does not parse is an error: a
+// typo must not silently leave the upstream untrusted.
+func (p *parser) caFile(name, path string) *x509.CertPool {
+	if path == "" {
+		return nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		p.fail(name, path, "cannot read the file: "+err.Error())
+		return nil
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil || pool == nil {
+		// No system roots here (e.g. a scratch container): the bundle alone.
+		pool = x509.NewCertPool()
+	}
+	if err := appendPEM(pool, data); err != nil {
+		p.fail(name, path, err.Error())
+		return nil
+	}
+	return pool
+}
+
+// appendPEM adds every CERTIFICATE block of data to pool. Unlike
+// CertPool.AppendCertsFromPEM it fails on a block that does not parse
+// rather than skipping it, and when there is no certificate at all.
+func appendPEM(pool *x509.CertPool, data []byte) error {
+	n := 0
+	for {
+		var b *pem.Block
+		b, data = pem.Decode(data)
+		if b == nil {
+			break
+		}
+		if b.Type != "CERTIFICATE" {
+			continue
+		}
+		cert, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return fmt.Errorf("certificate %d does not parse: %w", n+1, err)
+		}
+		pool.AddCert(cert)
+		n++
+	}
+	if n == 0 {
+		return errors.New("holds no PEM certificate (want -----BEGIN CERTIFICATE----- blocks)")
+	}
+	return nil
 }
 
 // redisURL validates a Redis URL without echoing a password in the error.

@@ -72,6 +72,7 @@ func New(ctx context.Context, cfg *config.Config, keys []string, log *logrus.Ent
 		ResponseTimeout: cfg.ResponseTimeout,
 		IdleConnTimeout: cfg.IdleConnTimeout,
 		MaxIdlePerHost:  cfg.MaxConcurrentRequests,
+		RootCAs:         cfg.UpstreamRootCAs,
 	})
 	if err != nil {
 		return nil, err
