@@ -8,16 +8,24 @@
 //	POST     /v1/files, /v1/echo       {"bytes":N,"sha256":"…"} of the body
 //	GET      /v1/models                a one-model list
 //	GET      /_mock/stats              connections accepted, open, requests
+//	                                   (and how many of them came over HTTP/2)
 //	POST     /_mock/reset              zero the counters
 //
 // Any Authorization is accepted. The listen address actually used is the
 // first line on stdout. The hot paths answer from precomputed bytes so the
 // mock costs as little CPU as possible next to what it measures.
+//
+// With -tls it speaks TLS, offering HTTP/2 and HTTP/1.1 by ALPN, like the
+// real providers' front ends. Its certificate is made at start: a
+// self-signed CA (written as PEM to -ca-out, for the clients to trust) and
+// a leaf for 127.0.0.1, ::1 and localhost signed by it. Nothing is stored
+// beyond that file; every run has a new CA.
 package main
 
 import (
 	"bytes"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"flag"
@@ -66,6 +74,7 @@ type mock struct {
 	accepted atomic.Int64 // TCP connections accepted (StateNew)
 	open     atomic.Int64 // connections currently open
 	requests atomic.Int64 // requests served, /_mock/ excluded
+	h2       atomic.Int64 // … of which over HTTP/2
 }
 
 func (m *mock) connState(_ net.Conn, s http.ConnState) {
@@ -79,6 +88,9 @@ func (m *mock) connState(_ net.Conn, s http.ConnState) {
 }
 
 func (m *mock) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.ProtoMajor == 2 && r.URL.Path != "/_mock/stats" && r.URL.Path != "/_mock/reset" {
+		m.h2.Add(1)
+	}
 	switch r.URL.Path {
 	case "/v1/chat/completions":
 		m.requests.Add(1)
@@ -98,8 +110,8 @@ func (m *mock) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Write(models)
 	case "/_mock/stats":
 		w.Header()["Content-Type"] = hJSON
-		fmt.Fprintf(w, `{"connections":%d,"open_connections":%d,"requests":%d}`+"\n",
-			m.accepted.Load(), m.open.Load(), m.requests.Load())
+		fmt.Fprintf(w, `{"connections":%d,"open_connections":%d,"requests":%d,"http2_requests":%d}`+"\n",
+			m.accepted.Load(), m.open.Load(), m.requests.Load(), m.h2.Load())
 	case "/_mock/reset":
 		if r.Method != http.MethodPost {
 			writeFixed(w, http.StatusMethodNotAllowed, badMethod)
@@ -107,6 +119,7 @@ func (m *mock) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		m.accepted.Store(0)
 		m.requests.Store(0)
+		m.h2.Store(0)
 		w.Header()["Content-Type"] = hJSON
 		io.WriteString(w, `{"reset":true}`+"\n")
 	default:
@@ -242,15 +255,20 @@ func (m *mock) echo(w http.ResponseWriter, r *http.Request) {
 
 func main() {
 	addr := flag.String("addr", "127.0.0.1:0", "listen address; port 0 picks a free port")
+	useTLS := flag.Bool("tls", false, "serve TLS (HTTP/2 and HTTP/1.1 by ALPN) with a certificate made at start")
+	caOut := flag.String("ca-out", "", "with -tls: write the CA certificate (PEM) here")
+	maxStreams := flag.Int("max-streams", 250, "with -tls: HTTP/2 concurrent streams per connection the mock allows (SETTINGS_MAX_CONCURRENT_STREAMS)")
 	flag.Parse()
+	if *useTLS && *caOut == "" {
+		fmt.Fprintln(os.Stderr, "mockupstream: -tls needs -ca-out (where clients find the CA to trust)")
+		os.Exit(2)
+	}
 
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "mockupstream:", err)
 		os.Exit(1)
 	}
-	fmt.Println(ln.Addr().String())
-
 	m := &mock{}
 	srv := &http.Server{
 		Handler:           m,
@@ -258,13 +276,33 @@ func main() {
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       5 * time.Minute,
 	}
+	if *useTLS {
+		cert, err := newCert(*caOut)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "mockupstream:", err)
+			os.Exit(1)
+		}
+		srv.Protocols = new(http.Protocols)
+		srv.Protocols.SetHTTP1(true)
+		srv.Protocols.SetHTTP2(true)
+		srv.HTTP2 = &http.HTTP2Config{MaxConcurrentStreams: *maxStreams}
+		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
+	}
+	// The address goes out only once the certificate is written, so a
+	// caller that waits for it finds the CA file in place.
+	fmt.Println(ln.Addr().String())
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
 	go func() {
 		<-sig
 		srv.Close()
 	}()
-	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	serve := srv.Serve
+	if *useTLS {
+		// ServeTLS offers h2 and http/1.1 by ALPN, from srv.Protocols.
+		serve = func(ln net.Listener) error { return srv.ServeTLS(ln, "", "") }
+	}
+	if err := serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		fmt.Fprintln(os.Stderr, "mockupstream:", err)
 		os.Exit(1)
 	}

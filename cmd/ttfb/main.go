@@ -17,6 +17,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -43,17 +45,36 @@ func main() {
 	method := flag.String("method", http.MethodPost, "HTTP method")
 	body := flag.String("body", `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],"stream":true}`, "request body (empty: none)")
 	timeout := flag.Duration("timeout", time.Minute, "bound on each round")
+	caFile := flag.String("ca", "", "PEM file of the CA to trust for an https URL (the mock's, made at run time)")
+	h2 := flag.Bool("h2", false, "offer HTTP/2 to an https URL; by default HTTP/1.1, as most SDKs speak")
 	flag.Parse()
 	if *url == "" || *n < 1 || *rounds < 1 || *warmup < 0 {
 		flag.Usage()
 		os.Exit(2)
 	}
 
-	client := &http.Client{Transport: &http.Transport{
+	tr := &http.Transport{
 		Proxy:               nil, // loopback only: never an environment proxy
 		MaxIdleConnsPerHost: *n,
 		DisableCompression:  true,
-	}}
+		Protocols:           new(http.Protocols),
+	}
+	tr.Protocols.SetHTTP1(true)
+	tr.Protocols.SetHTTP2(*h2)
+	if *caFile != "" {
+		pem, err := os.ReadFile(*caFile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "ttfb:", err)
+			os.Exit(2)
+		}
+		roots := x509.NewCertPool()
+		if !roots.AppendCertsFromPEM(pem) {
+			fmt.Fprintf(os.Stderr, "ttfb: %s holds no PEM certificate\n", *caFile)
+			os.Exit(2)
+		}
+		tr.TLSClientConfig = &tls.Config{RootCAs: roots}
+	}
+	client := &http.Client{Transport: tr}
 	var all []sample
 	for r := 0; r < *warmup+*rounds; r++ {
 		res := round(client, *url, *method, *body, *n, *timeout)
