@@ -1,10 +1,15 @@
 package proxy
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"net"
 	"net/http"
+	"net/http/httptrace"
+	"net/url"
+	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -68,4 +73,116 @@ func NewTransport(o TransportOptions) (*http.Transport, error) {
 	t.Protocols.SetHTTP2(true)
 	t.HTTP2 = &http.HTTP2Config{SendPingTimeout: 30 * time.Second, PingTimeout: 15 * time.Second}
 	return t, nil
+}
+
+// ShareFirstConn returns t behind a gate that lets a burst of requests to an
+// https upstream share its first connection. net/http dials one connection
+// per request that finds none idle, and only learns after the TLS handshake
+// that the upstream speaks HTTP/2 and one connection would have served them
+// all: a hundred requests arriving at a cold proxy cost a hundred
+// handshakes, of which all but one connection are closed again. Behind the
+// gate, while an https upstream has no established HTTP/2 connection (at
+// start, or after the upstream closed them), one request goes ahead and the
+// others wait until it holds a connection; then they go too, and find it.
+// Once an upstream is known to answer with HTTP/1.1 its requests pass
+// straight through, as do plain http ones. The gate is per upstream
+// host:port; requests past it cost one sync.Map lookup and an atomic load.
+//
+// ShareFirstConn wraps t.DialContext, to notice when t dials an upstream
+// that was thought to have a live HTTP/2 connection; call it before t is
+// used. The returned RoundTripper is safe for concurrent use.
+func ShareFirstConn(t *http.Transport) http.RoundTripper {
+	s := &connSharer{base: t}
+	dial := t.DialContext
+	if dial == nil {
+		dial = (&net.Dialer{}).DialContext
+	}
+	t.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if g, ok := s.byAddr.Load(addr); ok {
+			// A new connection to an upstream with a live HTTP/2 one means
+			// that one is gone or full: gate the next requests again
+			// until a connection is in hand.
+			g.(*hostGate).established.Store(false)
+		}
+		return dial(ctx, network, addr)
+	}
+	return s
+}
+
+type connSharer struct {
+	base   *http.Transport
+	byHost sync.Map // URL host (as in requests) → *hostGate
+	byAddr sync.Map // dial address host:port → the same *hostGate
+}
+
+// hostGate is the state of one https upstream. Fields are accessed
+// atomically or under mu.
+type hostGate struct {
+	http1       atomic.Bool // the upstream answered a TLS handshake with HTTP/1.1
+	established atomic.Bool // an HTTP/2 connection is in the pool
+
+	mu      sync.Mutex
+	warming chan struct{} // closed once the request that went ahead has a connection
+}
+
+func (s *connSharer) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Scheme != "https" {
+		return s.base.RoundTrip(req)
+	}
+	g := s.gate(req.URL)
+	if g.http1.Load() || g.established.Load() {
+		return s.base.RoundTrip(req)
+	}
+	g.mu.Lock()
+	if ch := g.warming; ch != nil {
+		g.mu.Unlock()
+		select {
+		case <-ch:
+		case <-req.Context().Done():
+			return nil, req.Context().Err()
+		}
+		return s.base.RoundTrip(req)
+	}
+	ch := make(chan struct{})
+	g.warming = ch
+	g.mu.Unlock()
+	var once sync.Once
+	release := func() {
+		once.Do(func() {
+			g.mu.Lock()
+			g.warming = nil
+			g.mu.Unlock()
+			close(ch)
+		})
+	}
+	// Whatever happens to this request, the others stop waiting once it
+	// is over; a failed dial leaves them to try their own.
+	defer release()
+	trace := &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) {
+		if tc, ok := info.Conn.(*tls.Conn); ok {
+			if tc.ConnectionState().NegotiatedProtocol == "h2" {
+				g.established.Store(true)
+			} else {
+				g.http1.Store(true)
+			}
+		}
+		release()
+	}}
+	return s.base.RoundTrip(req.WithContext(httptrace.WithClientTrace(req.Context(), trace)))
+}
+
+// gate returns the gate of u's host, made on first use.
+func (s *connSharer) gate(u *url.URL) *hostGate {
+	if g, ok := s.byHost.Load(u.Host); ok {
+		return g.(*hostGate)
+	}
+	addr := u.Host
+	if u.Port() == "" {
+		addr = net.JoinHostPort(u.Hostname(), "443")
+	}
+	g, loaded := s.byHost.LoadOrStore(u.Host, &hostGate{})
+	if !loaded {
+		s.byAddr.Store(addr, g)
+	}
+	return g.(*hostGate)
 }

@@ -1,0 +1,136 @@
+package proxy_test
+
+import (
+	"encoding/pem"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gpt-load/gpt-load/internal/testupstream"
+)
+
+// tlsUpstream starts a TLS upstream, offering HTTP/2 or not, that counts
+// the TCP connections it accepts, and returns it with the path of a PEM
+// file that trusts it (for UPSTREAM_CA_FILE).
+func tlsUpstream(t *testing.T, h2 bool, h http.HandlerFunc) (*testupstream.Server, *atomic.Int64, string) {
+	t.Helper()
+	var accepted atomic.Int64
+	up := testupstream.NewUnstarted(t, h)
+	up.EnableHTTP2 = h2
+	up.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			accepted.Add(1)
+		}
+	}
+	up.Config.ErrorLog = log.New(io.Discard, "", 0)
+	up.StartTLS()
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: up.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return up, &accepted, ca
+}
+
+// TestHTTP2BurstSharesOneConnection sends a burst of concurrent requests
+// to a fresh proxy in front of an HTTP/2 upstream. They arrive before any
+// upstream connection exists; they must share the first one rather than
+// each open (and handshake) its own.
+func TestHTTP2BurstSharesOneConnection(t *testing.T) {
+	const n = 100
+	up, accepted, ca, protoErr := burstUpstream(t, true, n)
+	burst(t, up.URL, ca, n)
+	if p := protoErr.Load(); p != nil {
+		t.Errorf("upstream saw %v; want HTTP/2.0 only", p)
+	}
+	// The upstream allows 250 streams per connection: one is enough.
+	if got := accepted.Load(); got != 1 {
+		t.Errorf("upstream accepted %d connections for %d concurrent requests; want 1", got, n)
+	}
+}
+
+// TestHTTP1TLSBurstNotSerialised: behind the same gate, a TLS upstream that
+// speaks only HTTP/1.1 gets a connection per concurrent request, all at
+// once (the handler holds every request until all have arrived, so a gate
+// that let one through at a time would time out).
+func TestHTTP1TLSBurstNotSerialised(t *testing.T) {
+	const n = 30
+	up, accepted, ca, protoErr := burstUpstream(t, false, n)
+	burst(t, up.URL, ca, n)
+	if p := protoErr.Load(); p == nil || p.(string) != "HTTP/1.1" {
+		t.Errorf("upstream saw %v; want HTTP/1.1", p)
+	}
+	if got := accepted.Load(); got < n {
+		t.Errorf("upstream accepted %d connections for %d concurrent HTTP/1.1 requests; want at least %d", got, n, n)
+	}
+}
+
+// burstUpstream is a TLS upstream whose handler holds each request until n
+// have arrived (at most 10 s) and records a protocol other than HTTP/2.
+func burstUpstream(t *testing.T, h2 bool, n int) (*testupstream.Server, *atomic.Int64, string, *atomic.Value) {
+	t.Helper()
+	var arrived sync.WaitGroup
+	arrived.Add(n)
+	allIn := make(chan struct{})
+	go func() { arrived.Wait(); close(allIn) }()
+	var protoErr atomic.Value
+	var timedOut atomic.Bool
+	up, accepted, ca := tlsUpstream(t, h2, func(w http.ResponseWriter, r *http.Request) {
+		if r.ProtoMajor != 2 {
+			protoErr.Store(r.Proto)
+		}
+		arrived.Done()
+		// Every request stays open until all have arrived, so that they
+		// are concurrent upstream too.
+		select {
+		case <-allIn:
+		case <-time.After(10 * time.Second):
+			timedOut.Store(true)
+		}
+		io.WriteString(w, `{}`)
+	})
+	t.Cleanup(func() {
+		if timedOut.Load() {
+			t.Error("upstream requests were not all in flight together within 10 s")
+		}
+	})
+	return up, accepted, ca, &protoErr
+}
+
+// burst sends n concurrent requests through a fresh proxy in front of
+// upstream and fails unless all of them succeed.
+func burst(t *testing.T, upstream, ca string, n int) {
+	t.Helper()
+	e := start(t, testKeys, []string{upstream}, map[string]string{"UPSTREAM_CA_FILE": ca, "LOG_LEVEL": "error"})
+
+	c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: n, DisableCompression: true}}
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	codes := make([]int, n)
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			resp, err := c.Post(e.URL+"/v1/chat/completions", "application/json", nil)
+			if err != nil {
+				t.Errorf("request %d: %v", i, err)
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			codes[i] = resp.StatusCode
+		})
+	}
+	close(start)
+	wg.Wait()
+	for i, code := range codes {
+		if code != http.StatusOK {
+			t.Fatalf("request %d: status %d; want 200", i, code)
+		}
+	}
+}
