@@ -140,6 +140,9 @@ type reqState struct {
 	// connected is set by the client trace once the current attempt has
 	// a connection, so a timeout after it means the request was sent.
 	connected atomic.Bool
+	// gotConns counts the connections the request was given, so that a
+	// dial queued for it can tell it is no longer needed (ShareFirstConn).
+	gotConns atomic.Uint32
 	// model is the model the request asks for, read once when needed.
 	model     string
 	modelRead bool
@@ -243,7 +246,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st.bodyRead = time.Now()
 	ctx := context.WithValue(r.Context(), stateKey{}, st)
 	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
-		GotConn: func(httptrace.GotConnInfo) { st.connected.Store(true) },
+		GotConn: func(httptrace.GotConnInfo) {
+			st.connected.Store(true)
+			st.gotConns.Add(1)
+		},
 	})
 	returned := false
 	defer func() {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"net"
 	"net/http"
 	"net/http/httptrace"
@@ -75,54 +76,60 @@ func NewTransport(o TransportOptions) (*http.Transport, error) {
 	return t, nil
 }
 
-// ShareFirstConn returns t behind a gate that lets a burst of requests to an
-// https upstream share its first connection. net/http dials one connection
-// per request that finds none idle, and only learns after the TLS handshake
-// that the upstream speaks HTTP/2 and one connection would have served them
-// all: a hundred requests arriving at a cold proxy cost a hundred
-// handshakes, of which all but one connection are closed again. Behind the
-// gate, while an https upstream has no established HTTP/2 connection (at
-// start, or after the upstream closed them), one request goes ahead and the
-// others wait until it holds a connection; then they go too, and find it.
-// Once an upstream is known to answer with HTTP/1.1 its requests pass
-// straight through, as do plain http ones. The gate is per upstream
-// host:port; requests past it cost one sync.Map lookup and an atomic load.
+// ShareFirstConn puts t behind a gate that lets concurrent requests to an
+// HTTP/2 upstream share connections instead of each opening its own.
 //
-// ShareFirstConn wraps t.DialContext, to notice when t dials an upstream
-// that was thought to have a live HTTP/2 connection; call it before t is
-// used. The returned RoundTripper is safe for concurrent use.
-func ShareFirstConn(t *http.Transport) http.RoundTripper {
-	s := &connSharer{base: t}
-	dial := t.DialContext
-	if dial == nil {
-		dial = (&net.Dialer{}).DialContext
-	}
-	t.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		if g, ok := s.byAddr.Load(addr); ok {
-			// A new connection to an upstream with a live HTTP/2 one means
-			// that one is gone or full: gate the next requests again
-			// until a connection is in hand.
-			g.(*hostGate).established.Store(false)
-		}
-		return dial(ctx, network, addr)
-	}
+// net/http dials one connection per request that finds none idle, and
+// learns only after the TLS handshake that the upstream speaks HTTP/2 and
+// one connection would have served them all: a hundred requests arriving
+// at a cold proxy cost a hundred handshakes, and when a connection's
+// streams run out (servers allow 100 to 250), every request then waiting
+// dials again. Extra HTTP/2 connections are closed as soon as they are
+// found surplus, but the handshakes are paid on both sides.
+//
+// Two things change that. While the protocol of an https upstream is not
+// known yet, one request goes ahead and the others wait until it holds a
+// connection; they then find it in the pool. And once the upstream is known
+// to speak HTTP/2, its dials run one at a time, and a dial whose request
+// got a connection while it waited is not made. Upstreams that answered the
+// handshake with HTTP/1.1, and plain http ones, pass straight through;
+// proxied (HTTPS_PROXY) connections are left to net/http.
+//
+// ShareFirstConn sets t.DialTLSContext, doing the handshake itself with
+// t.TLSClientConfig (which net/http completes with the ALPN protocols on
+// first use) within connectTimeout; call it before t is used. The returned
+// RoundTripper is safe for concurrent use.
+func ShareFirstConn(t *http.Transport, connectTimeout time.Duration) http.RoundTripper {
+	s := &connSharer{base: t, timeout: connectTimeout, dialer: &net.Dialer{Timeout: connectTimeout, KeepAlive: 30 * time.Second}}
+	t.DialTLSContext = s.dialTLS
 	return s
 }
 
+// errConnNotNeeded fails a dial whose request got a connection while the
+// dial waited its turn. Nobody sees it: net/http hands a failed dial's
+// error only to a request still waiting for that dial.
+var errConnNotNeeded = errors.New("upstream connection no longer needed")
+
 type connSharer struct {
-	base   *http.Transport
-	byHost sync.Map // URL host (as in requests) → *hostGate
-	byAddr sync.Map // dial address host:port → the same *hostGate
+	base    *http.Transport
+	timeout time.Duration
+	dialer  *net.Dialer
+	byHost  sync.Map // URL host (as in requests) → *hostGate
+	byAddr  sync.Map // dial address host:port → the same *hostGate
 }
 
-// hostGate is the state of one https upstream. Fields are accessed
-// atomically or under mu.
+// hostGate is what the sharer knows of one https upstream. Fields are
+// accessed atomically, or under mu.
 type hostGate struct {
-	http1       atomic.Bool // the upstream answered a TLS handshake with HTTP/1.1
-	established atomic.Bool // an HTTP/2 connection is in the pool
+	// ready: the first request to the upstream got its connection, which
+	// is now in the pool; requests go straight to the transport.
+	ready atomic.Bool
+	http2 atomic.Bool // the last handshake chose HTTP/2: dial one at a time
+
+	dialing chan struct{} // one slot: the dial in progress to an HTTP/2 upstream
 
 	mu      sync.Mutex
-	warming chan struct{} // closed once the request that went ahead has a connection
+	warming chan struct{} // closed once the request that went first has a connection
 }
 
 func (s *connSharer) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -130,7 +137,7 @@ func (s *connSharer) RoundTrip(req *http.Request) (*http.Response, error) {
 		return s.base.RoundTrip(req)
 	}
 	g := s.gate(req.URL)
-	if g.http1.Load() || g.established.Load() {
+	if g.ready.Load() {
 		return s.base.RoundTrip(req)
 	}
 	g.mu.Lock()
@@ -158,14 +165,8 @@ func (s *connSharer) RoundTrip(req *http.Request) (*http.Response, error) {
 	// Whatever happens to this request, the others stop waiting once it
 	// is over; a failed dial leaves them to try their own.
 	defer release()
-	trace := &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) {
-		if tc, ok := info.Conn.(*tls.Conn); ok {
-			if tc.ConnectionState().NegotiatedProtocol == "h2" {
-				g.established.Store(true)
-			} else {
-				g.http1.Store(true)
-			}
-		}
+	trace := &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) {
+		g.ready.Store(true)
 		release()
 	}}
 	return s.base.RoundTrip(req.WithContext(httptrace.WithClientTrace(req.Context(), trace)))
@@ -180,9 +181,81 @@ func (s *connSharer) gate(u *url.URL) *hostGate {
 	if u.Port() == "" {
 		addr = net.JoinHostPort(u.Hostname(), "443")
 	}
-	g, loaded := s.byHost.LoadOrStore(u.Host, &hostGate{})
+	g, loaded := s.byHost.LoadOrStore(u.Host, &hostGate{dialing: make(chan struct{}, 1)})
 	if !loaded {
 		s.byAddr.Store(addr, g)
 	}
 	return g.(*hostGate)
 }
+
+// dialTLS dials addr and does the TLS handshake, one dial at a time to an
+// upstream known to speak HTTP/2 (see ShareFirstConn). ctx carries the
+// values of the request the dial is for.
+func (s *connSharer) dialTLS(ctx context.Context, network, addr string) (net.Conn, error) {
+	var g *hostGate
+	if v, ok := s.byAddr.Load(addr); ok {
+		g = v.(*hostGate)
+	}
+	if g != nil && g.http2.Load() {
+		// A request that gets a connection while this dial waits has no
+		// use for it: its count of connections moves on.
+		st := stateOf(ctx)
+		var had uint32
+		if st != nil {
+			had = st.gotConns.Load()
+		}
+		wait := time.NewTimer(s.timeout)
+		select {
+		case g.dialing <- struct{}{}:
+			wait.Stop()
+		case <-wait.C:
+			return nil, &net.OpError{Op: "dial", Net: network, Addr: nil, Err: errDialQueueTimeout}
+		case <-ctx.Done():
+			wait.Stop()
+			return nil, ctx.Err()
+		}
+		defer func() { <-g.dialing }()
+		if st != nil && st.gotConns.Load() != had {
+			return nil, errConnNotNeeded
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	conn, err := s.dialer.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	cfg := s.base.TLSClientConfig.Clone()
+	if cfg == nil {
+		cfg = &tls.Config{}
+	}
+	if cfg.ServerName == "" {
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			host = addr
+		}
+		cfg.ServerName = host
+	}
+	tc := tls.Client(conn, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	if g != nil {
+		g.http2.Store(tc.ConnectionState().NegotiatedProtocol == "h2")
+	}
+	return tc, nil
+}
+
+// errDialQueueTimeout: the dial before this one to the same upstream took
+// all of REQUEST_TIMEOUT. It is a timeout, so the attempt is classified as
+// a connect timeout.
+var errDialQueueTimeout = dialQueueTimeout{}
+
+type dialQueueTimeout struct{}
+
+func (dialQueueTimeout) Error() string {
+	return "waited REQUEST_TIMEOUT for an earlier dial to the upstream"
+}
+func (dialQueueTimeout) Timeout() bool   { return true }
+func (dialQueueTimeout) Temporary() bool { return true }

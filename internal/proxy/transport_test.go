@@ -16,14 +16,18 @@ import (
 	"github.com/gpt-load/gpt-load/internal/testupstream"
 )
 
-// tlsUpstream starts a TLS upstream, offering HTTP/2 or not, that counts
-// the TCP connections it accepts, and returns it with the path of a PEM
-// file that trusts it (for UPSTREAM_CA_FILE).
-func tlsUpstream(t *testing.T, h2 bool, h http.HandlerFunc) (*testupstream.Server, *atomic.Int64, string) {
+// tlsUpstream starts a TLS upstream, offering HTTP/2 (with at most
+// maxStreams concurrent streams per connection; 0: Go's default, 250) or
+// not, that counts the TCP connections it accepts, and returns it with the
+// path of a PEM file that trusts it (for UPSTREAM_CA_FILE).
+func tlsUpstream(t *testing.T, h2 bool, maxStreams int, h http.HandlerFunc) (*testupstream.Server, *atomic.Int64, string) {
 	t.Helper()
 	var accepted atomic.Int64
 	up := testupstream.NewUnstarted(t, h)
 	up.EnableHTTP2 = h2
+	if maxStreams > 0 {
+		up.Config.HTTP2 = &http.HTTP2Config{MaxConcurrentStreams: maxStreams}
+	}
 	up.Config.ConnState = func(_ net.Conn, s http.ConnState) {
 		if s == http.StateNew {
 			accepted.Add(1)
@@ -44,7 +48,7 @@ func tlsUpstream(t *testing.T, h2 bool, h http.HandlerFunc) (*testupstream.Serve
 // each open (and handshake) its own.
 func TestHTTP2BurstSharesOneConnection(t *testing.T) {
 	const n = 100
-	up, accepted, ca, protoErr := burstUpstream(t, true, n)
+	up, accepted, ca, protoErr := burstUpstream(t, true, 0, n)
 	burst(t, up.URL, ca, n)
 	if p := protoErr.Load(); p != nil {
 		t.Errorf("upstream saw %v; want HTTP/2.0 only", p)
@@ -55,13 +59,33 @@ func TestHTTP2BurstSharesOneConnection(t *testing.T) {
 	}
 }
 
+// TestHTTP2StreamsOverflowToFewConnections: an upstream that allows 10
+// streams per connection, 60 requests at once, all held open until every
+// one has arrived. Six connections are needed; each new one must not be
+// raced by a dial for every request then waiting.
+func TestHTTP2StreamsOverflowToFewConnections(t *testing.T) {
+	const n, perConn = 60, 10
+	up, accepted, ca, protoErr := burstUpstream(t, true, perConn, n)
+	burst(t, up.URL, ca, n)
+	if p := protoErr.Load(); p != nil {
+		t.Errorf("upstream saw %v; want HTTP/2.0 only", p)
+	}
+	// A dial whose request found a connection while it queued can still
+	// slip through in the moment between one connection's handshake and
+	// its first streams: allow a couple.
+	t.Logf("%d connections for %d requests at %d streams each", accepted.Load(), n, perConn)
+	if got, need := accepted.Load(), int64(n/perConn); got < need || got > need+3 {
+		t.Errorf("upstream accepted %d connections for %d concurrent requests at %d streams each; want %d to %d", got, n, perConn, need, need+3)
+	}
+}
+
 // TestHTTP1TLSBurstNotSerialised: behind the same gate, a TLS upstream that
 // speaks only HTTP/1.1 gets a connection per concurrent request, all at
 // once (the handler holds every request until all have arrived, so a gate
 // that let one through at a time would time out).
 func TestHTTP1TLSBurstNotSerialised(t *testing.T) {
 	const n = 30
-	up, accepted, ca, protoErr := burstUpstream(t, false, n)
+	up, accepted, ca, protoErr := burstUpstream(t, false, 0, n)
 	burst(t, up.URL, ca, n)
 	if p := protoErr.Load(); p == nil || p.(string) != "HTTP/1.1" {
 		t.Errorf("upstream saw %v; want HTTP/1.1", p)
@@ -73,7 +97,7 @@ func TestHTTP1TLSBurstNotSerialised(t *testing.T) {
 
 // burstUpstream is a TLS upstream whose handler holds each request until n
 // have arrived (at most 10 s) and records a protocol other than HTTP/2.
-func burstUpstream(t *testing.T, h2 bool, n int) (*testupstream.Server, *atomic.Int64, string, *atomic.Value) {
+func burstUpstream(t *testing.T, h2 bool, maxStreams, n int) (*testupstream.Server, *atomic.Int64, string, *atomic.Value) {
 	t.Helper()
 	var arrived sync.WaitGroup
 	arrived.Add(n)
@@ -81,7 +105,7 @@ func burstUpstream(t *testing.T, h2 bool, n int) (*testupstream.Server, *atomic.
 	go func() { arrived.Wait(); close(allIn) }()
 	var protoErr atomic.Value
 	var timedOut atomic.Bool
-	up, accepted, ca := tlsUpstream(t, h2, func(w http.ResponseWriter, r *http.Request) {
+	up, accepted, ca := tlsUpstream(t, h2, maxStreams, func(w http.ResponseWriter, r *http.Request) {
 		if r.ProtoMajor != 2 {
 			protoErr.Store(r.Proto)
 		}
