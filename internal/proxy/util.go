@@ -19,12 +19,19 @@ func newStdLogger(l *logrus.Entry, level logrus.Level) *log.Logger {
 const copyBufferSize = 8 << 10
 
 // bufferPool recycles ReverseProxy's copy buffers, which would otherwise
-// cost a fresh buffer of garbage per response.
+// cost a fresh buffer of garbage per response. It pools array pointers:
+// a slice converts back to one without allocating, where pooling a
+// *[]byte would allocate a new slice header on every Put.
 type bufferPool struct{ p sync.Pool }
 
 func newBufferPool() *bufferPool {
-	return &bufferPool{p: sync.Pool{New: func() any { b := make([]byte, copyBufferSize); return &b }}}
+	return &bufferPool{p: sync.Pool{New: func() any { return new([copyBufferSize]byte) }}}
 }
 
-func (b *bufferPool) Get() []byte  { return *b.p.Get().(*[]byte) }
-func (b *bufferPool) Put(s []byte) { b.p.Put(&s) }
+func (b *bufferPool) Get() []byte { return b.p.Get().(*[copyBufferSize]byte)[:] }
+
+func (b *bufferPool) Put(s []byte) {
+	if cap(s) >= copyBufferSize {
+		b.p.Put((*[copyBufferSize]byte)(s[:copyBufferSize]))
+	}
+}
