@@ -109,7 +109,7 @@ func (p *Proxy) attempt(req *http.Request, st *reqState, key *keymanager.Key, ta
 	st.prepare(req, key, target)
 	st.connected.Store(false)
 	start := time.Now()
-	resp, err := p.base.RoundTrip(without1xx(req))
+	resp, err := p.base.RoundTrip(attemptContext(req, st))
 	var window windowResult
 	if err == nil && isEventStream(resp) {
 		// Hold the stream until its first output; an error event in it

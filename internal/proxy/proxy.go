@@ -143,6 +143,8 @@ type reqState struct {
 	// gotConns counts the connections the request was given, so that a
 	// dial queued for it can tell it is no longer needed (ShareFirstConn).
 	gotConns atomic.Uint32
+	// trace is the client trace of every attempt (see attemptContext).
+	trace httptrace.ClientTrace
 	// model is the model the request asks for, read once when needed.
 	model     string
 	modelRead bool
@@ -245,12 +247,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st.body = body
 	st.bodyRead = time.Now()
 	ctx := context.WithValue(r.Context(), stateKey{}, st)
-	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
-		GotConn: func(httptrace.GotConnInfo) {
-			st.connected.Store(true)
-			st.gotConns.Add(1)
-		},
-	})
+	// The attempts' client trace is installed per attempt (attemptContext),
+	// in place of ReverseProxy's: one trace, no composing of two.
+	st.trace.GotConn = func(httptrace.GotConnInfo) {
+		st.connected.Store(true)
+		st.gotConns.Add(1)
+	}
 	returned := false
 	defer func() {
 		// Not returning after the response started means ReverseProxy
@@ -403,6 +405,30 @@ func noKeysError(err error) *apierr.Error {
 	return e
 }
 
+// Header values set on every upstream answer, made once. ReverseProxy
+// copies the answer's headers into the client's, value by value, so these
+// slices are only ever read.
+var (
+	noBuffering    = []string{"no"}
+	attemptsValues = func() (v [maxAttempts + 1][]string) {
+		for i := range v {
+			v[i] = []string{strconv.Itoa(i)}
+		}
+		return v
+	}()
+)
+
+// maxAttempts is the most attempts a request makes: the first and
+// MAX_RETRIES (at most 10) retries.
+const maxAttempts = 11
+
+func attemptsValue(n int) []string {
+	if n >= 0 && n <= maxAttempts {
+		return attemptsValues[n]
+	}
+	return []string{strconv.Itoa(n)}
+}
+
 // modifyResponse marks the answer for the client: attempts, no buffering in
 // a proxy in front for event streams, and our CORS in place of the
 // upstream's.
@@ -411,9 +437,9 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 	st.status = resp.StatusCode
 	st.headersAt = time.Now()
 	h := resp.Header
-	h.Set(HeaderAttempts, strconv.Itoa(st.attempts))
+	h[HeaderAttempts] = attemptsValue(st.attempts)
 	if strings.HasPrefix(h.Get("Content-Type"), "text/event-stream") {
-		h.Set("X-Accel-Buffering", "no")
+		h["X-Accel-Buffering"] = noBuffering
 	}
 	if p.opts.StripUpstreamCORS {
 		for name := range h {
