@@ -13,10 +13,12 @@ func newStdLogger(l *logrus.Entry, level logrus.Level) *log.Logger {
 }
 
 // copyBufferSize is the size of the buffer a response is copied through.
-// A stream holds one for as long as it is open, so it is kept small: 8 KiB
-// fits any SSE event of a chat completion, and a large download costs a
-// few more reads, not more memory per open stream.
-const copyBufferSize = 8 << 10
+// A stream holds one for as long as it is open, so it is kept small: 4 KiB
+// fits the SSE events of a chat completion (a rare larger one goes in two
+// writes), matches the transport's read buffer, and a large download costs
+// a few more reads, not more memory per open stream. With 1000 open
+// streams the live heap is 4 MB smaller than with 8 KiB.
+const copyBufferSize = 4 << 10
 
 // bufferPool recycles ReverseProxy's copy buffers, which would otherwise
 // cost a fresh buffer of garbage per response. It pools array pointers:
