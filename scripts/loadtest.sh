@@ -23,6 +23,10 @@
 #
 # SHORT=1 shrinks every duration (about two minutes in all) and does not
 # write docs/benchmarks.md. ONLY=h1 or ONLY=tls runs one upstream kind.
+# GPTLOAD_TREE=DIR measures a gpt-load built from another source tree (an
+# older commit, for a before/after comparison) and does not write the
+# docs either; such a build may predate UPSTREAM_CA_FILE, so it is given
+# the TLS mock's CA through SSL_CERT_FILE, which Go's TLS also reads.
 # Nothing here asserts a time: the numbers are reported, not judged.
 set -euo pipefail
 
@@ -151,8 +155,14 @@ if ! ulimit -n 65536 2>/dev/null; then
 fi
 
 # ---------------------------------------------------------------- build
-say "== building gpt-load (from this tree), mockupstream and ttfb into $TMP"
-run go build -o "$TMP/gpt-load" ./cmd/gpt-load
+GPTLOAD_TREE=${GPTLOAD_TREE:-}
+if [[ -n $GPTLOAD_TREE ]]; then
+	say "== building gpt-load from $GPTLOAD_TREE, mockupstream and ttfb (from this tree) into $TMP"
+	(cd "$GPTLOAD_TREE" && run go build -o "$TMP/gpt-load" ./cmd/gpt-load)
+else
+	say "== building gpt-load (from this tree), mockupstream and ttfb into $TMP"
+	run go build -o "$TMP/gpt-load" ./cmd/gpt-load
+fi
 run go build -o "$TMP/mockupstream" ./cmd/mockupstream
 run go build -o "$TMP/ttfb" ./cmd/ttfb
 
@@ -260,16 +270,21 @@ PROXY_RUN=0
 # .env, nothing inherited), and waits for /health (and, given a REDIS_URL,
 # for its "redis" to be "up").
 start_proxy() {
-	local access=$1 redis=${2:-} level=warn health
+	local access=$1 redis=${2:-} level=warn health ca_env=()
 	# Access lines are written at info level: with the log on, say info.
 	[[ $access == true ]] && level=info
+	if [[ -n $MOCK_CA && -n $GPTLOAD_TREE ]]; then
+		ca_env=(SSL_CERT_FILE="$MOCK_CA")
+	elif [[ -n $MOCK_CA ]]; then
+		ca_env=(UPSTREAM_CA_FILE="$MOCK_CA")
+	fi
 	for _ in 1 2 3 4 5; do
 		PROXY_RUN=$((PROXY_RUN + 1))
 		PROXY_PORT=$(free_port) || die "no free port found"
 		PROXY_LOG="$TMP/gpt-load.$PROXY_RUN.log"
 		(cd "$TMP" && exec env -i PATH="$PATH" HOME="${HOME:-/}" \
 			HOST=127.0.0.1 PORT="$PROXY_PORT" \
-			OPENAI_BASE_URL="$MOCK_URL" KEYS_FILE="$TMP/keys.txt" ${MOCK_CA:+UPSTREAM_CA_FILE="$MOCK_CA"} \
+			OPENAI_BASE_URL="$MOCK_URL" KEYS_FILE="$TMP/keys.txt" "${ca_env[@]}" \
 			LOG_LEVEL="$level" LOG_ENABLE_REQUEST="$access" \
 			MAX_CONCURRENT_REQUESTS=4096 ${redis:+REDIS_URL="$redis"} \
 			"$TMP/gpt-load" -env-file "$TMP/empty.env") >"$PROXY_LOG" 2>&1 &
@@ -876,6 +891,7 @@ DATE=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
 CPU=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || true)
 COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 if [[ -n $(git --no-optional-locks status --porcelain 2>/dev/null || true) ]]; then COMMIT="$COMMIT-dirty"; fi
+[[ -n $GPTLOAD_TREE ]] && COMMIT="built from $GPTLOAD_TREE ($(cat "$GPTLOAD_TREE/.commit" 2>/dev/null || git -C "$GPTLOAD_TREE" rev-parse --short HEAD 2>/dev/null || echo unknown))"
 WRKV=$({ wrk -v 2>&1 || true; } | awk 'NR == 1 { print $1, $2 }')
 GOV=$(go version | awk '{ print $3, $4 }')
 REDISV=$(redis-server --version | awk '{ sub(/^v=/, "", $3); print "redis-server", $3 }')
@@ -924,8 +940,8 @@ echo
 report
 echo
 
-if [[ $SHORT == 1 || -n ${ONLY:-} ]]; then
-	say "SHORT=1 or ONLY set: docs/benchmarks.md left as it is"
+if [[ $SHORT == 1 || -n ${ONLY:-} || -n $GPTLOAD_TREE ]]; then
+	say "SHORT=1, ONLY or GPTLOAD_TREE set: docs/benchmarks.md left as it is"
 	exit 0
 fi
 
