@@ -95,12 +95,16 @@ func NewTransport(o TransportOptions) (*http.Transport, error) {
 // handshake with HTTP/1.1, and plain http ones, pass straight through;
 // proxied (HTTPS_PROXY) connections are left to net/http.
 //
-// ShareFirstConn sets t.DialTLSContext, doing the handshake itself with
-// t.TLSClientConfig (which net/http completes with the ALPN protocols on
-// first use) within connectTimeout; call it before t is used. The returned
-// RoundTripper is safe for concurrent use.
-func ShareFirstConn(t *http.Transport, connectTimeout time.Duration) http.RoundTripper {
-	s := &connSharer{base: t, timeout: connectTimeout, dialer: &net.Dialer{Timeout: connectTimeout, KeepAlive: 30 * time.Second}}
+// ShareFirstConn sets t.DialTLSContext: it dials with t.DialContext and
+// does the handshake itself, with t.TLSClientConfig (which net/http
+// completes with the ALPN protocols on first use) and t.TLSHandshakeTimeout,
+// as net/http would. Call it before t is used. The returned RoundTripper is
+// safe for concurrent use.
+func ShareFirstConn(t *http.Transport) http.RoundTripper {
+	s := &connSharer{base: t, dial: t.DialContext}
+	if s.dial == nil {
+		s.dial = (&net.Dialer{}).DialContext
+	}
 	t.DialTLSContext = s.dialTLS
 	return s
 }
@@ -111,11 +115,10 @@ func ShareFirstConn(t *http.Transport, connectTimeout time.Duration) http.RoundT
 var errConnNotNeeded = errors.New("upstream connection no longer needed")
 
 type connSharer struct {
-	base    *http.Transport
-	timeout time.Duration
-	dialer  *net.Dialer
-	byHost  sync.Map // URL host (as in requests) → *hostGate
-	byAddr  sync.Map // dial address host:port → the same *hostGate
+	base   *http.Transport
+	dial   func(ctx context.Context, network, addr string) (net.Conn, error)
+	byHost sync.Map // URL host (as in requests) → *hostGate
+	byAddr sync.Map // dial address host:port → the same *hostGate
 }
 
 // hostGate is what the sharer knows of one https upstream. Fields are
@@ -204,12 +207,15 @@ func (s *connSharer) dialTLS(ctx context.Context, network, addr string) (net.Con
 		if st != nil {
 			had = st.gotConns.Load()
 		}
-		wait := time.NewTimer(s.timeout)
+		// The dial ahead takes at most its dial and handshake timeouts; a
+		// wait longer than a connection attempt of its own would have
+		// taken fails like one.
+		wait := time.NewTimer(s.connectTimeout())
 		select {
 		case g.dialing <- struct{}{}:
 			wait.Stop()
 		case <-wait.C:
-			return nil, &net.OpError{Op: "dial", Net: network, Addr: nil, Err: errDialQueueTimeout}
+			return nil, &net.OpError{Op: "dial", Net: network, Err: errDialQueueTimeout}
 		case <-ctx.Done():
 			wait.Stop()
 			return nil, ctx.Err()
@@ -219,9 +225,7 @@ func (s *connSharer) dialTLS(ctx context.Context, network, addr string) (net.Con
 			return nil, errConnNotNeeded
 		}
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
-	defer cancel()
-	conn, err := s.dialer.DialContext(ctx, network, addr)
+	conn, err := s.dial(ctx, network, addr)
 	if err != nil {
 		return nil, err
 	}
@@ -237,6 +241,11 @@ func (s *connSharer) dialTLS(ctx context.Context, network, addr string) (net.Con
 		cfg.ServerName = host
 	}
 	tc := tls.Client(conn, cfg)
+	if d := s.base.TLSHandshakeTimeout; d > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, d)
+		defer cancel()
+	}
 	if err := tc.HandshakeContext(ctx); err != nil {
 		conn.Close()
 		return nil, err
@@ -247,9 +256,18 @@ func (s *connSharer) dialTLS(ctx context.Context, network, addr string) (net.Con
 	return tc, nil
 }
 
+// connectTimeout is how long a connection attempt may take: the TCP dial
+// and the TLS handshake, each bounded by REQUEST_TIMEOUT.
+func (s *connSharer) connectTimeout() time.Duration {
+	if d := s.base.TLSHandshakeTimeout; d > 0 {
+		return 2 * d
+	}
+	return 30 * time.Second
+}
+
 // errDialQueueTimeout: the dial before this one to the same upstream took
-// all of REQUEST_TIMEOUT. It is a timeout, so the attempt is classified as
-// a connect timeout.
+// longer than a connection attempt may. It is a timeout, so the attempt is
+// classified as a connect timeout.
 var errDialQueueTimeout = dialQueueTimeout{}
 
 type dialQueueTimeout struct{}

@@ -158,3 +158,55 @@ func burst(t *testing.T, upstream, ca string, n int) {
 		}
 	}
 }
+
+// TestTLSHandshakeTimeoutMovesOn: an https upstream that accepts the TCP
+// connection and never answers the TLS handshake costs an attempt
+// REQUEST_TIMEOUT (the handshake is ours now, see ShareFirstConn), is
+// classified as a connect failure and retried on the other upstream.
+func TestTLSHandshakeTimeoutMovesOn(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var silent atomic.Int64
+	var mu sync.Mutex
+	var conns []net.Conn // held open, never written to
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			silent.Add(1)
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-done
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	good, _, ca := tlsUpstream(t, true, 0, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, `{}`) })
+	e := start(t, testKeys, []string{"https://" + ln.Addr().String(), good.URL},
+		map[string]string{"UPSTREAM_CA_FILE": ca, "REQUEST_TIMEOUT": "1", "MAX_RETRIES": "1", "LOG_LEVEL": "error"})
+	for i := range 2 {
+		begin := time.Now()
+		resp, err := client().Get(e.URL + "/v1/models")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if took := time.Since(begin); resp.StatusCode != http.StatusOK || took > 5*time.Second {
+			t.Errorf("request %d: status %d after %v; want 200 within 5 s", i, resp.StatusCode, took)
+		}
+	}
+	if silent.Load() == 0 {
+		t.Error("the silent upstream was never tried; the test proves nothing")
+	}
+}
