@@ -141,7 +141,7 @@ type reqState struct {
 	// a connection, so a timeout after it means the request was sent.
 	connected atomic.Bool
 	// gotConns counts the connections the request was given, so that a
-	// dial queued for it can tell it is no longer needed (ShareFirstConn).
+	// dial queued for it can tell it is no longer needed (ShareConns).
 	gotConns atomic.Uint32
 	// trace is the client trace of every attempt (see attemptContext).
 	trace httptrace.ClientTrace

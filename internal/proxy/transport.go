@@ -76,7 +76,7 @@ func NewTransport(o TransportOptions) (*http.Transport, error) {
 	return t, nil
 }
 
-// ShareFirstConn puts t behind a gate that lets concurrent requests to an
+// ShareConns puts t behind a gate that lets concurrent requests to an
 // HTTP/2 upstream share connections instead of each opening its own.
 //
 // net/http dials one connection per request that finds none idle, and
@@ -95,12 +95,12 @@ func NewTransport(o TransportOptions) (*http.Transport, error) {
 // handshake with HTTP/1.1, and plain http ones, pass straight through;
 // proxied (HTTPS_PROXY) connections are left to net/http.
 //
-// ShareFirstConn sets t.DialTLSContext: it dials with t.DialContext and
+// ShareConns sets t.DialTLSContext: it dials with t.DialContext and
 // does the handshake itself, with t.TLSClientConfig (which net/http
 // completes with the ALPN protocols on first use) and t.TLSHandshakeTimeout,
 // as net/http would. Call it before t is used. The returned RoundTripper is
 // safe for concurrent use.
-func ShareFirstConn(t *http.Transport) http.RoundTripper {
+func ShareConns(t *http.Transport) http.RoundTripper {
 	s := &connSharer{base: t, dial: t.DialContext}
 	if s.dial == nil {
 		s.dial = (&net.Dialer{}).DialContext
@@ -192,7 +192,7 @@ func (s *connSharer) gate(u *url.URL) *hostGate {
 }
 
 // dialTLS dials addr and does the TLS handshake, one dial at a time to an
-// upstream known to speak HTTP/2 (see ShareFirstConn). ctx carries the
+// upstream known to speak HTTP/2 (see ShareConns). ctx carries the
 // values of the request the dial is for.
 func (s *connSharer) dialTLS(ctx context.Context, network, addr string) (net.Conn, error) {
 	var g *hostGate

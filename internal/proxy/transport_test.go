@@ -161,7 +161,7 @@ func burst(t *testing.T, upstream, ca string, n int) {
 
 // TestTLSHandshakeTimeoutMovesOn: an https upstream that accepts the TCP
 // connection and never answers the TLS handshake costs an attempt
-// REQUEST_TIMEOUT (the handshake is ours now, see ShareFirstConn), is
+// REQUEST_TIMEOUT (the handshake is ours now, see ShareConns), is
 // classified as a connect failure and retried on the other upstream.
 func TestTLSHandshakeTimeoutMovesOn(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -89,7 +89,7 @@ func New(ctx context.Context, cfg *config.Config, keys []string, log *logrus.Ent
 		StreamKeepalive:   cfg.StreamKeepalive,
 		StreamWindow:      opts.StreamWindow,
 		Observer:          s.Metrics,
-	}, s.Keys, s.Targets, proxy.ShareFirstConn(s.Transport), log)
+	}, s.Keys, s.Targets, proxy.ShareConns(s.Transport), log)
 	deps := handler.Deps{
 		Config: cfg, Keys: s.Keys, Targets: s.Targets, Proxy: s.Proxy, Log: log,
 		Started: time.Now(), ResetKeys: s.resetKeys,
