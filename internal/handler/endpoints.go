@@ -7,7 +7,7 @@ import (
 	"runtime"
 	"time"
 
-	apierr "github.com/gpt-load/gpt-load/internal/errors"
+	"github.com/gpt-load/gpt-load/internal/apierr"
 	"github.com/gpt-load/gpt-load/internal/keymanager"
 	"github.com/gpt-load/gpt-load/internal/secret"
 )

@@ -10,8 +10,8 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/gpt-load/gpt-load/internal/apierr"
 	"github.com/gpt-load/gpt-load/internal/config"
-	apierr "github.com/gpt-load/gpt-load/internal/errors"
 	"github.com/gpt-load/gpt-load/internal/keymanager"
 	"github.com/gpt-load/gpt-load/internal/middleware"
 	"github.com/gpt-load/gpt-load/internal/proxy"

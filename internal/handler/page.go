@@ -6,7 +6,7 @@ import (
 	"strconv"
 	"unicode/utf8"
 
-	apierr "github.com/gpt-load/gpt-load/internal/errors"
+	"github.com/gpt-load/gpt-load/internal/apierr"
 	"github.com/gpt-load/gpt-load/internal/keymanager"
 )
 

@@ -5,7 +5,7 @@ import (
 	"net/http"
 	"strings"
 
-	apierr "github.com/gpt-load/gpt-load/internal/errors"
+	"github.com/gpt-load/gpt-load/internal/apierr"
 	"github.com/gpt-load/gpt-load/internal/secret"
 )
 

@@ -6,7 +6,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
-	apierr "github.com/gpt-load/gpt-load/internal/errors"
+	"github.com/gpt-load/gpt-load/internal/apierr"
 )
 
 // Recovery turns a panic in h into a 500 internal_error answer (when nothing

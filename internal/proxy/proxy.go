@@ -19,8 +19,8 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/gpt-load/gpt-load/internal/apierr"
 	"github.com/gpt-load/gpt-load/internal/classify"
-	apierr "github.com/gpt-load/gpt-load/internal/errors"
 	"github.com/gpt-load/gpt-load/internal/keymanager"
 	"github.com/gpt-load/gpt-load/internal/middleware"
 	"github.com/gpt-load/gpt-load/internal/modelname"

@@ -1,7 +1,6 @@
-// Package errors defines the errors gpt-load itself answers with and renders
-// them in OpenAI's error shape. Import it as apierr, so it never shadows the
-// standard library's errors.
-package errors
+// Package apierr defines the errors gpt-load itself answers with and
+// renders them in OpenAI's error shape.
+package apierr
 
 import (
 	"encoding/json"
