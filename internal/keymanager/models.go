@@ -114,11 +114,6 @@ func (m *Manager) NextFor(model string) (k *Key, excluded bool, err error) {
 	return first, true, nil
 }
 
-// ExcludedFor reports whether k is excluded for model now.
-func (m *Manager) ExcludedFor(k *Key, model string) bool {
-	return model != "" && m.withModels.Load() != 0 && k.excludedFor(model, m.now().UnixNano())
-}
-
 // AnyModelExcluded reports whether some key was ever excluded for a model
 // (since the last reset): until then no request needs its model read.
 func (m *Manager) AnyModelExcluded() bool { return m.withModels.Load() != 0 }

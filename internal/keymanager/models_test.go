@@ -37,7 +37,7 @@ func TestExcludeModel(t *testing.T) {
 		t.Errorf("snapshot = %+v; want active with gpt-4o excluded", s)
 	}
 	clk.Advance(time.Minute)
-	if m.ExcludedFor(k0, "gpt-4o") {
+	if k0.excludedFor("gpt-4o", clk.Now().UnixNano()) {
 		t.Error("the exclusion outlived MODEL_COOLDOWN")
 	}
 	if !m.ExcludeModel(k0, "gpt-4o") {

@@ -97,7 +97,9 @@ func (t attemptTransport) RoundTrip(out *http.Request) (*http.Response, error) {
 			if held != nil {
 				held.Body.Close()
 			}
-			held = hold(resp)
+			// readErrorBody made its body safe to keep, whatever its size:
+			// in memory when small, else still streaming from the upstream.
+			held = resp
 		}
 	}
 }
@@ -134,16 +136,6 @@ func (p *Proxy) attempt(req *http.Request, st *reqState, key *keymanager.Key, ta
 	took := time.Since(start)
 	st.upstreamTime += took
 	p.health.apply(st, key, target, v, o)
-	if err == nil {
-		p.health.quota(key, resp.Header, o.Now)
-	}
 	p.obs.Attempt(target, v.Fault)
 	return resp, v, err
 }
-
-// hold keeps resp to give the client should no later attempt produce an
-// answer. readErrorBody made its body safe to keep: in memory when small,
-// otherwise still streaming from the upstream, which holds that
-// connection until the request ends; either way the client gets it whole,
-// whatever its size (SPEC §9).
-func hold(resp *http.Response) *http.Response { return resp }

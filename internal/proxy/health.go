@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"net/http"
 	"slices"
 	"strconv"
 	"sync"
@@ -56,6 +55,12 @@ func (h *health) apply(st *reqState, key *keymanager.Key, target *upstream.Targe
 	failed := v.Fault != classify.Success && v.Fault != classify.ClientError && v.Fault != classify.Cancelled
 	key.CountRequest(o.Status, failed)
 	target.CountRequest(v.Fault == classify.TargetError)
+	// Rate-limit headers are read once: for the key's quota, and to tell a
+	// key's own limit from an upstream refusing everyone.
+	q, hasQuota := classify.QuotaOf(o.Header, o.Now)
+	if hasQuota {
+		defer h.quota(key, q)
+	}
 
 	switch v.Fault {
 	case classify.Success:
@@ -80,15 +85,16 @@ func (h *health) apply(st *reqState, key *keymanager.Key, target *upstream.Targe
 				"model": o.Model, "reason": v.Reason}).Info("key excluded for a model")
 		}
 	case classify.KeyPermanent, classify.KeyRateLimited:
-		h.keyFault(st, key, target, v, o)
+		h.keyFault(st, key, target, v, o, hasQuota && q.Exhausted())
 	}
 }
 
 // keyFault charges a key-class failure to the key, unless it is part of a
 // pattern that blames the target. It runs under h.mu, as does the restore
 // of a pattern's keys, so a key is never charged just after the pattern it
-// belongs to restored it.
-func (h *health) keyFault(st *reqState, key *keymanager.Key, target *upstream.Target, v classify.Verdict, o classify.Outcome) {
+// belongs to restored it. quotaSpent says the answer's rate-limit headers
+// show the key's own quota at zero.
+func (h *health) keyFault(st *reqState, key *keymanager.Key, target *upstream.Target, v classify.Verdict, o classify.Outcome, quotaSpent bool) {
 	recent := h.keys.SucceededWithin(key, recentSuccess)
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -102,18 +108,16 @@ func (h *health) keyFault(st *reqState, key *keymanager.Key, target *upstream.Ta
 	h.targets.Responded(target)
 	// A 429 whose rate-limit headers say this key's own quota is spent is
 	// the key's limit, not an upstream refusing everyone.
-	ownLimit := false
-	if v.Fault == classify.KeyRateLimited {
-		if q, ok := classify.QuotaOf(o.Header, o.Now); ok && q.Exhausted() {
-			ownLimit = true
-		}
-	}
+	ownLimit := v.Fault == classify.KeyRateLimited && quotaSpent
 	if recent && !ownLimit && h.correlated(st, key, target, v, o.Status) {
 		return
 	}
-	f := logrus.Fields{"key": key.Preview(), "upstream": target.Host(), "status": o.Status, "reason": v.Reason}
+	fields := func() logrus.Fields {
+		return logrus.Fields{"key": key.Preview(), "upstream": target.Host(), "status": o.Status, "reason": v.Reason}
+	}
 	if v.Fault == classify.KeyPermanent {
 		if h.keys.FailedPermanent(key, v.Reason, o.Status) {
+			f := fields()
 			f["error"] = errorExcerpt(o.Body)
 			h.log.WithFields(f).Warn("key blacklisted")
 		}
@@ -121,6 +125,7 @@ func (h *health) keyFault(st *reqState, key *keymanager.Key, target *upstream.Ta
 	}
 	until, changed := h.keys.RateLimited(key, v.RetryAfter, v.Reason, o.Status)
 	if changed && h.log.Logger.IsLevelEnabled(logrus.DebugLevel) {
+		f := fields()
 		f["until"] = until.Format(time.RFC3339)
 		h.log.WithFields(f).Debug("key cooling")
 	}
@@ -128,11 +133,7 @@ func (h *health) keyFault(st *reqState, key *keymanager.Key, target *upstream.Ta
 
 // quota records what an answer's rate-limit headers say about key, and
 // rests the key when nothing is left.
-func (h *health) quota(key *keymanager.Key, hdr http.Header, now time.Time) {
-	q, ok := classify.QuotaOf(hdr, now)
-	if !ok {
-		return
-	}
+func (h *health) quota(key *keymanager.Key, q classify.Quota) {
 	if h.keys.ObserveQuota(key, keymanager.Quota{RequestsRemaining: q.RequestsRemaining,
 		TokensRemaining: q.TokensRemaining, Reset: q.Reset}) && h.log.Logger.IsLevelEnabled(logrus.DebugLevel) {
 		h.log.WithFields(logrus.Fields{"key": key.Preview(), "until": q.Reset.Format(time.RFC3339)}).
