@@ -21,7 +21,7 @@ import (
 	"time"
 
 	"github.com/gpt-load/gpt-load/internal/config"
-	"github.com/gpt-load/gpt-load/internal/handler"
+	"github.com/gpt-load/gpt-load/internal/server"
 )
 
 const (
@@ -234,8 +234,8 @@ func TestDockerfileMatchesCode(t *testing.T) {
 		if m[2] != defPort {
 			t.Errorf("HEALTHCHECK falls back to port %s; PORT defaults to %s", m[2], defPort)
 		}
-		if m[3] != handler.PathHealth {
-			t.Errorf("HEALTHCHECK probes %s; the health endpoint is %s", m[3], handler.PathHealth)
+		if m[3] != server.PathHealth {
+			t.Errorf("HEALTHCHECK probes %s; the health endpoint is %s", m[3], server.PathHealth)
 		}
 	})
 
@@ -506,8 +506,8 @@ func TestComposeMatchesCode(t *testing.T) {
 		if !strings.Contains(test, "$${PORT") {
 			t.Errorf("healthcheck %s: write $${PORT…} so that Compose leaves it to the container's shell", test)
 		}
-		if m[3] != handler.PathHealth {
-			t.Errorf("healthcheck probes %s; the health endpoint is %s", m[3], handler.PathHealth)
+		if m[3] != server.PathHealth {
+			t.Errorf("healthcheck probes %s; the health endpoint is %s", m[3], server.PathHealth)
 		}
 		if m[2] != exposed {
 			t.Errorf("healthcheck falls back to port %s; the container listens on %s", m[2], exposed)

@@ -124,7 +124,8 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Addr(), err)
 	}
-	logStartup(log, cfg, ln.Addr().String(), app.Keys.Len(), app.Targets)
+	parts := app.Parts()
+	logStartup(log, cfg, ln.Addr().String(), parts.Keys.Len(), parts.Targets)
 
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -19,6 +19,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/gpt-load/gpt-load/internal/keymanager"
+	"github.com/gpt-load/gpt-load/internal/outcome"
 	"github.com/gpt-load/gpt-load/internal/upstream"
 )
 
@@ -57,14 +58,9 @@ type Options struct {
 	OnReset func() error
 }
 
-// Totals are cluster-wide request counters.
-type Totals struct {
-	Total, Success, Failure, Retries int64
-}
-
 // Counters are this replica's request counters, read to publish deltas.
 type Counters interface {
-	Totals() Totals
+	Totals() outcome.Totals
 }
 
 // Cluster is one replica's link to the shared state. It is safe for
@@ -100,8 +96,8 @@ type Cluster struct {
 	// reconnected wakes the subscriber out of its backoff when the writer
 	// reached Redis again, so that it resubscribes at once.
 	reconnected chan struct{}
-	flushed     Totals // counter values already added to Redis
-	cluster     atomic.Pointer[Totals]
+	flushed     outcome.Totals // counter values already added to Redis
+	cluster     atomic.Pointer[outcome.Totals]
 	stop        context.CancelFunc
 	done        sync.WaitGroup
 }
@@ -137,7 +133,7 @@ func New(ctx context.Context, opts Options, keys *keymanager.Manager, targets *u
 		wake:           make(chan struct{}, 1),
 		reconnected:    make(chan struct{}, 1),
 	}
-	c.cluster.Store(&Totals{})
+	c.cluster.Store(&outcome.Totals{})
 	for _, t := range targets.Targets() {
 		c.targetFP[Fingerprint(t.String())] = t
 	}
@@ -186,7 +182,7 @@ func (c *Cluster) Close() {
 func (c *Cluster) Up() bool { return c.up.Load() }
 
 // ClusterTotals returns the cluster-wide counters as last read.
-func (c *Cluster) ClusterTotals() Totals { return *c.cluster.Load() }
+func (c *Cluster) ClusterTotals() outcome.Totals { return *c.cluster.Load() }
 
 // KeysChanged rebuilds the fingerprint index after the key set changed
 // (reload, reset).
@@ -306,8 +302,7 @@ func (c *Cluster) flush(ctx context.Context) error {
 	c.mu.Unlock()
 
 	now := c.counters.Totals()
-	delta := Totals{now.Total - c.flushed.Total, now.Success - c.flushed.Success,
-		now.Failure - c.flushed.Failure, now.Retries - c.flushed.Retries}
+	delta := now.Sub(c.flushed)
 
 	pipe := c.rdb.Pipeline()
 	var events []event
@@ -325,7 +320,7 @@ func (c *Cluster) flush(ctx context.Context) error {
 	for _, e := range events {
 		pipe.Publish(ctx, c.channel(), e.encode())
 	}
-	if delta != (Totals{}) {
+	if delta != (outcome.Totals{}) {
 		pipe.HIncrBy(ctx, c.countersKey(), "total", delta.Total)
 		pipe.HIncrBy(ctx, c.countersKey(), "success", delta.Success)
 		pipe.HIncrBy(ctx, c.countersKey(), "failure", delta.Failure)
@@ -400,8 +395,8 @@ func (c *Cluster) writeTarget(ctx context.Context, pipe redis.Pipeliner, e event
 	pipe.PExpireAt(ctx, name, time.UnixMilli(e.Until))
 }
 
-func parseTotals(m map[string]string) *Totals {
-	return &Totals{Total: atoi(m["total"]), Success: atoi(m["success"]), Failure: atoi(m["failure"]), Retries: atoi(m["retries"])}
+func parseTotals(m map[string]string) *outcome.Totals {
+	return &outcome.Totals{Total: atoi(m["total"]), Success: atoi(m["success"]), Failure: atoi(m["failure"]), Retries: atoi(m["retries"])}
 }
 
 // AcquireRecheck takes the re-check lease for ttl, so that one replica at

@@ -7,7 +7,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,11 +15,11 @@ import (
 	"time"
 
 	"github.com/gpt-load/gpt-load/internal/testlog"
+	"github.com/gpt-load/gpt-load/internal/testserver"
 
 	"github.com/sirupsen/logrus"
 
 	"github.com/gpt-load/gpt-load/internal/config"
-	"github.com/gpt-load/gpt-load/internal/handler"
 	"github.com/gpt-load/gpt-load/internal/secret"
 	"github.com/gpt-load/gpt-load/internal/server"
 	"github.com/gpt-load/gpt-load/internal/testupstream"
@@ -75,6 +74,7 @@ type replica struct {
 	Name string
 	URL  string
 	App  *server.Server
+	server.Parts
 	Logs *testlog.Buffer
 }
 
@@ -111,35 +111,16 @@ func startReplica(t testing.TB, name string, o replicaOpts) *replica {
 	for k, v := range o.Vars {
 		env[k] = v
 	}
-	cfg, err := config.Load(func(k string) string { return env[k] })
-	if err != nil {
-		t.Fatalf("config.Load: %v", err)
-	}
+	var configure func(*config.Config)
 	if o.Recheck > 0 {
-		cfg.KeyRecheckInterval = o.Recheck
+		configure = func(cfg *config.Config) { cfg.KeyRecheckInterval = o.Recheck }
 	}
-	raw, err := os.ReadFile(o.KeysFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys := strings.Fields(string(raw))
-
-	logs := &testlog.Buffer{}
-	l := logrus.New()
-	l.SetOutput(logs)
-	l.SetLevel(logrus.DebugLevel)
-	l.SetFormatter(&logrus.JSONFormatter{})
-	app, err := server.New(t.Context(), cfg, keys, logrus.NewEntry(l).WithField("replica", name),
-		server.Options{TargetCooldown: o.TargetCooldown})
-	if err != nil {
-		t.Fatalf("server.New(%s): %v", name, err)
-	}
-	if app.Cluster == nil {
+	s := testserver.Start(t, testserver.Options{KeysFile: o.KeysFile, Env: env, Configure: configure,
+		LogFields: logrus.Fields{"replica": name}, Server: server.Options{TargetCooldown: o.TargetCooldown}})
+	app := s.App
+	if s.Cluster == nil {
 		t.Fatalf("server.New(%s) with REDIS_URL made no cluster", name)
 	}
-	t.Cleanup(app.Close)
-	srv := httptest.NewServer(app.Handler)
-	t.Cleanup(srv.Close)
 	if o.Recheck > 0 {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
@@ -149,7 +130,7 @@ func startReplica(t testing.TB, name string, o replicaOpts) *replica {
 		}()
 		t.Cleanup(func() { cancel(); <-done })
 	}
-	r := &replica{Name: name, URL: srv.URL, App: app, Logs: logs}
+	r := &replica{Name: name, URL: s.URL, App: app, Logs: s.Logs, Parts: s.Parts}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("%s's logs, without access lines:\n%s", name, r.logsWithout(`"msg":"request"`))
@@ -222,9 +203,9 @@ func (r *replica) do(t testing.TB, method, path string, v any) int {
 	return resp.StatusCode
 }
 
-func (r *replica) blacklist(t testing.TB) handler.Blacklist {
+func (r *replica) blacklist(t testing.TB) server.Blacklist {
 	t.Helper()
-	var b handler.Blacklist
+	var b server.Blacklist
 	if status := r.do(t, http.MethodGet, "/blacklist", &b); status != http.StatusOK {
 		t.Fatalf("%s: /blacklist answered %d", r.Name, status)
 	}
@@ -232,28 +213,28 @@ func (r *replica) blacklist(t testing.TB) handler.Blacklist {
 }
 
 // benched returns r's /blacklist entry for key, if any.
-func (r *replica) benched(t testing.TB, key string) (handler.BlacklistedKey, bool) {
+func (r *replica) benched(t testing.TB, key string) (server.BlacklistedKey, bool) {
 	t.Helper()
 	for _, k := range r.blacklist(t).Keys {
 		if k.Preview == preview(key) {
 			return k, true
 		}
 	}
-	return handler.BlacklistedKey{}, false
+	return server.BlacklistedKey{}, false
 }
 
-func (r *replica) stats(t testing.TB) handler.Stats {
+func (r *replica) stats(t testing.TB) server.Stats {
 	t.Helper()
-	var s handler.Stats
+	var s server.Stats
 	if status := r.do(t, http.MethodGet, "/stats", &s); status != http.StatusOK {
 		t.Fatalf("%s: /stats answered %d", r.Name, status)
 	}
 	return s
 }
 
-func (r *replica) health(t testing.TB) (int, handler.Health) {
+func (r *replica) health(t testing.TB) (int, server.Health) {
 	t.Helper()
-	var h handler.Health
+	var h server.Health
 	status := r.do(t, http.MethodGet, "/health", &h)
 	return status, h
 }
@@ -388,9 +369,9 @@ func usedBy(up *testupstream.Server, offset int, name string) map[string]int {
 
 // blacklistThrough drives traffic through r until r has taken key out of
 // rotation (the upstream scripted to fail it).
-func blacklistThrough(t testing.TB, r *replica, key string) handler.BlacklistedKey {
+func blacklistThrough(t testing.TB, r *replica, key string) server.BlacklistedKey {
 	t.Helper()
-	var got handler.BlacklistedKey
+	var got server.BlacklistedKey
 	waitFor(t, 5*time.Second, r.Name+" benches "+preview(key), func() bool {
 		r.send(t)
 		var ok bool

@@ -5,7 +5,6 @@ package metrics
 
 import (
 	"net/http"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/gpt-load/gpt-load/internal/classify"
 	"github.com/gpt-load/gpt-load/internal/keymanager"
+	"github.com/gpt-load/gpt-load/internal/outcome"
 	"github.com/gpt-load/gpt-load/internal/upstream"
 )
 
@@ -127,23 +127,23 @@ func (m *Metrics) Attempt(t *upstream.Target, f classify.Fault) {
 	}
 }
 
-// Request records a finished client request: its status, the target of its
-// last attempt (nil if none), the number of attempts, its duration and the
-// proxy's own share of it (negative: unknown, not observed).
-func (m *Metrics) Request(t *upstream.Target, status, attempts int, took, overhead time.Duration) {
+// Done records a finished client request: its status, the target of its
+// last attempt, the number of attempts, its duration and the proxy's own
+// share of it (negative: unknown, not observed).
+func (m *Metrics) Done(r *outcome.Record) {
 	row := 0
-	if t != nil {
-		row = t.Index + 1
+	if r.Target != nil {
+		row = r.Target.Index + 1
 	}
-	if c := status/100 - 1; c >= 0 && c < len(statusClasses) {
+	if c := r.Status/100 - 1; c >= 0 && c < len(statusClasses) {
 		m.requests[row][c].Inc()
 	}
-	if attempts > 1 {
-		m.retries.Add(float64(attempts - 1))
+	if r.Attempts > 1 {
+		m.retries.Add(float64(r.Attempts - 1))
 	}
-	m.duration.Observe(took.Seconds())
-	if overhead >= 0 {
-		m.overhead.Observe(overhead.Seconds())
+	m.duration.Observe(r.Took.Seconds())
+	if r.Overhead >= 0 {
+		m.overhead.Observe(r.Overhead.Seconds())
 	}
 }
 

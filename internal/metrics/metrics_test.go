@@ -1,12 +1,9 @@
 package metrics_test
 
 import (
-	"context"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -14,10 +11,8 @@ import (
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
-	"github.com/sirupsen/logrus"
 
-	"github.com/gpt-load/gpt-load/internal/config"
-	"github.com/gpt-load/gpt-load/internal/server"
+	"github.com/gpt-load/gpt-load/internal/testserver"
 	"github.com/gpt-load/gpt-load/internal/testupstream"
 )
 
@@ -31,24 +26,8 @@ const token = "metrics-auth-token-1234567"
 
 func start(t *testing.T, upstreams ...string) string {
 	t.Helper()
-	dir := t.TempDir()
-	kf := filepath.Join(dir, "keys.txt")
-	os.WriteFile(kf, []byte(strings.Join(keys, "\n")), 0o600)
-	env := map[string]string{"KEYS_FILE": kf, "OPENAI_BASE_URL": strings.Join(upstreams, ","), "AUTH_KEY": token}
-	cfg, err := config.Load(func(k string) string { return env[k] })
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := logrus.New()
-	l.SetOutput(io.Discard)
-	app, err := server.New(context.Background(), cfg, keys, logrus.NewEntry(l), server.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(app.Close)
-	srv := httptest.NewServer(app.Handler)
-	t.Cleanup(srv.Close)
-	return srv.URL
+	return testserver.Start(t, testserver.Options{Keys: keys, Upstreams: upstreams,
+		Env: map[string]string{"AUTH_KEY": token, "HOST": "", "LOG_FORMAT": ""}, Logs: io.Discard}).URL
 }
 
 func get(t *testing.T, url string, auth bool) (*http.Response, string) {

@@ -4,38 +4,20 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/gpt-load/gpt-load/internal/secret"
-
 	"github.com/sirupsen/logrus"
+
+	"github.com/gpt-load/gpt-load/internal/outcome"
 )
 
-// StatusClientClosed is logged when the client went away before an answer,
-// after nginx's 499.
-const StatusClientClosed = 499
-
-// recorder remembers what was written, for the access line. It implements
-// Unwrap so http.ResponseController reaches the real Flush.
+// recorder remembers what was written, for the access line, and holds the
+// outcome record a proxy further in fills. It implements Unwrap so
+// http.ResponseController reaches the real Flush.
 type recorder struct {
 	http.ResponseWriter
 	status      int
 	bytes       int64
 	wroteHeader bool
-	access      Access
-}
-
-// Access is what the proxy tells the access log about a request.
-type Access struct {
-	Key      secret.Key // the key used; only its mask is ever logged
-	Target   string     // upstream host
-	Attempts int
-	// Status overrides the written status, e.g. StatusClientClosed.
-	Status int
-	// Aborted: the response was cut off after it started (the upstream
-	// failed mid-body), so the client saw an error, not a short answer.
-	Aborted bool
-	// Error says why a response that had started failed (a stream cut by
-	// its idle timeout, an upstream that broke off mid-stream).
-	Error string
+	outcome     outcome.Record
 }
 
 func (r *recorder) WriteHeader(code int) {
@@ -58,28 +40,6 @@ func (r *recorder) Write(p []byte) (int, error) {
 
 func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
-// findRecorder walks the Unwrap chain of w to the access recorder.
-func findRecorder(w http.ResponseWriter) *recorder {
-	for {
-		switch v := w.(type) {
-		case *recorder:
-			return v
-		case interface{ Unwrap() http.ResponseWriter }:
-			w = v.Unwrap()
-		default:
-			return nil
-		}
-	}
-}
-
-// Annotate hands the access log what only the proxy knows. It does nothing
-// when w does not pass through Logging.
-func Annotate(w http.ResponseWriter, a Access) {
-	if rec := findRecorder(w); rec != nil {
-		rec.access = a
-	}
-}
-
 // Logging writes one access line per request for which proxied reports
 // true (SPEC §15): method, path without query, status, duration, key
 // preview, target host, attempts and bytes sent; info below 400, warn for
@@ -92,11 +52,16 @@ func Logging(log *logrus.Entry, enabled bool, proxied func(*http.Request) bool) 
 			rec := &recorder{ResponseWriter: w}
 			start := time.Now()
 			returned := false
+			isProxied := proxied(r)
+			if isProxied {
+				r = r.WithContext(outcome.NewContext(r.Context(), &rec.outcome))
+			}
+			o := &rec.outcome
 			defer func() {
 				status := rec.status
 				switch {
-				case rec.access.Status != 0:
-					status = rec.access.Status
+				case o.Status == outcome.StatusClientClosed:
+					status = o.Status
 				case !rec.wroteHeader && !returned:
 					// next panicked; Recovery, further out, answers 500.
 					status = http.StatusInternalServerError
@@ -105,12 +70,11 @@ func Logging(log *logrus.Entry, enabled bool, proxied func(*http.Request) bool) 
 				}
 				level := logrus.InfoLevel
 				switch {
-				case status >= 500 || rec.access.Aborted:
+				case status >= 500 || o.Aborted:
 					level = logrus.ErrorLevel
 				case status >= 400:
 					level = logrus.WarnLevel
 				}
-				isProxied := proxied(r)
 				if !isProxied || !enabled {
 					level = logrus.DebugLevel
 				}
@@ -120,9 +84,12 @@ func Logging(log *logrus.Entry, enabled bool, proxied func(*http.Request) bool) 
 				line := accessLine{
 					level: level, method: r.Method, path: r.URL.Path, status: status,
 					duration: time.Since(start).Round(time.Microsecond), bytes: rec.bytes, client: r.RemoteAddr,
-					proxied: isProxied, key: rec.access.Key, upstream: rec.access.Target, attempts: rec.access.Attempts,
-					aborted: rec.access.Aborted,
-					err:     rec.access.Error,
+					proxied: isProxied, key: o.Key, upstream: o.TargetHost(), attempts: o.Attempts,
+					aborted: o.Aborted, err: o.Error,
+				}
+				if !o.Start.IsZero() {
+					// The proxy took the request: its record has the bytes.
+					line.bytes = o.Bytes
 				}
 				if fast != nil {
 					fast.write(&line)

@@ -4,17 +4,19 @@ import (
 	"bufio"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/gpt-load/gpt-load/internal/secret"
-
 	"github.com/sirupsen/logrus"
 
 	"github.com/gpt-load/gpt-load/internal/middleware"
+	"github.com/gpt-load/gpt-load/internal/outcome"
+	"github.com/gpt-load/gpt-load/internal/secret"
+	"github.com/gpt-load/gpt-load/internal/upstream"
 )
 
 // isProxied treats every path but /stats as proxied, as the handler does
@@ -28,10 +30,15 @@ type wrapper struct{ http.ResponseWriter }
 func (w wrapper) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // statusHandler answers with the status in the "status" query parameter,
-// annotating the access line through a wrapper.
+// through a wrapper, filling the outcome record as the proxy would.
 func statusHandler(w http.ResponseWriter, r *http.Request) {
 	ww := wrapper{w}
-	middleware.Annotate(ww, middleware.Access{Key: secret.NewKey("sk-abcdefghijklmnopqrstuvwxyz"), Target: "upstream.example:443", Attempts: 2})
+	// As the proxy does: fill the outcome record the access log handed in.
+	if o := outcome.FromContext(r.Context()); o != nil {
+		*o = outcome.Record{Start: time.Now(), Key: secret.NewKey("sk-abcdefghijklmnopqrstuvwxyz"),
+			Target:   upstream.NewTarget(&url.URL{Scheme: "https", Host: "upstream.example:443"}, upstream.Bearer),
+			Attempts: 2, Bytes: int64(len("hello"))}
+	}
 	code := http.StatusOK
 	if n, err := strconv.Atoi(r.URL.Query().Get("status")); err == nil {
 		code = n
@@ -153,8 +160,8 @@ func TestLoggingStatusWithoutWriteHeader(t *testing.T) {
 		{"write only", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "abc") }, 200, 3},
 		{"nothing", func(w http.ResponseWriter, r *http.Request) {}, 200, 0},
 		{"client closed", func(w http.ResponseWriter, r *http.Request) {
-			middleware.Annotate(w, middleware.Access{Status: middleware.StatusClientClosed, Attempts: 1})
-		}, middleware.StatusClientClosed, 0},
+			*outcome.FromContext(r.Context()) = outcome.Record{Start: time.Now(), Status: outcome.StatusClientClosed, Attempts: 1}
+		}, outcome.StatusClientClosed, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

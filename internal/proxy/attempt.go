@@ -81,13 +81,13 @@ func (t attemptTransport) RoundTrip(out *http.Request) (*http.Response, error) {
 		}
 		req := out
 		if attempt > 0 {
-			p.counters.Retries.Add(1)
+			p.counters.Retried()
 			req = out.Clone(ctx)
 		}
 		resp, v, err := p.attempt(req, st, key, target)
 		lastFault = v.Fault
 		st.attempts = attempt + 1
-		st.key, st.target = key, target
+		st.key, st.target, st.fault = key, target, v.Fault
 
 		if !v.Retry || attempt >= p.opts.MaxRetries || ctx.Err() != nil {
 			return last(resp, err)

@@ -25,6 +25,7 @@ import (
 
 	"github.com/gpt-load/gpt-load/internal/classify"
 	"github.com/gpt-load/gpt-load/internal/keymanager"
+	"github.com/gpt-load/gpt-load/internal/outcome"
 	"github.com/gpt-load/gpt-load/internal/proxy"
 	"github.com/gpt-load/gpt-load/internal/testupstream"
 	"github.com/gpt-load/gpt-load/internal/upstream"
@@ -460,8 +461,7 @@ func TestPoolKeyInErrorBodyMasked(t *testing.T) {
 type panicObserver struct{}
 
 func (panicObserver) Attempt(*upstream.Target, classify.Fault) { panic("observer bug") }
-func (panicObserver) Request(*upstream.Target, int, int, time.Duration, time.Duration) {
-}
+func (panicObserver) Done(*outcome.Record)                     {}
 
 // TestSpooledBodyRemovedOnPanic: a panic while a spooled body is in use
 // still removes the file (the server recovers; the file must not leak).

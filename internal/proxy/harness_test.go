@@ -1,20 +1,16 @@
 package proxy_test
 
 import (
-	"context"
 	"io"
+	"maps"
 	"net/http"
-	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/gpt-load/gpt-load/internal/testlog"
-
-	"github.com/sirupsen/logrus"
+	"github.com/gpt-load/gpt-load/internal/testserver"
 
 	"github.com/gpt-load/gpt-load/internal/config"
 	"github.com/gpt-load/gpt-load/internal/keymanager"
@@ -59,37 +55,11 @@ func startBench(b *testing.B, upstreams []string, vars map[string]string) string
 
 func startWith(t testing.TB, keys []string, upstreams []string, vars map[string]string, logOut io.Writer) *env {
 	t.Helper()
-	dir := t.TempDir()
-	keysFile := filepath.Join(dir, "keys.txt")
-	if err := os.WriteFile(keysFile, []byte(strings.Join(keys, "\n")), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	all := map[string]string{
-		"KEYS_FILE":       keysFile,
-		"OPENAI_BASE_URL": strings.Join(upstreams, ","),
-		"LOG_LEVEL":       "debug",
-	}
-	for k, v := range vars {
-		all[k] = v
-	}
-	cfg, err := config.Load(func(k string) string { return all[k] })
-	if err != nil {
-		t.Fatalf("config.Load: %v", err)
-	}
-	l := logrus.New()
-	l.SetOutput(logOut)
-	level, _ := logrus.ParseLevel(cfg.Log.Level)
-	l.SetLevel(level)
-	l.SetFormatter(&logrus.JSONFormatter{})
-	app, err := server.New(context.Background(), cfg, keys, logrus.NewEntry(l), server.Options{TargetCooldown: benchCooldown(vars),
-		StreamWindow: msVar(vars, "STREAM_WINDOW_MS")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(app.Close)
-	srv := httptest.NewServer(app.Handler)
-	t.Cleanup(srv.Close)
-	return &env{URL: srv.URL, Keys: app.Keys, Proxy: app.Proxy, Transport: app.Transport, Config: cfg, App: app}
+	all := map[string]string{"LOG_LEVEL": "debug", "HOST": ""}
+	maps.Copy(all, vars)
+	s := testserver.Start(t, testserver.Options{Keys: keys, Upstreams: upstreams, Env: all, Logs: logOut,
+		Server: server.Options{TargetCooldown: benchCooldown(vars), StreamWindow: msVar(vars, "STREAM_WINDOW_MS")}})
+	return &env{URL: s.URL, Keys: s.Keys, Proxy: s.Proxy, Transport: s.Transport, Config: s.Config, App: s.App}
 }
 
 // benchCooldown reads the test-only TARGET_COOLDOWN_MS from vars.

@@ -22,8 +22,8 @@ import (
 	"github.com/gpt-load/gpt-load/internal/apierr"
 	"github.com/gpt-load/gpt-load/internal/classify"
 	"github.com/gpt-load/gpt-load/internal/keymanager"
-	"github.com/gpt-load/gpt-load/internal/middleware"
 	"github.com/gpt-load/gpt-load/internal/modelname"
+	"github.com/gpt-load/gpt-load/internal/outcome"
 	"github.com/gpt-load/gpt-load/internal/upstream"
 )
 
@@ -36,16 +36,15 @@ const HeaderAttempts = "X-Gpt-Load-Attempts"
 // and safe for concurrent use.
 type Observer interface {
 	Attempt(t *upstream.Target, f classify.Fault)
-	// Request reports a finished request: its final status, the target of
-	// its last attempt (nil if none), attempts made, total time, and the
-	// proxy's own share before the response headers (negative: unknown).
-	Request(t *upstream.Target, status, attempts int, took, overhead time.Duration)
+	// Done reports a finished request. The record is the request's own:
+	// it must not be kept after Done returns.
+	Done(r *outcome.Record)
 }
 
 type nopObserver struct{}
 
-func (nopObserver) Attempt(*upstream.Target, classify.Fault)                         {}
-func (nopObserver) Request(*upstream.Target, int, int, time.Duration, time.Duration) {}
+func (nopObserver) Attempt(*upstream.Target, classify.Fault) {}
+func (nopObserver) Done(*outcome.Record)                     {}
 
 // Options configures a Proxy.
 type Options struct {
@@ -85,15 +84,9 @@ type Proxy struct {
 	sobs   StreamObserver
 
 	inflight atomic.Int64
-	counters Counters
+	counters outcome.Counters
 	budget   retryBudget
 	queue    keyQueue
-}
-
-// Counters are the client-request totals shown in /stats. Fields are
-// accessed atomically.
-type Counters struct {
-	Total, Success, Failure, Retries atomic.Uint64
 }
 
 // New returns a proxy that sends requests through base (see NewTransport).
@@ -120,8 +113,9 @@ func New(opts Options, keys *keymanager.Manager, targets *upstream.Balancer, bas
 	return p
 }
 
-// Counters returns the request counters.
-func (p *Proxy) Counters() *Counters { return &p.counters }
+// Totals returns the request counters: requests taken, succeeded, failed
+// and retried.
+func (p *Proxy) Totals() outcome.Totals { return p.counters.Totals() }
 
 // InFlight is the number of proxied requests being served.
 func (p *Proxy) InFlight() int64 { return p.inflight.Load() }
@@ -136,7 +130,11 @@ type reqState struct {
 	key      *keymanager.Key
 	target   *upstream.Target
 	status   int
-	aborted  bool // the response was cut off after it started
+	fault    classify.Fault // the last attempt's verdict
+	aborted  bool           // the response was cut off after it started
+	// out counts the body bytes written to the client; ServeHTTP writes
+	// through it.
+	out countingWriter
 	// connected is set by the client trace once the current attempt has
 	// a connection, so a timeout after it means the request was sent.
 	connected atomic.Bool
@@ -190,38 +188,12 @@ func stateOf(ctx context.Context) *reqState {
 // it can be replayed, and forwards.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	p.counters.Total.Add(1)
+	p.counters.Started()
 	st := &reqState{path: r.URL.Path, rawPath: r.URL.RawPath, queueDeadline: start.Add(p.opts.QueueTimeout),
 		start: start}
-	defer func() {
-		// A stream the client left keeps its status: the client, not the
-		// upstream, ended it.
-		aborted := st.aborted && r.Context().Err() == nil
-		overhead := time.Duration(-1)
-		if !st.headersAt.IsZero() && !st.bodyRead.IsZero() {
-			overhead = max(0, st.headersAt.Sub(st.bodyRead)-st.upstreamTime)
-		}
-		p.obs.Request(st.target, st.status, st.attempts, time.Since(start), overhead)
-		if st.status >= 200 && st.status < 400 {
-			p.counters.Success.Add(1)
-		} else {
-			p.counters.Failure.Add(1)
-		}
-		a := middleware.Access{Attempts: st.attempts, Aborted: aborted}
-		if aborted {
-			a.Error = st.streamFailure
-		}
-		if st.key != nil {
-			a.Key = st.key.Secret()
-		}
-		if st.target != nil {
-			a.Target = st.target.Host()
-		}
-		if st.status == middleware.StatusClientClosed {
-			a.Status = st.status
-		}
-		middleware.Annotate(w, a)
-	}()
+	st.out.ResponseWriter = w
+	w = &st.out
+	defer p.finish(r, st)
 
 	if p.inflight.Add(1) > int64(p.opts.MaxConcurrent) {
 		p.inflight.Add(-1)
@@ -237,7 +209,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if errors.As(err, &ae) {
 			p.fail(w, st, ae)
 		} else {
-			st.status = middleware.StatusClientClosed
+			st.status = outcome.StatusClientClosed
 		}
 		return
 	}
@@ -264,6 +236,45 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.rp.ServeHTTP(w, r.WithContext(ctx))
 	returned = true
 }
+
+// finish produces the request's outcome record and hands it to the
+// counters, the metrics and, through the request's context, the access log.
+func (p *Proxy) finish(r *http.Request, st *reqState) {
+	rec := outcome.FromContext(r.Context())
+	if rec == nil {
+		rec = new(outcome.Record)
+	}
+	*rec = outcome.Record{Start: st.start, Status: st.status, Attempts: st.attempts, Target: st.target,
+		Fault: st.fault, Took: time.Since(st.start), Overhead: -1, Bytes: st.out.n}
+	if st.key != nil {
+		rec.Key = st.key.Secret()
+	}
+	// A stream the client left keeps its status: the client, not the
+	// upstream, ended it.
+	if st.aborted && r.Context().Err() == nil {
+		rec.Aborted, rec.Error = true, st.streamFailure
+	}
+	if !st.headersAt.IsZero() && !st.bodyRead.IsZero() {
+		rec.Overhead = max(0, st.headersAt.Sub(st.bodyRead)-st.upstreamTime)
+	}
+	p.obs.Done(rec)
+	p.counters.Finished(rec)
+}
+
+// countingWriter counts the body bytes written through it. It implements
+// Unwrap so http.ResponseController reaches the real Flush and Hijack.
+type countingWriter struct {
+	http.ResponseWriter
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.ResponseWriter.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+func (c *countingWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter }
 
 func (p *Proxy) fail(w http.ResponseWriter, st *reqState, e *apierr.Error) {
 	st.status = e.Status
@@ -455,7 +466,7 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 func (p *Proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
 	st := stateOf(r.Context())
 	if r.Context().Err() != nil {
-		st.status = middleware.StatusClientClosed
+		st.status = outcome.StatusClientClosed
 		return // the client went away: nobody to answer
 	}
 	var ae *apierr.Error

@@ -15,9 +15,9 @@ const maxHeaderBytes = 1 << 20
 // client input run against it, so they see exactly what production does.
 // errorLog receives net/http's own messages (TLS noise, bad requests).
 func (s *Server) HTTPServer(errorLog *log.Logger) *http.Server {
-	cfg := s.Config
+	cfg := s.cfg
 	return &http.Server{
-		Handler: writeDeadline(s.Handler, cfg.ServerWriteTimeout),
+		Handler: writeDeadline(s.handler, cfg.ServerWriteTimeout),
 		// A client that is slow to send its headers (slow-loris) holds
 		// one connection for this long at most, and nothing else: a
 		// generous bound still fits any real client.

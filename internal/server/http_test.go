@@ -6,7 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -20,9 +20,10 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/gpt-load/gpt-load/internal/config"
-	"github.com/gpt-load/gpt-load/internal/server"
+	appserver "github.com/gpt-load/gpt-load/internal/server"
 	"github.com/gpt-load/gpt-load/internal/testlog"
 	"github.com/gpt-load/gpt-load/internal/testredis"
+	"github.com/gpt-load/gpt-load/internal/testserver"
 	"github.com/gpt-load/gpt-load/internal/testupstream"
 )
 
@@ -38,42 +39,15 @@ type live struct {
 	Addr string
 	URL  string
 	Logs *testlog.Buffer
-	App  *server.Server
+	App  *appserver.Server
 }
 
 func serve(t *testing.T, upstream string, vars map[string]string) *live {
 	t.Helper()
-	dir := t.TempDir()
-	keysFile := filepath.Join(dir, "keys.txt")
-	if err := os.WriteFile(keysFile, []byte(strings.Join(testKeys, "\n")), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	all := map[string]string{"KEYS_FILE": keysFile, "OPENAI_BASE_URL": upstream, "LOG_LEVEL": "debug", "LOG_FORMAT": "json"}
-	for k, v := range vars {
-		all[k] = v
-	}
-	cfg, err := config.Load(func(k string) string { return all[k] })
-	if err != nil {
-		t.Fatalf("config.Load: %v", err)
-	}
-	logs := &testlog.Buffer{}
-	l := logrus.New()
-	l.SetOutput(logs)
-	l.SetLevel(logrus.DebugLevel)
-	l.SetFormatter(&logrus.JSONFormatter{})
-	app, err := server.New(context.Background(), cfg, testKeys, logrus.NewEntry(l), server.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(app.Close)
-	srv := app.HTTPServer(log.New(io.Discard, "", 0))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	return &live{Addr: ln.Addr().String(), URL: "http://" + ln.Addr().String(), Logs: logs, App: app}
+	env := map[string]string{"LOG_LEVEL": "debug"}
+	maps.Copy(env, vars)
+	s := testserver.Start(t, testserver.Options{Keys: testKeys, Upstreams: []string{upstream}, Env: env, Live: true})
+	return &live{Addr: s.Addr, URL: s.URL, Logs: s.Logs, App: s.App}
 }
 
 // dial opens a raw connection, closed at the end of the test.
@@ -360,7 +334,7 @@ func TestResetDuringStartup(t *testing.T) {
 	if err := os.WriteFile(keysFile, []byte(strings.Join(testKeys, "\n")), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	newReplica := func(logs io.Writer) *server.Server {
+	newReplica := func(logs io.Writer) *appserver.Server {
 		vars := map[string]string{"KEYS_FILE": keysFile, "OPENAI_BASE_URL": up.URL, "REDIS_URL": rs.URL}
 		cfg, err := config.Load(func(k string) string { return vars[k] })
 		if err != nil {
@@ -368,7 +342,7 @@ func TestResetDuringStartup(t *testing.T) {
 		}
 		l := logrus.New()
 		l.SetOutput(logs)
-		app, err := server.New(context.Background(), cfg, testKeys, logrus.NewEntry(l), server.Options{})
+		app, err := appserver.New(context.Background(), cfg, testKeys, logrus.NewEntry(l), appserver.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -388,13 +362,13 @@ func TestResetDuringStartup(t *testing.T) {
 			}
 			req, _ := http.NewRequest(http.MethodPost, "/reset-keys", nil)
 			rec := &discardWriter{h: http.Header{}}
-			a.Handler.ServeHTTP(rec, req)
+			a.Handler().ServeHTTP(rec, req)
 		}
 	}()
 	for range 5 {
 		logs := &testlog.Buffer{}
 		b := newReplica(logs)
-		if b.Cluster == nil || b.Handler == nil {
+		if b.Parts().Cluster == nil || b.Handler() == nil {
 			t.Fatalf("replica started without its parts")
 		}
 		// It heard at least one of the other replica's resets.

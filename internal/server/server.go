@@ -1,5 +1,6 @@
-// Package server assembles gpt-load from its configuration: keys, targets,
-// upstream transport, proxy, metrics and the HTTP handler in front of them.
+// Package server is gpt-load's HTTP server: it assembles keys, targets,
+// upstream transport, proxy, metrics and the link to other replicas from
+// the configuration, and answers the management routes itself.
 package server
 
 import (
@@ -12,28 +13,54 @@ import (
 
 	"github.com/gpt-load/gpt-load/internal/cluster"
 	"github.com/gpt-load/gpt-load/internal/config"
-	"github.com/gpt-load/gpt-load/internal/handler"
 	"github.com/gpt-load/gpt-load/internal/keymanager"
 	"github.com/gpt-load/gpt-load/internal/metrics"
 	"github.com/gpt-load/gpt-load/internal/proxy"
 	"github.com/gpt-load/gpt-load/internal/upstream"
 )
 
-// Server is a wired gpt-load. Handler serves everything; the other fields
-// are its parts, for the process around it and for tests.
+// Server is a wired gpt-load: keys, targets, upstream transport, proxy,
+// metrics, the link to other replicas, and the HTTP handler in front.
 type Server struct {
-	Config    *config.Config
+	cfg       *config.Config
+	log       *logrus.Entry
+	keys      *keymanager.Manager
+	targets   *upstream.Balancer
+	transport *http.Transport
+	proxy     *proxy.Proxy
+	metrics   *metrics.Metrics
+	// cluster links replicas through Redis; nil without REDIS_URL.
+	cluster *cluster.Cluster
+
+	handler     http.Handler
+	metricsPage http.Handler
+	statusPage  statusPage
+	started     time.Time
+	// reset is what /reset-keys does.
+	reset func() error
+}
+
+// Parts are what a Server is built from, for tests and tools that look
+// inside; serving needs none of them.
+type Parts struct {
 	Keys      *keymanager.Manager
 	Targets   *upstream.Balancer
 	Transport *http.Transport
 	Proxy     *proxy.Proxy
 	Metrics   *metrics.Metrics
-	Handler   http.Handler
-	// Cluster links replicas through Redis; nil without REDIS_URL.
+	// Cluster is nil without REDIS_URL.
 	Cluster *cluster.Cluster
-
-	log *logrus.Entry
 }
+
+// Parts returns the server's parts.
+func (s *Server) Parts() Parts {
+	return Parts{Keys: s.keys, Targets: s.targets, Transport: s.transport, Proxy: s.proxy,
+		Metrics: s.metrics, Cluster: s.cluster}
+}
+
+// Handler serves everything: the management routes and the proxy, behind
+// the middleware chain.
+func (s *Server) Handler() http.Handler { return s.handler }
 
 // Options are knobs that have no environment variable.
 type Options struct {
@@ -43,20 +70,25 @@ type Options struct {
 	// StreamWindow is the commit window's time bound; 0 means 10 s
 	// (SPEC §20). Tests shorten it.
 	StreamWindow time.Duration
+	// ResetKeys, when set, replaces what /reset-keys does; tests use it.
+	ResetKeys func() error
 }
 
 // New wires a server for cfg over keys, which must not be empty. With
 // REDIS_URL set it connects to Redis and loads the shared state first,
 // waiting a few seconds at most (ctx bounds that wait).
 func New(ctx context.Context, cfg *config.Config, keys []string, log *logrus.Entry, opts Options) (*Server, error) {
-	s := &Server{Config: cfg, log: log}
+	s := &Server{cfg: cfg, log: log, started: time.Now(), statusPage: buildStatusPage(), reset: opts.ResetKeys}
+	if s.reset == nil {
+		s.reset = s.resetKeysEverywhere
+	}
 	start := cfg.StartIndex
 	if !cfg.RedisURL.Empty() {
 		// Replicas start at different places so they do not march in step
 		// over the same keys.
 		start = (start + rand.IntN(len(keys))) % len(keys)
 	}
-	s.Keys = keymanager.New(keys, keymanager.Options{
+	s.keys = keymanager.New(keys, keymanager.Options{
 		StartIndex:         start,
 		BlacklistThreshold: cfg.BlacklistThreshold,
 		Cooldown:           cfg.KeyCooldown,
@@ -66,8 +98,8 @@ func New(ctx context.Context, cfg *config.Config, keys []string, log *logrus.Ent
 	if err != nil {
 		return nil, err
 	}
-	s.Targets = upstream.NewBalancer(targets, upstream.Options{Cooldown: opts.TargetCooldown})
-	s.Transport, err = proxy.NewTransport(proxy.TransportOptions{
+	s.targets = upstream.NewBalancer(targets, upstream.Options{Cooldown: opts.TargetCooldown})
+	s.transport, err = proxy.NewTransport(proxy.TransportOptions{
 		ConnectTimeout:  cfg.RequestTimeout,
 		ResponseTimeout: cfg.ResponseTimeout,
 		IdleConnTimeout: cfg.IdleConnTimeout,
@@ -77,8 +109,9 @@ func New(ctx context.Context, cfg *config.Config, keys []string, log *logrus.Ent
 	if err != nil {
 		return nil, err
 	}
-	s.Metrics = metrics.New(metrics.Sources{Keys: s.Keys, Targets: s.Targets, InFlight: func() int64 { return s.Proxy.InFlight() }})
-	s.Proxy = proxy.New(proxy.Options{
+	s.metrics = metrics.New(metrics.Sources{Keys: s.keys, Targets: s.targets, InFlight: func() int64 { return s.proxy.InFlight() }})
+	s.metricsPage = s.metrics.Handler()
+	s.proxy = proxy.New(proxy.Options{
 		MaxRetries:        cfg.MaxRetries,
 		MaxBodySize:       cfg.MaxRequestBodySize,
 		BodyMemoryLimit:   cfg.BodyMemoryLimit,
@@ -88,41 +121,35 @@ func New(ctx context.Context, cfg *config.Config, keys []string, log *logrus.Ent
 		StreamIdleTimeout: cfg.StreamIdleTimeout,
 		StreamKeepalive:   cfg.StreamKeepalive,
 		StreamWindow:      opts.StreamWindow,
-		Observer:          s.Metrics,
-	}, s.Keys, s.Targets, proxy.ShareConns(s.Transport), log)
-	deps := handler.Deps{
-		Config: cfg, Keys: s.Keys, Targets: s.Targets, Proxy: s.Proxy, Log: log,
-		Started: time.Now(), ResetKeys: s.resetKeys,
-		Metrics: s.Metrics.Handler(),
-	}
+		Observer:          s.metrics,
+	}, s.keys, s.targets, proxy.ShareConns(s.transport), log)
 	if !cfg.RedisURL.Empty() {
 		// The cluster's subscriber starts inside cluster.New and may hear
-		// another replica's reset at once, before s.Cluster is set: the
+		// another replica's reset at once, before s.cluster is set: the
 		// reload it runs waits until s is whole.
 		ready := make(chan struct{})
 		defer close(ready)
-		s.Cluster, err = cluster.New(ctx, cluster.Options{
+		s.cluster, err = cluster.New(ctx, cluster.Options{
 			URL: cfg.RedisURL.Reveal(), Prefix: cfg.RedisPrefix, Log: log,
 			OnReset: func() error { <-ready; return s.Reload(true) },
-		}, s.Keys, s.Targets, proxyCounters{s.Proxy})
+		}, s.keys, s.targets, s.proxy)
 		if err != nil {
 			return nil, err
 		}
-		deps.Shared = sharedView{s.Cluster}
 	}
-	s.Handler = handler.New(deps)
+	s.handler = s.newHandler()
 	return s, nil
 }
 
-// resetKeys is /reset-keys: here, then on every replica.
-func (s *Server) resetKeys() error {
+// resetKeysEverywhere is /reset-keys: here, then on every replica.
+func (s *Server) resetKeysEverywhere() error {
 	if err := s.Reload(true); err != nil {
 		return err
 	}
-	if s.Cluster != nil {
+	if s.cluster != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		if err := s.Cluster.Reset(ctx); err != nil {
+		if err := s.cluster.Reset(ctx); err != nil {
 			s.log.WithError(err).Warn("reset-keys: done here, but not shared with the other replicas")
 		}
 	}
@@ -132,31 +159,12 @@ func (s *Server) resetKeys() error {
 // RunRecheck re-checks blacklisted keys every KEY_RECHECK_INTERVAL until
 // ctx ends; with Redis, one replica per round takes a lease and does it.
 func (s *Server) RunRecheck(ctx context.Context) {
-	interval := s.Config.KeyRecheckInterval
+	interval := s.cfg.KeyRecheckInterval
 	var gate func(context.Context) bool
-	if s.Cluster != nil {
-		gate = func(ctx context.Context) bool { return s.Cluster.AcquireRecheck(ctx, interval*9/10) }
+	if s.cluster != nil {
+		gate = func(ctx context.Context) bool { return s.cluster.AcquireRecheck(ctx, interval*9/10) }
 	}
-	s.Proxy.Recheck(ctx, interval, gate)
-}
-
-// proxyCounters shows the proxy's counters to the cluster.
-type proxyCounters struct{ p *proxy.Proxy }
-
-func (c proxyCounters) Totals() cluster.Totals {
-	n := c.p.Counters()
-	return cluster.Totals{Total: int64(n.Total.Load()), Success: int64(n.Success.Load()),
-		Failure: int64(n.Failure.Load()), Retries: int64(n.Retries.Load())}
-}
-
-// sharedView shows the cluster to the management endpoints.
-type sharedView struct{ c *cluster.Cluster }
-
-func (v sharedView) Up() bool { return v.c.Up() }
-
-func (v sharedView) Totals() (total, success, failure, retries int64) {
-	t := v.c.ClusterTotals()
-	return t.Total, t.Success, t.Failure, t.Retries
+	s.proxy.Recheck(ctx, interval, gate)
 }
 
 func newTargets(cfg *config.Config) ([]*upstream.Target, error) {
@@ -183,23 +191,23 @@ func newTargets(cfg *config.Config) ([]*upstream.Target, error) {
 // (/reset-keys); without, keys that remain keep their state (SIGHUP). A bad
 // file leaves the old keys in place and is returned.
 func (s *Server) Reload(reset bool) error {
-	p, err := keymanager.ParseFile(s.Config.KeysFile)
+	p, err := keymanager.ParseFile(s.cfg.KeysFile)
 	if err != nil {
 		return err
 	}
 	// Error bodies are searched for the new keys from now on.
-	defer s.Proxy.KeysChanged()
+	defer s.proxy.KeysChanged()
 	if reset {
-		s.Keys.Reset(p.Keys)
-		if s.Cluster != nil {
-			s.Cluster.KeysChanged()
+		s.keys.Reset(p.Keys)
+		if s.cluster != nil {
+			s.cluster.KeysChanged()
 		}
 		s.log.WithFields(logrus.Fields{"keys": len(p.Keys), "duplicates": p.Duplicates}).Info("keys reset")
 		return nil
 	}
-	res := s.Keys.Reload(p.Keys)
-	if s.Cluster != nil {
-		s.Cluster.KeysChanged()
+	res := s.keys.Reload(p.Keys)
+	if s.cluster != nil {
+		s.cluster.KeysChanged()
 	}
 	s.log.WithFields(logrus.Fields{"keys": res.Total, "added": res.Added, "removed": res.Removed,
 		"duplicates": p.Duplicates}).Info("keys reloaded")
@@ -208,8 +216,8 @@ func (s *Server) Reload(reset bool) error {
 
 // Close stops sharing state and releases idle upstream connections.
 func (s *Server) Close() {
-	if s.Cluster != nil {
-		s.Cluster.Close()
+	if s.cluster != nil {
+		s.cluster.Close()
 	}
-	s.Transport.CloseIdleConnections()
+	s.transport.CloseIdleConnections()
 }

@@ -1,4 +1,4 @@
-package handler_test
+package server_test
 
 import (
 	"bytes"
@@ -26,9 +26,11 @@ import (
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/gpt-load/gpt-load/internal/keymanager"
 	"github.com/gpt-load/gpt-load/internal/secret"
+	"github.com/gpt-load/gpt-load/internal/testredis"
 )
 
 // These tests drive a real headless Chromium against a running gpt-load and
@@ -606,16 +608,17 @@ func TestStatusPageNewKeyFields(t *testing.T) {
 	b.checkConsole(t, false)
 }
 
-// fakeShared is a Redis link that is up and reports fixed cluster totals.
-type fakeShared struct{}
-
-func (fakeShared) Up() bool                                         { return true }
-func (fakeShared) Totals() (total, success, failure, retries int64) { return 18342, 18127, 215, 96 }
-
 // TestStatusPageCluster: with state shared through Redis, the page shows
 // Redis' state and the cluster's totals.
 func TestStatusPageCluster(t *testing.T) {
-	s := newServer(t, options{shared: fakeShared{}})
+	// A real Redis holding the totals other replicas flushed.
+	rs := testredis.Start(t)
+	rdb := redis.NewClient(&redis.Options{Addr: rs.Addr})
+	defer rdb.Close()
+	if err := rdb.HSet(t.Context(), "gpt-load:counters", "total", 18342, "success", 18127, "failure", 215, "retries", 96).Err(); err != nil {
+		t.Fatal(err)
+	}
+	s := newServer(t, options{env: map[string]string{"REDIS_URL": rs.URL}})
 	b := newBrowser(t)
 	b.do(t, "open /status", chromedp.Navigate(s.URL+"/status"))
 	b.wait(t, "the cluster totals", `!document.getElementById('cluster').hidden`)

@@ -1,4 +1,4 @@
-package handler_test
+package server_test
 
 import (
 	"encoding/json"
@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gpt-load/gpt-load/internal/handler"
 	"github.com/gpt-load/gpt-load/internal/secret"
+	appserver "github.com/gpt-load/gpt-load/internal/server"
 )
 
 func TestHealth(t *testing.T) {
@@ -51,7 +51,7 @@ func TestHealth(t *testing.T) {
 			if got, want := keysOf(t, body), []string{"healthy_keys", "status", "timestamp", "total_keys", "uptime"}; !slices.Equal(got, want) {
 				t.Errorf("/health keys = %v; want %v", got, want)
 			}
-			var h handler.Health
+			var h appserver.Health
 			if err := json.Unmarshal(body, &h); err != nil {
 				t.Fatalf("/health body %s: %v", body, err)
 			}
@@ -137,18 +137,18 @@ func TestStats(t *testing.T) {
 	})
 
 	t.Run("counts", func(t *testing.T) {
-		var st handler.Stats
+		var st appserver.Stats
 		s.getJSON(t, "/stats", http.StatusOK, &st)
-		wantKeys := handler.KeyStats{Total: 3, Healthy: 3, CurrentIndex: 4 % 3}
+		wantKeys := appserver.KeyStats{Total: 3, Healthy: 3, CurrentIndex: 4 % 3}
 		if st.Keys != wantKeys {
 			t.Errorf("keys = %+v; want %+v", st.Keys, wantKeys)
 		}
 		got := st.Requests
 		got.InFlight = 0
-		if want := (handler.RequestStats{TotalCount: 4, SuccessCount: 3, FailureCount: 1}); got != want {
+		if want := (appserver.RequestStats{TotalCount: 4, SuccessCount: 3, FailureCount: 1}); got != want {
 			t.Errorf("requests = %+v; want %+v", got, want)
 		}
-		wantTargets := []handler.TargetStat{{URL: s.Up.URL, Requests: 4, Failures: 0, State: "active"}}
+		wantTargets := []appserver.TargetStat{{URL: s.Up.URL, Requests: 4, Failures: 0, State: "active"}}
 		if !slices.Equal(st.Targets, wantTargets) {
 			t.Errorf("targets = %+v; want %+v", st.Targets, wantTargets)
 		}
@@ -167,7 +167,7 @@ func TestStats(t *testing.T) {
 		t.Cleanup(func() { s.Keys.Restore(blacklisted); s.Keys.Restore(cooling) })
 
 		for _, q := range []string{"?keys=1", "?keys=true"} {
-			var st handler.Stats
+			var st appserver.Stats
 			body := s.getJSON(t, "/stats"+q, http.StatusOK, &st)
 			if len(st.KeyDetails) != 3 {
 				t.Fatalf("GET /stats%s: key_details has %d entries; want 3", q, len(st.KeyDetails))
@@ -196,7 +196,7 @@ func TestStats(t *testing.T) {
 			if requests != 4 {
 				t.Errorf("sum of key_details requests = %d; want 4", requests)
 			}
-			var stats handler.Stats
+			var stats appserver.Stats
 			json.Unmarshal(body, &stats)
 			if stats.Keys.Blacklisted != 1 || stats.Keys.Cooling != 1 || stats.Keys.Healthy != 1 {
 				t.Errorf("keys = %+v; want 1 healthy, 1 cooling, 1 blacklisted", stats.Keys)
@@ -241,7 +241,7 @@ func TestBlacklist(t *testing.T) {
 		if raw.Count != 2 || len(raw.Keys) != 2 {
 			t.Fatalf("count = %d with %d entries; want 2 and 2", raw.Count, len(raw.Keys))
 		}
-		want := map[string]handler.BlacklistedKey{
+		want := map[string]appserver.BlacklistedKey{
 			perm.Preview(): {Preview: perm.Preview(), Reason: "invalid api key", Type: "permanent", Status: http.StatusUnauthorized},
 			temp.Preview(): {Preview: temp.Preview(), Reason: "rate limited", Type: "temporary", Status: http.StatusTooManyRequests,
 				Until: ptr(until.UTC().Format(time.RFC3339))},
@@ -253,7 +253,7 @@ func TestBlacklist(t *testing.T) {
 					t.Errorf("entry %s lacks %q", entry, n)
 				}
 			}
-			var got handler.BlacklistedKey
+			var got appserver.BlacklistedKey
 			if err := json.Unmarshal(entry, &got); err != nil {
 				t.Fatalf("entry %s: %v", entry, err)
 			}
@@ -290,19 +290,19 @@ func TestResetKeys(t *testing.T) {
 			if got, want := keysOf(t, body), []string{"healthy_keys", "message", "timestamp", "total_keys"}; !slices.Equal(got, want) {
 				t.Errorf("/reset-keys keys = %v; want %v", got, want)
 			}
-			var r handler.ResetKeys
+			var r appserver.ResetKeys
 			json.Unmarshal(body, &r)
 			if r.TotalKeys != 5 || r.HealthyKeys != 5 || r.Message == "" {
 				t.Errorf("/reset-keys = %+v; want 5 of 5 healthy with a message", r)
 			}
 			checkTimestamp(t, "timestamp", r.Timestamp)
 
-			var b handler.Blacklist
+			var b appserver.Blacklist
 			s.getJSON(t, "/blacklist", http.StatusOK, &b)
 			if b.Count != 0 {
 				t.Errorf("/blacklist count after reset = %d; want 0", b.Count)
 			}
-			var h handler.Health
+			var h appserver.Health
 			s.getJSON(t, "/health", http.StatusOK, &h)
 			if h.Status != "healthy" || h.TotalKeys != 5 || h.HealthyKeys != 5 {
 				t.Errorf("/health after reset = %+v; want healthy 5 of 5", h)
@@ -361,7 +361,7 @@ func TestResetKeysBadFile(t *testing.T) {
 			}
 			s.Log.WaitFor(t, filepath.Base(s.KeysFile), waitTimeout)
 
-			var h handler.Health
+			var h appserver.Health
 			s.getJSON(t, "/health", http.StatusOK, &h)
 			if h.TotalKeys != 3 || h.HealthyKeys != 2 {
 				t.Errorf("/health after a failed reset = %+v; want the old 3 keys, 2 healthy", h)

@@ -1,5 +1,5 @@
 //go:build !race
 
-package handler_test
+package server_test
 
 const raceEnabled = false

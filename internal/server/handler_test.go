@@ -1,4 +1,4 @@
-package handler_test
+package server_test
 
 import (
 	"fmt"
@@ -48,6 +48,48 @@ func TestManagementWrongMethod(t *testing.T) {
 	}
 	if n := s.Up.Count(); n != 0 {
 		t.Errorf("upstream got %d requests for management paths; want 0", n)
+	}
+}
+
+// TestHeadDoesNotReset: GET /reset-keys resets, but a HEAD, which the
+// route table answers for other GET routes, gets 405 and changes nothing.
+func TestHeadDoesNotReset(t *testing.T) {
+	s := newServer(t, options{})
+	bl := s.nextKey(t)
+	s.Keys.Blacklist(bl, "invalid api key", http.StatusUnauthorized)
+	resp, _ := s.do(t, http.MethodHead, "/reset-keys", nil)
+	if resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("HEAD /reset-keys = %d; want 405", resp.StatusCode)
+	}
+	if got := resp.Header.Get("Allow"); got != "GET, POST" {
+		t.Errorf("Allow = %q; want GET, POST", got)
+	}
+	if c := s.Keys.Counts(); c.Blacklisted != 1 {
+		t.Errorf("after HEAD /reset-keys %d keys blacklisted; want 1 (no reset)", c.Blacklisted)
+	}
+}
+
+// TestProxiedPathsAsSent: paths that are not management routes reach the
+// upstream exactly as the client sent them: no cleaning, no redirect, even
+// when they look like a management path.
+func TestProxiedPathsAsSent(t *testing.T) {
+	s := newServer(t, options{})
+	paths := []string{"//v1/chat/completions", "/v1/./models", "/v1/../v1/models", "/v1/models/", "/health/", "/stats/x", "//health"}
+	for i, p := range paths {
+		req, err := http.NewRequest(http.MethodGet, s.URL+"/", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.URL.Path = p
+		resp, body := s.send(t, req)
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("GET %s = %d %s; want the upstream's 200", p, resp.StatusCode, body)
+			continue
+		}
+		got := s.Up.WaitFor(t, i+1, waitTimeout)[i]
+		if got.Path != p {
+			t.Errorf("GET %s reached the upstream as %s; want it unchanged", p, got.Path)
+		}
 	}
 }
 
@@ -344,7 +386,7 @@ func TestPanicIsRecovered(t *testing.T) {
 	if panicLine == nil {
 		t.Fatalf("no panic line in\n%s", s.Log.String())
 	}
-	if stack, _ := panicLine["stack"].(string); !strings.Contains(stack, "handler.(*server).resetKeys") {
+	if stack, _ := panicLine["stack"].(string); !strings.Contains(stack, "server.(*Server).resetKeys") {
 		t.Errorf("panic line stack = %q; want it to name the panicking handler", stack)
 	}
 	if got := accessLine["status"]; got != float64(http.StatusInternalServerError) {

@@ -1,4 +1,4 @@
-package handler
+package server
 
 import (
 	"bytes"
@@ -52,7 +52,7 @@ func buildStatusPage() statusPage {
 // status serves the status page (SPEC §19). It needs no token: it holds
 // nothing secret, and asks for the token itself when the JSON it reads
 // needs one.
-func (s *server) status(w http.ResponseWriter, r *http.Request) {
+func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	h.Set("Content-Type", "text/html; charset=utf-8")
 	h.Set("Content-Security-Policy", s.statusPage.csp)

@@ -1,4 +1,4 @@
-package handler
+package server
 
 import (
 	"errors"
@@ -23,19 +23,19 @@ type Health struct {
 	Redis string `json:"redis,omitempty"`
 }
 
-func (s *server) redisState() string {
+func (s *Server) redisState() string {
 	switch {
-	case s.Shared == nil:
+	case s.cluster == nil:
 		return ""
-	case s.Shared.Up():
+	case s.cluster.Up():
 		return "up"
 	}
 	return "down"
 }
 
-func (s *server) health(w http.ResponseWriter, r *http.Request) {
-	c := s.Keys.Counts()
-	usableTargets, benchedTargets := s.Targets.Usable()
+func (s *Server) health(w http.ResponseWriter, r *http.Request) {
+	c := s.keys.Counts()
+	usableTargets, benchedTargets := s.targets.Usable()
 	h := Health{
 		Status:      "healthy",
 		HealthyKeys: c.Active,
@@ -88,11 +88,11 @@ type KeyStats struct {
 
 // RequestStats counts client requests (not attempts).
 type RequestStats struct {
-	TotalCount   uint64 `json:"total_count"`
-	SuccessCount uint64 `json:"success_count"`
-	FailureCount uint64 `json:"failure_count"`
-	RetryCount   uint64 `json:"retry_count"`
-	InFlight     int64  `json:"in_flight"`
+	TotalCount   int64 `json:"total_count"`
+	SuccessCount int64 `json:"success_count"`
+	FailureCount int64 `json:"failure_count"`
+	RetryCount   int64 `json:"retry_count"`
+	InFlight     int64 `json:"in_flight"`
 }
 
 // ClusterStats are the request counters of every replica together, as
@@ -192,7 +192,7 @@ func keyDetail(k keymanager.Snapshot) KeyDetail {
 	return d
 }
 
-func (s *server) stats(w http.ResponseWriter, r *http.Request) {
+func (s *Server) stats(w http.ResponseWriter, r *http.Request) {
 	details := false
 	var pg page
 	if v := r.URL.Query().Get("keys"); v == "1" || v == "true" {
@@ -203,17 +203,17 @@ func (s *server) stats(w http.ResponseWriter, r *http.Request) {
 		}
 		details = true
 	}
-	c := s.Keys.Counts()
-	cnt := s.Proxy.Counters()
+	c := s.keys.Counts()
+	cnt := s.proxy.Totals()
 	st := Stats{
 		Keys: KeyStats{Total: c.Total, Healthy: c.Active, Cooling: c.Cooling, Blacklisted: c.Blacklisted,
-			CurrentIndex: s.Keys.CurrentIndex()},
+			CurrentIndex: s.keys.CurrentIndex()},
 		Requests: RequestStats{
-			TotalCount:   cnt.Total.Load(),
-			SuccessCount: cnt.Success.Load(),
-			FailureCount: cnt.Failure.Load(),
-			RetryCount:   cnt.Retries.Load(),
-			InFlight:     s.Proxy.InFlight(),
+			TotalCount:   cnt.Total,
+			SuccessCount: cnt.Success,
+			FailureCount: cnt.Failure,
+			RetryCount:   cnt.Retries,
+			InFlight:     s.proxy.InFlight(),
 		},
 		Targets:   []TargetStat{},
 		Memory:    memoryStats(),
@@ -221,18 +221,18 @@ func (s *server) stats(w http.ResponseWriter, r *http.Request) {
 		Uptime:    s.uptime(),
 		Timestamp: now(),
 	}
-	now := s.Targets.Now()
-	if s.Shared != nil {
+	now := s.targets.Now()
+	if s.cluster != nil {
 		st.Redis = s.redisState()
-		t, ok, f, r := s.Shared.Totals()
-		st.Cluster = &ClusterStats{TotalCount: t, SuccessCount: ok, FailureCount: f, RetryCount: r}
+		t := s.cluster.ClusterTotals()
+		st.Cluster = &ClusterStats{TotalCount: t.Total, SuccessCount: t.Success, FailureCount: t.Failure, RetryCount: t.Retries}
 	}
-	for _, t := range s.Targets.Targets() {
+	for _, t := range s.targets.Targets() {
 		st.Targets = append(st.Targets, TargetStat{URL: t.String(), Requests: t.Requests(), Failures: t.Failures(),
 			State: t.State(now), Reason: t.Reason(), BenchedUntil: rfc3339(t.BenchedUntil())})
 	}
 	if details {
-		keys, total := s.Keys.Page(pg.filter, pg.offset, pg.limit)
+		keys, total := s.keys.Page(pg.filter, pg.offset, pg.limit)
 		st.KeyDetails, st.KeyTotal = make([]KeyDetail, 0, len(keys)), &total
 		for _, k := range keys {
 			st.KeyDetails = append(st.KeyDetails, keyDetail(k))
@@ -264,13 +264,13 @@ type BlacklistedKey struct {
 	FailCount int     `json:"failCount"`
 }
 
-func (s *server) blacklist(w http.ResponseWriter, r *http.Request) {
+func (s *Server) blacklist(w http.ResponseWriter, r *http.Request) {
 	pg, bad := parsePage(r.URL.Query(), keymanager.Cooling, keymanager.Blacklisted)
 	if bad != nil {
 		apierr.Write(w, bad)
 		return
 	}
-	keys, total := s.Keys.Page(pg.filter, pg.offset, pg.limit)
+	keys, total := s.keys.Page(pg.filter, pg.offset, pg.limit)
 	b := Blacklist{Keys: make([]BlacklistedKey, 0, len(keys)), Total: total, Timestamp: now()}
 	for _, k := range keys {
 		typ := "permanent"
@@ -295,16 +295,16 @@ type ResetKeys struct {
 	Timestamp   string `json:"timestamp"`
 }
 
-func (s *server) resetKeys(w http.ResponseWriter, r *http.Request) {
-	if err := s.ResetKeys(); err != nil {
-		s.Log.WithError(err).Error("reset-keys: keeping the old keys")
+func (s *Server) resetKeys(w http.ResponseWriter, r *http.Request) {
+	if err := s.reset(); err != nil {
+		s.log.WithError(err).Error("reset-keys: keeping the old keys")
 		// The client learns what kind of problem it is; the path and the
 		// error text are for the log only (SPEC §18).
 		apierr.Write(w, &apierr.Error{Status: http.StatusInternalServerError, Code: apierr.CodeKeysFileUnusable,
 			Message: "could not reload the keys file (" + keysFileProblem(err) + "); the old keys stay; the server log says more", Err: err})
 		return
 	}
-	c := s.Keys.Counts()
+	c := s.keys.Counts()
 	writeJSON(w, http.StatusOK, ResetKeys{
 		Message:     "keys reloaded from the keys file and every key's state cleared",
 		HealthyKeys: c.Active, TotalKeys: c.Total, Timestamp: now(),
@@ -325,7 +325,7 @@ func keysFileProblem(err error) string {
 	return "it is not a valid keys file"
 }
 
-func (s *server) uptime() string { return time.Since(s.Started).Round(time.Second).String() }
+func (s *Server) uptime() string { return time.Since(s.started).Round(time.Second).String() }
 
 func now() string { return time.Now().UTC().Format(time.RFC3339) }
 

@@ -1,7 +1,6 @@
-package handler_test
+package server_test
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -9,9 +8,7 @@ import (
 	"io"
 	"maps"
 	"net/http"
-	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -19,12 +16,9 @@ import (
 
 	"github.com/gpt-load/gpt-load/internal/testlog"
 
-	"github.com/sirupsen/logrus"
-
-	"github.com/gpt-load/gpt-load/internal/config"
-	"github.com/gpt-load/gpt-load/internal/handler"
 	"github.com/gpt-load/gpt-load/internal/keymanager"
 	appserver "github.com/gpt-load/gpt-load/internal/server"
+	"github.com/gpt-load/gpt-load/internal/testserver"
 	"github.com/gpt-load/gpt-load/internal/testupstream"
 )
 
@@ -79,8 +73,6 @@ type options struct {
 	upstream http.HandlerFunc
 	// resetKeys, when set, replaces the /reset-keys action.
 	resetKeys func() error
-	// shared, when set, stands in for the Redis link in /health and /stats.
-	shared handler.Shared
 }
 
 // server is gpt-load wired as cmd/gpt-load does it, behind a real HTTP
@@ -96,72 +88,22 @@ type server struct {
 	client   *http.Client
 }
 
-// newServer starts a server wired as cmd/gpt-load wires it: config.Load
-// over a map, the keys file in a temporary directory, then server.New.
+// newServer starts a server through the shared harness, in front of a
+// recording upstream.
 func newServer(t *testing.T, o options) *server {
 	t.Helper()
 	if o.keys == nil {
 		o.keys = rawKeys("k", 3)
 	}
 	up := testupstream.New(t, o.upstream)
-	keysFile := filepath.Join(t.TempDir(), "keys.txt")
-	writeKeys(t, keysFile, o.keys)
-	env := map[string]string{
-		"HOST":            "127.0.0.1",
-		"KEYS_FILE":       keysFile,
-		"OPENAI_BASE_URL": up.URL,
-		"LOG_FORMAT":      "json",
-	}
-	maps.Copy(env, o.env)
-	cfg, err := config.Load(func(k string) string { return env[k] })
-	if err != nil {
-		t.Fatalf("config.Load(%v): %v", env, err)
-	}
-
 	logs := &logBuffer{}
-	l := logrus.New()
-	l.SetOutput(logs)
-	level, err := logrus.ParseLevel(cfg.Log.Level)
-	if err != nil {
-		t.Fatalf("ParseLevel(%q): %v", cfg.Log.Level, err)
-	}
-	l.SetLevel(level)
-	if cfg.Log.Format == "json" {
-		l.SetFormatter(&logrus.JSONFormatter{})
-	} else {
-		l.SetFormatter(&logrus.TextFormatter{DisableColors: true, FullTimestamp: true})
-	}
-	log := logrus.NewEntry(l)
-
-	parsed, err := keymanager.ParseFile(cfg.KeysFile)
-	if err != nil {
-		t.Fatalf("ParseFile: %v", err)
-	}
-	app, err := appserver.New(context.Background(), cfg, parsed.Keys, log, appserver.Options{})
-	if err != nil {
-		t.Fatalf("server.New: %v", err)
-	}
-	t.Cleanup(app.Close)
-	h := app.Handler
-	if o.resetKeys != nil || o.shared != nil {
-		// The same parts behind a handler with another /reset-keys or
-		// Redis link.
-		reset := o.resetKeys
-		if reset == nil {
-			reset = func() error { return app.Reload(true) }
-		}
-		h = handler.New(handler.Deps{
-			Config: cfg, Keys: app.Keys, Targets: app.Targets, Proxy: app.Proxy, Log: log,
-			Started: time.Now(), ResetKeys: reset, Metrics: app.Metrics.Handler(), Shared: o.shared,
-		})
-	}
-	srv := httptest.NewServer(h)
-	t.Cleanup(srv.Close)
+	s := testserver.Start(t, testserver.Options{Keys: o.keys, Upstreams: []string{up.URL}, Env: o.env,
+		Logs: logs, Server: appserver.Options{ResetKeys: o.resetKeys}})
 	client := &http.Client{Transport: &http.Transport{}}
 	t.Cleanup(client.CloseIdleConnections)
 	return &server{
-		URL: srv.URL, Up: up, Keys: app.Keys, KeysFile: keysFile, Raw: parsed.Keys,
-		Log: logs, AuthKey: cfg.AuthKey.Reveal(), client: client,
+		URL: s.URL, Up: up, Keys: s.Keys, KeysFile: s.KeysFile, Raw: s.Raw,
+		Log: logs, AuthKey: s.Config.AuthKey.Reveal(), client: client,
 	}
 }
 

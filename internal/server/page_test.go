@@ -1,4 +1,4 @@
-package handler_test
+package server_test
 
 import (
 	"encoding/json"
@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gpt-load/gpt-load/internal/handler"
 	"github.com/gpt-load/gpt-load/internal/secret"
+	appserver "github.com/gpt-load/gpt-load/internal/server"
 )
 
 // pagedServer is a server over n keys where every fifth key is blacklisted
@@ -34,15 +34,15 @@ func pagedServer(t *testing.T, n int) *server {
 }
 
 type statsPage struct {
-	KeyDetails []handler.KeyDetail `json:"key_details"`
-	Total      *int                `json:"total"`
-	Keys       handler.KeyStats    `json:"keys"`
+	KeyDetails []appserver.KeyDetail `json:"key_details"`
+	Total      *int                  `json:"total"`
+	Keys       appserver.KeyStats    `json:"keys"`
 }
 
 type blacklistPage struct {
-	Keys  []handler.BlacklistedKey `json:"blacklisted_keys"`
-	Count int                      `json:"count"`
-	Total *int                     `json:"total"`
+	Keys  []appserver.BlacklistedKey `json:"blacklisted_keys"`
+	Count int                        `json:"count"`
+	Total *int                       `json:"total"`
 }
 
 func TestStatsKeysPaged(t *testing.T) {
@@ -96,7 +96,7 @@ func TestStatsKeysPaged(t *testing.T) {
 			if got.Total == nil || *got.Total != tc.wantTotal {
 				t.Errorf("GET /stats?keys=1%s total = %v; want %d", tc.query, got.Total, tc.wantTotal)
 			}
-			if want := (handler.KeyStats{Total: 1005, Healthy: 603, Cooling: 201, Blacklisted: 201}); got.Keys.Total != want.Total ||
+			if want := (appserver.KeyStats{Total: 1005, Healthy: 603, Cooling: 201, Blacklisted: 201}); got.Keys.Total != want.Total ||
 				got.Keys.Healthy != want.Healthy || got.Keys.Cooling != want.Cooling || got.Keys.Blacklisted != want.Blacklisted {
 				t.Errorf("GET /stats?keys=1%s keys = %+v; want the whole pool's counts %+v", tc.query, got.Keys, want)
 			}

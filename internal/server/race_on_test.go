@@ -1,6 +1,6 @@
 //go:build race
 
-package handler_test
+package server_test
 
 // raceEnabled reports whether the tests run under the race detector, which
 // makes a scan of a million keys about ten times slower: the large-pool
