@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"io"
-	"log"
 	"os"
 	"path/filepath"
 
@@ -11,6 +10,7 @@ import (
 
 	"github.com/gpt-load/gpt-load/internal/asynclog"
 	"github.com/gpt-load/gpt-load/internal/config"
+	"github.com/gpt-load/gpt-load/internal/terminal"
 )
 
 // newLogger builds the one logger of the process. Text output is coloured
@@ -45,7 +45,7 @@ func newLogger(c config.Log, stdout io.Writer) (*logrus.Entry, func(), error) {
 	// not a system call. A terminal alone is written to directly, so that
 	// logrus still sees it and colours the text.
 	var async *asynclog.Writer
-	if f, ok := stdout.(*os.File); ok && (file != nil || !isTerminal(f)) {
+	if _, ok := stdout.(*os.File); ok && (file != nil || !terminal.Is(stdout)) {
 		async = asynclog.New(out)
 		out = async
 	}
@@ -59,13 +59,4 @@ func newLogger(c config.Log, stdout io.Writer) (*logrus.Entry, func(), error) {
 		}
 	}
 	return logrus.NewEntry(l), closeFn, nil
-}
-
-func newStdLogger(l *logrus.Entry, level logrus.Level) *log.Logger {
-	return log.New(l.WriterLevel(level), "", 0)
-}
-
-func isTerminal(f *os.File) bool {
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/gpt-load/gpt-load/internal/config"
 	"github.com/gpt-load/gpt-load/internal/keymanager"
 	"github.com/gpt-load/gpt-load/internal/server"
+	"github.com/gpt-load/gpt-load/internal/stdlog"
 	"github.com/gpt-load/gpt-load/internal/upstream"
 )
 
@@ -115,7 +116,7 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 	}
 	defer app.Close()
 
-	srv := app.HTTPServer(newStdLogger(log, logrus.DebugLevel))
+	srv := app.HTTPServer(stdlog.New(log, logrus.DebugLevel))
 	listen := h.listen
 	if listen == nil {
 		listen = func(addr string) (net.Listener, error) { return net.Listen("tcp", addr) }

@@ -148,11 +148,11 @@ func transportFailure(o Outcome) Verdict {
 		return Verdict{Fault: Cancelled, Reason: "cancelled"}
 	case isTLS(err):
 		return Verdict{Fault: TargetError, Retry: true, Reason: "tls failure"}
-	case isTimeout(err) && o.Connected:
+	case IsTimeout(err) && o.Connected:
 		// The request was sent: the upstream may be working on it, and a
 		// retry could run a costly completion twice.
 		return Verdict{Fault: TargetError, Reason: "no response headers in time"}
-	case isTimeout(err):
+	case IsTimeout(err):
 		return Verdict{Fault: TargetError, Retry: true, Reason: "connect timeout"}
 	}
 	var op *net.OpError
@@ -162,7 +162,9 @@ func transportFailure(o Outcome) Verdict {
 	return Verdict{Fault: TargetError, Retry: true, Reason: "connection failed"}
 }
 
-func isTimeout(err error) bool {
+// IsTimeout reports whether err is a timeout: a deadline that passed, or a
+// network operation that timed out.
+func IsTimeout(err error) bool {
 	if errors.Is(err, context.DeadlineExceeded) {
 		return true
 	}

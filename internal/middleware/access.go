@@ -2,7 +2,6 @@ package middleware
 
 import (
 	"io"
-	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -11,6 +10,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/gpt-load/gpt-load/internal/secret"
+	"github.com/gpt-load/gpt-load/internal/terminal"
 )
 
 // accessLine is one access log line's fields.
@@ -79,22 +79,13 @@ func newFastAccess(log *logrus.Entry) *fastAccess {
 	case *logrus.TextFormatter:
 		if !fm.FullTimestamp || fm.TimestampFormat != "" || fm.DisableTimestamp || fm.ForceColors ||
 			fm.DisableQuote || fm.ForceQuote || fm.QuoteEmptyFields || fm.FieldMap != nil || fm.DisableSorting ||
-			(!fm.DisableColors && isTerminal(l.Out)) {
+			(!fm.DisableColors && terminal.Is(l.Out)) {
 			return nil
 		}
 	default:
 		return nil
 	}
 	return f
-}
-
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
 func (f *fastAccess) write(a *accessLine) {

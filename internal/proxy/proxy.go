@@ -7,7 +7,6 @@ import (
 	"errors"
 	"io"
 	"math"
-	"net"
 	"net/http"
 	"net/http/httptrace"
 	"net/http/httputil"
@@ -24,6 +23,7 @@ import (
 	"github.com/gpt-load/gpt-load/internal/keymanager"
 	"github.com/gpt-load/gpt-load/internal/modelname"
 	"github.com/gpt-load/gpt-load/internal/outcome"
+	"github.com/gpt-load/gpt-load/internal/stdlog"
 	"github.com/gpt-load/gpt-load/internal/upstream"
 )
 
@@ -105,7 +105,7 @@ func New(opts Options, keys *keymanager.Manager, targets *upstream.Balancer, bas
 		Transport:      attemptTransport{p},
 		ModifyResponse: p.modifyResponse,
 		ErrorHandler:   p.errorHandler,
-		ErrorLog:       newStdLogger(log, logrus.WarnLevel),
+		ErrorLog:       stdlog.New(log, logrus.WarnLevel),
 		BufferPool:     newBufferPool(),
 		// FlushInterval 0: ReverseProxy already flushes event streams and
 		// bodies of unknown length after every write (SPEC §11).
@@ -472,7 +472,7 @@ func (p *Proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) 
 	var ae *apierr.Error
 	switch {
 	case errors.As(err, &ae):
-	case isTimeout(err):
+	case classify.IsTimeout(err):
 		ae = &apierr.Error{Status: http.StatusGatewayTimeout, Code: apierr.CodeUpstreamTimeout,
 			Message: "the upstream did not answer in time", Err: err}
 	default:
@@ -487,12 +487,4 @@ func (p *Proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) 
 		p.log.WithFields(f).Warn("upstream request failed")
 	}
 	p.fail(w, st, ae)
-}
-
-func isTimeout(err error) bool {
-	if errors.Is(err, context.DeadlineExceeded) {
-		return true
-	}
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
 }

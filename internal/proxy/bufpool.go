@@ -1,16 +1,6 @@
 package proxy
 
-import (
-	"log"
-	"sync"
-
-	"github.com/sirupsen/logrus"
-)
-
-// newStdLogger adapts logrus for net/http's *log.Logger hooks.
-func newStdLogger(l *logrus.Entry, level logrus.Level) *log.Logger {
-	return log.New(l.WriterLevel(level), "", 0)
-}
+import "sync"
 
 // copyBufferSize is the size of the buffer a response is copied through.
 // A stream holds one for as long as it is open, so it is kept small: 4 KiB
