@@ -2,6 +2,8 @@ package keymanager
 
 import (
 	"time"
+
+	"github.com/gpt-load/gpt-load/internal/backoff"
 )
 
 // MaxCooldown caps how long a rate-limited key rests when the upstream did
@@ -87,11 +89,7 @@ func (m *Manager) RateLimited(k *Key, retryAfter time.Duration, reason string, s
 	}
 	d := min(retryAfter, MaxRetryAfter)
 	if d <= 0 {
-		d = m.cooldown
-		for i := int32(1); i < streak && d < MaxCooldown; i++ {
-			d *= 2
-		}
-		d = min(d, MaxCooldown)
+		d = backoff.Doubled(m.cooldown, MaxCooldown, int(streak))
 	}
 	until := now.Add(d)
 	if resting {

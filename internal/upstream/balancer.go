@@ -3,6 +3,8 @@ package upstream
 import (
 	"sync/atomic"
 	"time"
+
+	"github.com/gpt-load/gpt-load/internal/backoff"
 )
 
 // Options tunes target health.
@@ -189,12 +191,7 @@ func (b *Balancer) bench(t *Target, reason string) bool {
 	if prev == stateBenched {
 		return false
 	}
-	k := t.benches.Load() + 1
-	d := b.opts.Cooldown
-	for i := int32(1); i < k && d < b.opts.MaxCooldown; i++ {
-		d *= 2
-	}
-	d = min(d, b.opts.MaxCooldown)
+	d := backoff.Doubled(b.opts.Cooldown, b.opts.MaxCooldown, int(t.benches.Load())+1)
 	// The deadline is stored before the state turns benched: Next reads it
 	// once it sees stateBenched, and the previous (past) deadline would hand
 	// the target out as a probe at once. Active and probing targets'
