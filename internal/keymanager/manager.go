@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/gpt-load/gpt-load/internal/notify"
 	"github.com/gpt-load/gpt-load/internal/secret"
 )
 
@@ -32,7 +33,7 @@ type Manager struct {
 	now       func() time.Time
 	threshold int
 	cooldown  time.Duration
-	listener  atomic.Pointer[Listener]
+	listener  notify.Slot[Listener]
 	woken     atomic.Pointer[chan struct{}]
 
 	// withModels counts keys that ever had a model excluded: while it is
@@ -201,8 +202,8 @@ func (m *Manager) setStateLocked(k *Key, s State, until time.Time, reason string
 	now := m.now()
 	m.applyState(k, s, now, until, reason, status)
 	k.changedAt.Store(now.UnixNano())
-	if l := m.listener.Load(); l != nil {
-		(*l).KeyChanged(k, k.snapshot(now.UnixNano()))
+	if l, ok := m.listener.Get(); ok {
+		l.KeyChanged(k, k.snapshot(now.UnixNano()))
 	}
 }
 
@@ -251,13 +252,7 @@ type Listener interface {
 }
 
 // SetListener sets the listener; nil removes it.
-func (m *Manager) SetListener(l Listener) {
-	if l == nil {
-		m.listener.Store(nil)
-		return
-	}
-	m.listener.Store(&l)
-}
+func (m *Manager) SetListener(l Listener) { m.listener.Set(l) }
 
 // Change is a key state change decided by another replica.
 type Change struct {

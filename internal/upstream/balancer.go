@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/gpt-load/gpt-load/internal/backoff"
+	"github.com/gpt-load/gpt-load/internal/notify"
 )
 
 // Options tunes target health.
@@ -28,7 +29,7 @@ type Balancer struct {
 	targets  []*Target
 	cursor   atomic.Uint64
 	opts     Options
-	listener atomic.Pointer[Listener]
+	listener notify.Slot[Listener]
 }
 
 // NewBalancer returns a balancer over targets, which must not be empty.
@@ -137,17 +138,11 @@ type Listener interface {
 }
 
 // SetListener sets the listener; nil removes it.
-func (b *Balancer) SetListener(l Listener) {
-	if l == nil {
-		b.listener.Store(nil)
-		return
-	}
-	b.listener.Store(&l)
-}
+func (b *Balancer) SetListener(l Listener) { b.listener.Set(l) }
 
 func (b *Balancer) notify(t *Target) {
-	if l := b.listener.Load(); l != nil {
-		(*l).TargetChanged(t)
+	if l, ok := b.listener.Get(); ok {
+		l.TargetChanged(t)
 	}
 }
 
