@@ -40,6 +40,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/gpt-load/gpt-load/internal/ascii"
 )
 
 // completion is the non-streaming answer, about 600 bytes.
@@ -224,20 +226,18 @@ func wantsStream(b []byte) bool {
 		}
 		b = b[i+len(key):]
 		j := 0
-		for j < len(b) && isSpace(b[j]) {
+		for j < len(b) && ascii.IsSpace(b[j]) {
 			j++
 		}
 		if j < len(b) && b[j] == ':' {
 			j++
-			for j < len(b) && isSpace(b[j]) {
+			for j < len(b) && ascii.IsSpace(b[j]) {
 				j++
 			}
 			return bytes.HasPrefix(b[j:], []byte("true"))
 		}
 	}
 }
-
-func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\r' || c == '\n' }
 
 func (m *mock) echo(w http.ResponseWriter, r *http.Request) {
 	sum := sha256.New()

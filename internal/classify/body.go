@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gpt-load/gpt-load/internal/ascii"
 	"github.com/gpt-load/gpt-load/internal/secret"
 )
 
@@ -190,7 +191,7 @@ func label(s string) bool {
 func isIdent(s string) bool {
 	for i := 0; i < len(s); i++ {
 		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-' || c == '.') {
+		if !(ascii.IsAlnum(c) || c == '_' || c == '-' || c == '.') {
 			return false
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gpt-load/gpt-load/internal/ascii"
 	"github.com/gpt-load/gpt-load/internal/secret"
 )
 
@@ -343,7 +344,7 @@ func (p *parser) methods(name string) []string {
 func isToken(s string) bool {
 	for i := 0; i < len(s); i++ {
 		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
+		if !(ascii.IsAlnum(c) || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
 			return false
 		}
 	}

@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/gpt-load/gpt-load/internal/ascii"
 )
 
 // Of returns the model a request for path with body asks for, "" when it
@@ -87,7 +89,7 @@ func FromBody(b []byte) string {
 }
 
 func skipSpace(b []byte, i int) int {
-	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+	for i < len(b) && ascii.IsSpace(b[i]) {
 		i++
 	}
 	return i
@@ -140,7 +142,7 @@ func skipValue(b []byte, i int) int {
 		return -1
 	}
 	j := i
-	for j < len(b) && b[j] != ',' && b[j] != '}' && b[j] != ']' && b[j] != ' ' && b[j] != '\t' && b[j] != '\n' && b[j] != '\r' {
+	for j < len(b) && b[j] != ',' && b[j] != '}' && b[j] != ']' && !ascii.IsSpace(b[j]) {
 		j++
 	}
 	if j == i {

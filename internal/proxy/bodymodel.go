@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"encoding/json"
 	"io"
+
+	"github.com/gpt-load/gpt-load/internal/ascii"
 )
 
 // maxModelDigest bounds the digest modelDigest builds: beyond it the body
@@ -77,7 +79,7 @@ func nextNonSpace(r *bufio.Reader) (byte, bool) {
 		if err != nil {
 			return 0, false
 		}
-		if c != ' ' && c != '\t' && c != '\n' && c != '\r' {
+		if !ascii.IsSpace(c) {
 			return c, true
 		}
 	}
@@ -159,7 +161,7 @@ func skipValueR(r *bufio.Reader) bool {
 		if err != nil {
 			return false
 		}
-		if c == ',' || c == '}' || c == ']' || c == ' ' || c == '\t' || c == '\n' || c == '\r' {
+		if c == ',' || c == '}' || c == ']' || ascii.IsSpace(c) {
 			r.UnreadByte()
 			return true
 		}

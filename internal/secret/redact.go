@@ -16,13 +16,13 @@ func Redact(s string) string {
 	var b strings.Builder
 	last := 0 // end of the part of s already copied to b
 	for i := 0; i < len(s); {
-		if !tokenByte(s[i]) {
+		if !isCore(s[i]) {
 			i++
 			continue
 		}
 		j := i
 		letter, digit := false, false
-		for j < len(s) && tokenByte(s[j]) {
+		for j < len(s) && isCore(s[j]) {
 			c := s[j]
 			letter = letter || (c|0x20 >= 'a' && c|0x20 <= 'z')
 			digit = digit || (c >= '0' && c <= '9')
@@ -43,8 +43,4 @@ func Redact(s string) string {
 	}
 	b.WriteString(s[last:])
 	return b.String()
-}
-
-func tokenByte(c byte) bool {
-	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-'
 }

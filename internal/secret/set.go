@@ -4,6 +4,8 @@ import (
 	"hash/maphash"
 	"io"
 	"slices"
+
+	"github.com/gpt-load/gpt-load/internal/ascii"
 )
 
 // Set holds a pool of raw keys in a form that finds them in text: a
@@ -27,7 +29,7 @@ type Set struct {
 // isCore reports whether c is a letter, a digit, - or _: what almost every
 // provider key is made of.
 func isCore(c byte) bool {
-	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_'
+	return ascii.IsAlnum(c) || c == '-' || c == '_'
 }
 
 // NewSet builds the set of keys. Empty keys are ignored.
