@@ -5,6 +5,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/gpt-load/gpt-load/internal/apierr/apierrtest"
 	"github.com/gpt-load/gpt-load/internal/middleware"
 	"github.com/gpt-load/gpt-load/internal/secret"
 )
@@ -81,7 +82,7 @@ func TestAuthRejects(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			before := calls.Load()
 			resp, body := do(t, newRequest(t, http.MethodGet, url+tt.path, tt.header))
-			checkAPIError(t, resp, body, http.StatusUnauthorized, "invalid_auth")
+			apierrtest.Check(t, resp, body, http.StatusUnauthorized, "invalid_auth")
 			if got := calls.Load() - before; got != 0 {
 				t.Errorf("next called %d times; want 0", got)
 			}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/gpt-load/gpt-load/internal/apierr/apierrtest"
 	"github.com/gpt-load/gpt-load/internal/middleware"
 	"github.com/gpt-load/gpt-load/internal/outcome"
 	"github.com/gpt-load/gpt-load/internal/secret"
@@ -255,7 +256,7 @@ func TestLoggingPanic(t *testing.T) {
 	log, logs := newLogger(t, logrus.InfoLevel)
 	srv := newServer(t, middleware.Chain(http.HandlerFunc(explode), middleware.Recovery(log), middleware.Logging(log, true, isProxied)))
 	resp, body := do(t, newRequest(t, http.MethodGet, srv.URL+"/v1/x", nil))
-	checkAPIError(t, resp, body, http.StatusInternalServerError, "internal_error")
+	apierrtest.Check(t, resp, body, http.StatusInternalServerError, "internal_error")
 	lines := logs.waitMsg(t, "request", 1)
 	if got := lines[0]["status"]; got != float64(http.StatusInternalServerError) {
 		t.Errorf("access line status = %v; want 500", got)

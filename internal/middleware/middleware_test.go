@@ -1,13 +1,9 @@
 package middleware_test
 
 import (
-	"encoding/json"
 	"io"
-	"maps"
 	"net/http"
 	"net/http/httptest"
-	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -125,41 +121,6 @@ func newRequest(t *testing.T, method, url string, header map[string]string) *htt
 		req.Header.Set(k, v)
 	}
 	return req
-}
-
-// checkAPIError checks that resp and body are exactly OpenAI's error shape
-// with type gpt_load_error and code, with a JSON content type.
-func checkAPIError(t *testing.T, resp *http.Response, body []byte, status int, code string) {
-	t.Helper()
-	if resp.StatusCode != status {
-		t.Errorf("status = %d; want %d (body %s)", resp.StatusCode, status, body)
-	}
-	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
-		t.Errorf("Content-Type = %q; want application/json", ct)
-	}
-	var top map[string]json.RawMessage
-	if err := json.Unmarshal(body, &top); err != nil {
-		t.Fatalf("body %q is not a JSON object: %v", body, err)
-	}
-	if got := slices.Sorted(maps.Keys(top)); !slices.Equal(got, []string{"error"}) {
-		t.Errorf("top-level keys = %v; want [error]", got)
-	}
-	var e map[string]any
-	if err := json.Unmarshal(top["error"], &e); err != nil {
-		t.Fatalf("error member %s is not an object: %v", top["error"], err)
-	}
-	if got, want := slices.Sorted(maps.Keys(e)), []string{"code", "message", "type"}; !slices.Equal(got, want) {
-		t.Errorf("error keys = %v; want %v", got, want)
-	}
-	if got := e["type"]; got != "gpt_load_error" {
-		t.Errorf("error.type = %v; want gpt_load_error", got)
-	}
-	if got := e["code"]; got != code {
-		t.Errorf("error.code = %v; want %s", got, code)
-	}
-	if msg, _ := e["message"].(string); msg == "" {
-		t.Errorf("error.message = %v; want a non-empty string", e["message"])
-	}
 }
 
 // loadConfig loads the configuration from env alone, as the binary does.

@@ -9,6 +9,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/gpt-load/gpt-load/internal/apierr/apierrtest"
 	"github.com/gpt-load/gpt-load/internal/middleware"
 )
 
@@ -41,7 +42,7 @@ func TestRecoveryAnswers500AndLogsStack(t *testing.T) {
 			log, logs := newLogger(t, logrus.InfoLevel)
 			srv := newServer(t, tt.chain(log, http.HandlerFunc(explode)))
 			resp, body := do(t, newRequest(t, http.MethodGet, srv.URL+"/v1/panic?secret=1", nil))
-			checkAPIError(t, resp, body, http.StatusInternalServerError, "internal_error")
+			apierrtest.Check(t, resp, body, http.StatusInternalServerError, "internal_error")
 
 			lines := logs.waitMsg(t, "recovered from panic", 1)
 			e := lines[0]

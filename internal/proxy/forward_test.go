@@ -6,13 +6,13 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/gpt-load/gpt-load/internal/apierr/apierrtest"
 	"github.com/gpt-load/gpt-load/internal/proxy"
 	"github.com/gpt-load/gpt-load/internal/testupstream"
 )
@@ -286,23 +286,15 @@ func TestUnauthorizedShape(t *testing.T) {
 	}
 }
 
-// assertErrorShape checks OpenAI's error JSON with our type and code.
+// assertErrorShape checks OpenAI's error JSON with our type and code. The
+// callers check the status themselves.
 func assertErrorShape(t *testing.T, resp *http.Response, code string) {
 	t.Helper()
-	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
-		t.Errorf("Content-Type = %q; want application/json", ct)
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("reading the error body: %v", err)
 	}
-	var body map[string]map[string]any
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
-		t.Fatalf("error body is not JSON: %v", err)
-	}
-	e, ok := body["error"]
-	if !ok || len(body) != 1 {
-		t.Fatalf("error body = %v; want one \"error\" object", body)
-	}
-	if e["type"] != "gpt_load_error" || e["code"] != code || e["message"] == "" {
-		t.Errorf("error = %v; want type gpt_load_error, code %q, a message", e, code)
-	}
+	apierrtest.Check(t, resp, body, resp.StatusCode, code)
 }
 
 func TestCompressedStaysCompressed(t *testing.T) {
