@@ -40,10 +40,11 @@ func rssBytes(t *testing.T, pid int) int64 {
 }
 
 // TestRSSBoundedByBodyMemoryLimit runs the real binary and measures its
-// resident memory while it holds request bodies (SPEC §4): clients that
-// declare 32 MiB and send 1 KiB cost about what they sent; clients whose
-// 16 MiB bodies all arrived, held while the upstream thinks, cost at most
-// BODY_MEMORY_LIMIT each (the rest is in temporary files) plus a constant.
+// resident memory while it holds request bodies (docs/api.md,
+// "Forwarding"): clients that declare 32 MiB and send 1 KiB cost about
+// what they sent; clients whose 16 MiB bodies all arrived, held while the
+// upstream thinks, cost at most BODY_MEMORY_LIMIT each (the rest is in
+// temporary files) plus a constant.
 func TestRSSBoundedByBodyMemoryLimit(t *testing.T) {
 	if testing.Short() {
 		t.Skip("moves a few hundred MiB through the binary")

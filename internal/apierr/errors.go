@@ -14,7 +14,7 @@ import (
 // them from the provider's own.
 const Type = "gpt_load_error"
 
-// Codes, one per situation (SPEC §12).
+// Codes, one per situation (docs/api.md, "Errors").
 const (
 	CodeInvalidAuth      = "invalid_auth"
 	CodeRequestTooLarge  = "request_too_large"

@@ -1,5 +1,6 @@
-// Package classify decides, from one upstream attempt's outcome, whose fault
-// a failure is and whether another key or target should be tried (SPEC §8).
+// Package classify decides, from one upstream attempt's outcome, whose
+// fault a failure is and whether another key or target should be tried
+// (docs/key-health.md, "How answers are classified").
 package classify
 
 import (

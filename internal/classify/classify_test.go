@@ -262,8 +262,8 @@ func attemptCases() []attemptCase {
 		{"anthropic 400 invalid_request_error", 400, nil, anthropicBadRequest,
 			Verdict{Fault: ClientError, Reason: "invalid_request_error"}},
 		// Anthropic reports an empty credit balance as a plain 400
-		// invalid_request_error; only the message tells, and §8 decides
-		// from codes, never from message text.
+		// invalid_request_error; only the message tells, and classification
+		// decides from codes, never from message text.
 		{"anthropic 400 credit balance too low", 400, nil, anthropicCredit,
 			Verdict{Fault: ClientError, Reason: "invalid_request_error"}},
 		{"anthropic 413 request_too_large", 413, nil, anthropicTooLarge,
@@ -704,10 +704,11 @@ func TestAttemptSuccessDoesNotAllocate(t *testing.T) {
 	}
 }
 
-// TestAttemptProviderChoices covers statuses SPEC §8 leaves to us: 402
-// (out of balance at OpenAI-compatible providers) blames the key for good,
-// Cloudflare's 520-524 blame the target, and a code field holding a key is
-// never echoed as the reason.
+// TestAttemptProviderChoices covers statuses the contract leaves to us
+// (docs/key-health.md, "How answers are classified"): 402 (out of balance
+// at OpenAI-compatible providers) blames the key for good, Cloudflare's
+// 520-524 blame the target, and a code field holding a key is never echoed
+// as the reason.
 func TestAttemptProviderChoices(t *testing.T) {
 	tests := []struct {
 		name   string

@@ -39,9 +39,10 @@ const (
 
 // quietRedis silences go-redis's own logger, which prints every failed
 // dial through the standard logger: while Redis is down that is a line per
-// attempt, and the outage is logged once by setUp instead (SPEC §17).
-// go-redis offers only a process-wide logger, so it is set once, when the
-// first Cluster is made, and only in processes that use Redis.
+// attempt, and the outage is logged once by setUp instead
+// (docs/operations.md, "Scaling out with Redis"). go-redis offers only a
+// process-wide logger, so it is set once, when the first Cluster is made,
+// and only in processes that use Redis.
 var quietRedis sync.Once
 
 type quietLog struct{}

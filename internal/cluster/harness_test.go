@@ -30,7 +30,7 @@ import (
 const replicaHeader = "X-Test-Replica"
 
 // propagation is how soon a replica must apply another's state change
-// (SPEC §17).
+// (docs/operations.md, "Scaling out with Redis").
 const propagation = time.Second
 
 // makeKeys returns n distinct keys, the same for the same seed. Every

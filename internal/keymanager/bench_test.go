@@ -140,8 +140,9 @@ func TestNextDoesNotAllocate(t *testing.T) {
 	}
 }
 
-// TestParseMillionKeys checks the SPEC §3 promise without the benchmark
-// harness: a million keys load in well under a second.
+// TestParseMillionKeys checks the promise of docs/configuration.md, "Keys
+// file", without the benchmark harness: a million keys load in well under
+// a second.
 func TestParseMillionKeys(t *testing.T) {
 	if testing.Short() {
 		t.Skip("large input")

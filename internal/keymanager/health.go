@@ -7,7 +7,7 @@ import (
 )
 
 // MaxCooldown caps how long a rate-limited key rests when the upstream did
-// not say (KEY_COOLDOWN, README "Configuration").
+// not say (KEY_COOLDOWN in docs/configuration.md, "Settings").
 const MaxCooldown = 30 * time.Minute
 
 // MaxRetryAfter caps a rest the upstream asked for: long enough for any

@@ -10,9 +10,10 @@ import (
 )
 
 // Auth requires the client token on every request for which exempt returns
-// false (SPEC §6). The token may come as "Authorization: Bearer T",
-// "x-api-key: T", "x-goog-api-key: T", "api-key: T" or the query parameter
-// key=T; each is compared in constant time. An empty token turns Auth off.
+// false (docs/api.md, "Client authentication"). The token may come as
+// "Authorization: Bearer T", "x-api-key: T", "x-goog-api-key: T",
+// "api-key: T" or the query parameter key=T; each is compared in constant
+// time. An empty token turns Auth off.
 func Auth(token secret.Key, exempt func(*http.Request) bool) Middleware {
 	if token.Empty() {
 		return func(next http.Handler) http.Handler { return next }

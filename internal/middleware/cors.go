@@ -19,9 +19,9 @@ const exposedWithCredentials = "X-Gpt-Load-Attempts, X-Request-Id, Retry-After, 
 	"X-Ratelimit-Limit-Tokens, X-Ratelimit-Remaining-Tokens, X-Ratelimit-Reset-Tokens"
 
 // CORS answers preflights from allowed origins with 204 and marks other
-// responses to allowed origins (SPEC §14). Disallowed origins get no CORS
-// headers; their preflights are answered 204 without them, so the browser
-// refuses the call and the upstream never sees it.
+// responses to allowed origins (docs/api.md, "CORS"). Disallowed origins
+// get no CORS headers; their preflights are answered 204 without them, so
+// the browser refuses the call and the upstream never sees it.
 func CORS(c config.CORS) Middleware {
 	if !c.Enabled {
 		return func(next http.Handler) http.Handler { return next }

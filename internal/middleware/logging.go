@@ -41,10 +41,10 @@ func (r *recorder) Write(p []byte) (int, error) {
 func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
 // Logging writes one access line per request for which proxied reports
-// true (SPEC §15): method, path without query, status, duration, key
-// preview, target host, attempts and bytes sent; info below 400, warn for
-// 4xx, error for 5xx. Other requests are logged at debug level. With
-// enabled false, only the debug lines remain.
+// true (docs/operations.md, "Logging"): method, path without query,
+// status, duration, key preview, target host, attempts and bytes sent;
+// info below 400, warn for 4xx, error for 5xx. Other requests are logged
+// at debug level. With enabled false, only the debug lines remain.
 func Logging(log *logrus.Entry, enabled bool, proxied func(*http.Request) bool) Middleware {
 	fast := newFastAccess(log)
 	return func(next http.Handler) http.Handler {

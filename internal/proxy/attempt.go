@@ -115,7 +115,8 @@ func (p *Proxy) attempt(req *http.Request, st *reqState, key *keymanager.Key, ta
 	var window windowResult
 	if err == nil && isEventStream(resp) {
 		// Hold the stream until its first output; an error event in it
-		// stands for its status answer (SPEC §20, stream.go).
+		// stands for its status answer (docs/api.md, "Streaming";
+		// stream.go).
 		resp, window, err = p.commitWindow(req.Context(), st, resp)
 	}
 	o := classify.Outcome{Err: err, Now: time.Now(), ClientGone: req.Context().Err() != nil}

@@ -12,8 +12,8 @@ import (
 
 // firstChunk is the buffer a request body is first read into. Memory then
 // doubles as bytes actually arrive: a declared Content-Length is never
-// trusted for an allocation (SPEC §4), so a client that declares 32 MiB
-// and sends one byte costs this much, not 32 MiB.
+// trusted for an allocation (docs/api.md, "Forwarding"), so a client that
+// declares 32 MiB and sends one byte costs this much, not 32 MiB.
 const firstChunk = 4 << 10
 
 // spoolPrefix names the temporary files request bodies are spooled to.

@@ -666,7 +666,8 @@ func TestConcurrentStateChanges(t *testing.T) {
 }
 
 // TestKeyFaultKeepsTarget checks a retry after a key's fault stays on the
-// same target, while one after a target fault moves on (SPEC §9).
+// same target, while one after a target fault moves on
+// (docs/key-health.md, "Retries").
 func TestKeyFaultKeepsTarget(t *testing.T) {
 	a := testupstream.New(t, byKey(map[string]answer{testKeys[0]: {status: 401, body: openAIInvalidKey}}))
 	b := testupstream.New(t, nil)

@@ -13,10 +13,10 @@ import (
 // which wipes what the middleware set (our CORS headers: a 103 Early Hints
 // did exactly that); and a 1xx sent before a retry would go with an answer
 // from another attempt. st.trace has no Got1xxResponse hook, so the
-// transport reads past 1xx answers itself (SPEC §9); its GotConn tells the
-// attempt it was connected. The client's own `Expect: 100-continue` is
-// answered by net/http when the body is read and is never forwarded (see
-// rewrite).
+// transport reads past 1xx answers itself (docs/key-health.md, "Retries");
+// its GotConn tells the attempt it was connected. The client's own
+// `Expect: 100-continue` is answered by net/http when the body is read and
+// is never forwarded (see rewrite).
 //
 // Swapping the trace rather than adding ours beside it spares composing two
 // traces (reflection, and allocations) on every request.

@@ -27,7 +27,7 @@ func serveLikeMain(t *testing.T, e *env) string {
 }
 
 // TestStreamOutlivesWriteTimeout: a stream that keeps moving runs well past
-// SERVER_WRITE_TIMEOUT and arrives whole (SPEC §20).
+// SERVER_WRITE_TIMEOUT and arrives whole (docs/api.md, "Streaming").
 func TestStreamOutlivesWriteTimeout(t *testing.T) {
 	const events = 25 // 100 ms apart: 2.5 s, past the 1 s write timeout
 	up := testupstream.New(t, func(w http.ResponseWriter, r *http.Request) {

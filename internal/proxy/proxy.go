@@ -28,7 +28,7 @@ import (
 )
 
 // HeaderAttempts carries the number of upstream attempts on every proxied
-// response (SPEC §9).
+// response (docs/key-health.md, "Retries").
 const HeaderAttempts = "X-Gpt-Load-Attempts"
 
 // Observer is told about every attempt and every finished request, for
@@ -60,9 +60,10 @@ type Options struct {
 	// QueueTimeout bounds how long a request waits for a key when none is
 	// usable; 0 answers 503 at once.
 	QueueTimeout time.Duration
-	// Streams (SPEC §20): silence allowed between chunks (0: no limit),
-	// the silence after which an event stream gets a keepalive comment
-	// (0: off), and the commit window's time bound (0: 10 s).
+	// Streams (docs/api.md, "Streaming"): silence allowed between chunks
+	// (0: no limit), the silence after which an event stream gets a
+	// keepalive comment (0: off), and the commit window's time bound
+	// (0: 10 s).
 	StreamIdleTimeout time.Duration
 	StreamKeepalive   time.Duration
 	StreamWindow      time.Duration
@@ -108,7 +109,8 @@ func New(opts Options, keys *keymanager.Manager, targets *upstream.Balancer, bas
 		ErrorLog:       stdlog.New(log, logrus.WarnLevel),
 		BufferPool:     newBufferPool(),
 		// FlushInterval 0: ReverseProxy already flushes event streams and
-		// bodies of unknown length after every write (SPEC §11).
+		// bodies of unknown length after every write (docs/api.md,
+		// "Streaming").
 	}
 	return p
 }
@@ -230,7 +232,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// Not returning after the response started means ReverseProxy
 		// aborted it (http.ErrAbortHandler): the upstream broke off
 		// mid-body and the client's connection was cut without the final
-		// chunk (SPEC §18), or the client itself left.
+		// chunk (docs/api.md, "Bad input and faults"), or the client
+		// itself left.
 		st.aborted = !returned && !st.headersAt.IsZero()
 	}()
 	p.rp.ServeHTTP(w, r.WithContext(ctx))
@@ -332,10 +335,10 @@ func rewrite(pr *httputil.ProxyRequest) {
 	pr.Out.URL.RawQuery = withoutKeyParam(pr.Out.URL.RawQuery)
 	// The body is already in hand: the client's Expect: 100-continue was
 	// answered when it was read, and asking the upstream again would make
-	// each attempt wait for a 100 (SPEC §9).
+	// each attempt wait for a 100 (docs/key-health.md, "Retries").
 	delete(pr.Out.Header, "Expect")
 	// Rewrite starts without the inbound X-Forwarded-*; keep the chain of
-	// earlier proxies and append the client (SPEC §4).
+	// earlier proxies and append the client (docs/api.md, "Forwarding").
 	if prior, ok := pr.In.Header["X-Forwarded-For"]; ok {
 		pr.Out.Header["X-Forwarded-For"] = prior
 	}
@@ -343,8 +346,9 @@ func rewrite(pr *httputil.ProxyRequest) {
 }
 
 // withoutKeyParam removes every parameter whose percent-decoded name is
-// "key" in any case (key=, KEY=, k%65y=: SPEC §6) from a raw query, leaving
-// the rest byte for byte (re-encoding would reorder and re-escape it).
+// "key" in any case (key=, KEY=, k%65y=: docs/api.md, "Client
+// authentication") from a raw query, leaving the rest byte for byte
+// (re-encoding would reorder and re-escape it).
 func withoutKeyParam(q string) string {
 	if !mayHoldKeyParam(q) {
 		return q

@@ -69,10 +69,11 @@ func (p *Proxy) KeysChanged() { p.redact.set() }
 const maxDecoded = 1 << 20
 
 // readErrorBody reads the start of an error answer (status >= 400) for
-// classification and masks any pool key quoted in it (SPEC §9), so that
-// neither the client nor the logs nor Redis see one. It returns the start
-// in plain text, masked, for classification and logs; nil when it cannot
-// be decoded (then the answer is classified by status alone).
+// classification and masks any pool key quoted in it (docs/key-health.md,
+// "Retries"), so that neither the client nor the logs nor Redis see one.
+// It returns the start in plain text, masked, for classification and logs;
+// nil when it cannot be decoded (then the answer is classified by status
+// alone).
 //
 // A body that fits in errorPeek is read whole: the upstream connection is
 // released, and the body, masked if it quoted a key, is kept in memory

@@ -15,8 +15,9 @@ import (
 	"github.com/gpt-load/gpt-load/internal/sse"
 )
 
-// The commit window's bounds (SPEC §20): a stream is held until its first
-// output, or this many bytes, or this long after its headers.
+// The commit window's bounds (docs/api.md, "Streaming"): a stream is held
+// until its first output, or this many bytes, or this long after its
+// headers.
 const (
 	windowBytes       = 16 << 10
 	defaultWindowTime = 10 * time.Second
@@ -130,13 +131,13 @@ func (p *Proxy) streamFailover(st *reqState) {
 	}
 }
 
-// commitWindow holds a 200 event stream until its first output (SPEC §20)
-// and returns the response to give ReverseProxy, whose body then yields
-// the held bytes at once and the rest of the stream as it arrives. An error
-// event inside the window is returned as its status in w, with the same
-// stream as the body should it be the final answer; a stream that breaks
-// off or stays silent inside the window is an error, since nothing of it
-// reached the client.
+// commitWindow holds a 200 event stream until its first output
+// (docs/api.md, "Streaming") and returns the response to give
+// ReverseProxy, whose body then yields the held bytes at once and the rest
+// of the stream as it arrives. An error event inside the window is
+// returned as its status in w, with the same stream as the body should it
+// be the final answer; a stream that breaks off or stays silent inside the
+// window is an error, since nothing of it reached the client.
 func (p *Proxy) commitWindow(ctx context.Context, st *reqState, resp *http.Response) (_ *http.Response, w windowResult, _ error) {
 	s := &stream{
 		p: p, st: st, ctx: ctx, body: resp.Body,
@@ -296,7 +297,7 @@ func (s *stream) release() {
 	}
 }
 
-// window reads until the stream may be committed (SPEC §20).
+// window reads until the stream may be committed (docs/api.md, "Streaming").
 func (s *stream) window(ctx context.Context) (windowEnd, error) {
 	s.startPump()
 	limit := s.p.opts.StreamWindow

@@ -10,7 +10,7 @@ import (
 )
 
 // eventKind is what one event of a held stream means for the commit window
-// (SPEC §20).
+// (docs/api.md, "Streaming").
 type eventKind uint8
 
 const (

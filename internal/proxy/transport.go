@@ -14,7 +14,8 @@ import (
 	"time"
 )
 
-// TransportOptions are the upstream connection settings (SPEC §2).
+// TransportOptions are the upstream connection settings
+// (docs/configuration.md, "Settings").
 type TransportOptions struct {
 	// ConnectTimeout bounds the dial and the TLS handshake (REQUEST_TIMEOUT).
 	ConnectTimeout time.Duration
@@ -51,7 +52,8 @@ func NewTransport(o TransportOptions) (*http.Transport, error) {
 		MaxIdleConnsPerHost:   o.MaxIdlePerHost,
 		ExpectContinueTimeout: time.Second,
 		// The client's Accept-Encoding is passed as is and the answer is
-		// not decoded: compressed stays compressed (SPEC §4).
+		// not decoded: compressed stays compressed (docs/api.md,
+		// "Forwarding").
 		DisableCompression: true,
 		// The 4 KiB default buffers stay: large bodies bypass them (bufio
 		// passes big writes and reads straight through), and with a

@@ -299,7 +299,8 @@ func (s *Server) resetKeys(w http.ResponseWriter, r *http.Request) {
 	if err := s.reset(); err != nil {
 		s.log.WithError(err).Error("reset-keys: keeping the old keys")
 		// The client learns what kind of problem it is; the path and the
-		// error text are for the log only (SPEC §18).
+		// error text are for the log only (docs/api.md, "Bad input and
+		// faults").
 		apierr.Write(w, &apierr.Error{Status: http.StatusInternalServerError, Code: apierr.CodeKeysFileUnusable,
 			Message: "could not reload the keys file (" + keysFileProblem(err) + "); the old keys stay; the server log says more", Err: err})
 		return

@@ -7,7 +7,7 @@ import (
 )
 
 // maxHeaderBytes bounds a request's header block; beyond it the client
-// gets 431 (SPEC §18).
+// gets 431 (docs/api.md, "Bad input and faults").
 const maxHeaderBytes = 1 << 20
 
 // HTTPServer returns the http.Server that serves s, with the timeouts of
@@ -45,8 +45,8 @@ func nonZero(d, fallback time.Duration) time.Duration {
 // writeDeadline applies SERVER_WRITE_TIMEOUT (d) to h's responses as a
 // deadline that moves with the data: each write must complete within d of
 // the one before. A client that stops reading is cut after d; a stream
-// that keeps moving is never cut, however long it runs (SPEC §20). d == 0
-// means no deadline.
+// that keeps moving is never cut, however long it runs (docs/api.md,
+// "Streaming"). d == 0 means no deadline.
 func writeDeadline(h http.Handler, d time.Duration) http.Handler {
 	if d <= 0 {
 		return h

@@ -10,7 +10,7 @@ import (
 	"github.com/gpt-load/gpt-load/internal/keymanager"
 )
 
-// Paging of key lists (SPEC §13 "Large pools").
+// Paging of key lists (docs/api.md, "Management endpoints").
 const (
 	// DefaultPageLimit is how many keys a list holds when limit is not given.
 	DefaultPageLimit = 1000

@@ -68,7 +68,7 @@ type Options struct {
 	// balancer's default.
 	TargetCooldown time.Duration
 	// StreamWindow is the commit window's time bound; 0 means 10 s
-	// (SPEC §20). Tests shorten it.
+	// (docs/api.md, "Streaming"). Tests shorten it.
 	StreamWindow time.Duration
 	// ResetKeys, when set, replaces what /reset-keys does; tests use it.
 	ResetKeys func() error

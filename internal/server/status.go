@@ -49,9 +49,9 @@ func buildStatusPage() statusPage {
 	}
 }
 
-// status serves the status page (SPEC §19). It needs no token: it holds
-// nothing secret, and asks for the token itself when the JSON it reads
-// needs one.
+// status serves the status page (docs/api.md, "Status page"). It needs no
+// token: it holds nothing secret, and asks for the token itself when the
+// JSON it reads needs one.
 func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	h.Set("Content-Type", "text/html; charset=utf-8")

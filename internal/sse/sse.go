@@ -5,7 +5,8 @@
 // any point, and lines may be of any length.
 //
 // It only reads: the proxy never re-frames a stream, it looks at events to
-// decide when to commit one (SPEC §20) and passes the bytes on as they came.
+// decide when to commit one (docs/api.md, "Streaming") and passes the
+// bytes on as they came.
 package sse
 
 import "bytes"

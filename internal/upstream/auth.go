@@ -34,7 +34,8 @@ func ParseAuthStyle(name string) (AuthStyle, error) {
 	return 0, fmt.Errorf("unknown auth style %q", name)
 }
 
-// StyleForHost picks the style a host expects (SPEC §5).
+// StyleForHost picks the style a host expects (docs/api.md, "Upstream auth
+// styles").
 func StyleForHost(host string) AuthStyle {
 	host = strings.ToLower(strings.TrimSuffix(host, "."))
 	switch {

@@ -23,8 +23,9 @@ type Options struct {
 }
 
 // Balancer hands out targets in round-robin order over the ones not
-// benched, and benches targets that keep failing (passive health, SPEC
-// §10). Next is lock-free. A Balancer is safe for concurrent use.
+// benched, and benches targets that keep failing (passive health:
+// docs/key-health.md, "Target benching"). Next is lock-free. A Balancer is
+// safe for concurrent use.
 type Balancer struct {
 	targets  []*Target
 	cursor   atomic.Uint64

@@ -1,8 +1,9 @@
 // Command badclients measures what hostile or idle clients cost gpt-load
-// (SPEC §4, §18): it starts the binary against a mock upstream, opens the
-// connections, and reads the proxy's resident memory from /proc. It prints
-// Markdown rows for docs/benchmarks.md. Everything is on 127.0.0.1 and
-// bounded in count and time.
+// (docs/api.md, "Forwarding" and "Bad input and faults"): it starts the
+// binary against a mock upstream, opens the connections, and reads the
+// proxy's resident memory from /proc. It prints Markdown rows for
+// docs/benchmarks.md. Everything is on 127.0.0.1 and bounded in count and
+// time.
 //
 //	go run ./scripts/badclients -bin bin/gpt-load -upstream http://127.0.0.1:PORT
 package main
