@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gpt-load/gpt-load/internal/apierr/apierrtest"
 	"github.com/gpt-load/gpt-load/internal/secret"
 	appserver "github.com/gpt-load/gpt-load/internal/server"
 )
@@ -351,7 +352,7 @@ func TestResetKeysBadFile(t *testing.T) {
 			tt.break_(t, s.KeysFile)
 
 			resp, body := s.do(t, http.MethodPost, "/reset-keys", nil)
-			checkAPIError(t, resp, body, http.StatusInternalServerError, "keys_file_error")
+			apierrtest.Check(t, resp, body, http.StatusInternalServerError, "keys_file_error")
 			checkNoRawKeys(t, "POST /reset-keys", string(body), s.Raw)
 			// No file path, no Go error text: those go to the log.
 			for _, leak := range []string{s.KeysFile, filepath.Base(s.KeysFile), filepath.Dir(s.KeysFile), "no such file", "open ", "line ", "control character"} {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gpt-load/gpt-load/internal/apierr/apierrtest"
 	"github.com/gpt-load/gpt-load/internal/secret"
 )
 
@@ -33,7 +34,7 @@ func TestManagementWrongMethod(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.method+" "+tt.path, func(t *testing.T) {
 			resp, body := s.do(t, tt.method, tt.path, strings.NewReader(`{"x":1}`))
-			checkAPIError(t, resp, body, http.StatusMethodNotAllowed, "method_not_allowed")
+			apierrtest.Check(t, resp, body, http.StatusMethodNotAllowed, "method_not_allowed")
 			var allow []string
 			for m := range strings.SplitSeq(resp.Header.Get("Allow"), ",") {
 				if m = strings.TrimSpace(m); m != "" {
@@ -150,7 +151,7 @@ func TestManagementAuth(t *testing.T) {
 					}
 					return
 				}
-				checkAPIError(t, resp, body, http.StatusUnauthorized, "invalid_auth")
+				apierrtest.Check(t, resp, body, http.StatusUnauthorized, "invalid_auth")
 				if n := s.Up.Count() - before; n != 0 {
 					t.Errorf("upstream got %d requests for an unauthorised client; want 0", n)
 				}
@@ -371,7 +372,7 @@ func TestPanicIsRecovered(t *testing.T) {
 		resetKeys: func() error { panic("reset exploded") },
 	})
 	resp, body := s.do(t, http.MethodPost, "/reset-keys", nil)
-	checkAPIError(t, resp, body, http.StatusInternalServerError, "internal_error")
+	apierrtest.Check(t, resp, body, http.StatusInternalServerError, "internal_error")
 
 	waitLine(t, s.Log, func(e map[string]any) bool { return e["msg"] == "request" && e["path"] == "/reset-keys" })
 	var panicLine, accessLine map[string]any

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gpt-load/gpt-load/internal/apierr/apierrtest"
 	"github.com/gpt-load/gpt-load/internal/secret"
 	appserver "github.com/gpt-load/gpt-load/internal/server"
 )
@@ -163,7 +164,7 @@ func TestPageBadParams(t *testing.T) {
 	} {
 		t.Run(path, func(t *testing.T) {
 			resp, body := s.do(t, http.MethodGet, path, nil)
-			checkAPIError(t, resp, body, http.StatusBadRequest, "invalid_request")
+			apierrtest.Check(t, resp, body, http.StatusBadRequest, "invalid_request")
 		})
 	}
 	// Without keys=1 the paging parameters mean nothing to /stats.

@@ -184,36 +184,6 @@ func checkJSONType(t *testing.T, resp *http.Response) {
 	}
 }
 
-// checkAPIError checks that the answer is exactly OpenAI's error shape with
-// type gpt_load_error and code.
-func checkAPIError(t *testing.T, resp *http.Response, body []byte, status int, code string) {
-	t.Helper()
-	if resp.StatusCode != status {
-		t.Errorf("status = %d; want %d (body %s)", resp.StatusCode, status, body)
-	}
-	checkJSONType(t, resp)
-	var top map[string]json.RawMessage
-	if err := json.Unmarshal(body, &top); err != nil {
-		t.Fatalf("body %q is not a JSON object: %v", body, err)
-	}
-	if got := slices.Sorted(maps.Keys(top)); !slices.Equal(got, []string{"error"}) {
-		t.Errorf("top-level keys = %v; want [error]", got)
-	}
-	var e map[string]any
-	if err := json.Unmarshal(top["error"], &e); err != nil {
-		t.Fatalf("error member %s: %v", top["error"], err)
-	}
-	if got, want := slices.Sorted(maps.Keys(e)), []string{"code", "message", "type"}; !slices.Equal(got, want) {
-		t.Errorf("error keys = %v; want %v", got, want)
-	}
-	if got := e["type"]; got != "gpt_load_error" {
-		t.Errorf("error.type = %v; want gpt_load_error", got)
-	}
-	if got := e["code"]; got != code {
-		t.Errorf("error.code = %v; want %s", got, code)
-	}
-}
-
 // keysOf returns the sorted member names of the JSON object in data.
 func keysOf(t *testing.T, data []byte) []string {
 	t.Helper()
