@@ -29,14 +29,14 @@ RACE := $(shell [ "$$(go env CGO_ENABLED 2>/dev/null)" = 1 ] && echo -race)
 # Extra arguments for run/dev, e.g. make run ARGS="-env-file prod.env"
 ARGS ?=
 
-.PHONY: help run dev build build-all test fuzz coverage bench lint fmt tidy clean \
+.PHONY: help run dev build build-all test fuzz coverage bench docs lint fmt tidy clean \
         health stats blacklist reset-keys
 
 help: ## list the targets (default)
 	@echo "gpt-load $(VERSION): make <target>"
 	@echo
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
-		awk 'BEGIN { FS = ":.*## " } { printf "  %-12s %s\n", $$1, $$2 }'
+		awk 'BEGIN { FS = ":.*## " } { printf "  %-15s %s\n", $$1, $$2 }'
 	@echo
 	@echo "Management targets talk to http://localhost:PORT (PORT from the environment,"
 	@echo "then .env, else 3000) and send AUTH_KEY as a bearer token when it is set."
@@ -85,6 +85,9 @@ loadtest: ## end-to-end load test on loopback: direct, nginx and gpt-load, HTTP/
 
 loadtest-short: ## the load test with every duration shrunk (about two minutes); prints only
 	SHORT=1 bash scripts/loadtest.sh
+
+docs: ## regenerate .env.example and the settings table of docs/configuration.md from internal/config
+	go test -count=1 -run '^TestGenerated$$' ./internal/config -update
 
 lint: ## go vet, a gofmt check, and staticcheck when it is installed
 	go vet ./...

@@ -1,7 +1,7 @@
 package main
 
 // Tests that keep the deployment files (Dockerfile, docker-compose.yml,
-// .dockerignore, .env.example) in agreement with the code. They read the
+// .dockerignore) in agreement with the code. They read the
 // files as text: no Docker is needed.
 
 import (
@@ -28,7 +28,6 @@ const (
 	dockerfilePath   = "../../Dockerfile"
 	composePath      = "../../docker-compose.yml"
 	dockerignorePath = "../../.dockerignore"
-	envExamplePath   = "../../.env.example"
 )
 
 // configDefault returns the default of a variable in config.Variables.
@@ -689,54 +688,8 @@ func TestDockerignoreKeepsSecretsOut(t *testing.T) {
 	}
 }
 
-// ------------------------------------------------------------- .env.example
-
-// envExampleValue unquotes a value, or drops an inline " #" comment from an
-// unquoted one, the way the env file loader reads it.
-func envExampleValue(v string) string {
-	v = strings.TrimSpace(v)
-	if len(v) >= 2 && (v[0] == '"' || v[0] == '\'') && v[len(v)-1] == v[0] {
-		return v[1 : len(v)-1]
-	}
-	if i := strings.Index(v, " #"); i >= 0 {
-		v = v[:i]
-	}
-	return strings.TrimSpace(v)
-}
-
-func TestEnvExampleMatchesConfig(t *testing.T) {
-	example := map[string]string{}
-	for i, l := range strings.Split(readDeployFile(t, envExamplePath), "\n") {
-		l = strings.TrimSpace(strings.TrimSuffix(l, "\r"))
-		if l == "" || strings.HasPrefix(l, "#") {
-			continue
-		}
-		name, value, ok := strings.Cut(strings.TrimPrefix(l, "export "), "=")
-		if !ok {
-			t.Errorf(".env.example line %d is not NAME=value: %q", i+1, l)
-			continue
-		}
-		name = strings.TrimSpace(name)
-		if _, dup := example[name]; dup {
-			t.Errorf(".env.example sets %s twice", name)
-		}
-		example[name] = envExampleValue(value)
-	}
-	for _, v := range config.Variables {
-		got, ok := example[v.Name]
-		switch {
-		case !ok:
-			t.Errorf("%s is in config.Variables but not in .env.example", v.Name)
-		case got != v.Default:
-			t.Errorf("%s: .env.example has %q; the default in config.Variables is %q", v.Name, got, v.Default)
-		}
-	}
-	for name := range example {
-		if !isConfigVariable(name) {
-			t.Errorf("%s is in .env.example but not in config.Variables", name)
-		}
-	}
-}
+// .env.example is generated from config.Variables; internal/config's
+// TestGenerated and TestEnvExample keep it in agreement (make docs).
 
 // ------------------------------------------------------- the real binary
 

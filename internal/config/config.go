@@ -102,51 +102,147 @@ type Log struct {
 func (c *Config) Addr() string { return net.JoinHostPort(c.Host, strconv.Itoa(c.Port)) }
 
 // Variable describes one environment variable: its name, its default as
-// written in .env, and what it means.
+// written in .env, and what it means. Variables is the one source of the
+// settings: `gpt-load -h` prints it, and EnvExample and SettingsTable
+// generate .env.example and the table of docs/configuration.md from it.
 type Variable struct {
-	Name, Default, Help string
+	Name, Default string
+	// Help is the one-line summary that -h prints.
+	Help string
+	// Section names the group the variable is listed under in
+	// .env.example; a variable whose Section differs from the one before
+	// starts a new group.
+	Section string
+	// Doc is the full description, in Markdown: the settings table of
+	// docs/configuration.md shows it as is, .env.example as plain text.
+	Doc string
 }
 
-// Variables lists every variable Load reads, in the order of the README.
+// Variables lists every variable Load reads, in the order of .env.example
+// and of docs/configuration.md.
 var Variables = []Variable{
-	{"PORT", "3000", "listen port, 1-65535"},
-	{"HOST", "0.0.0.0", "listen address"},
-	{"KEYS_FILE", "keys.txt", "path of the keys file, one key per line"},
-	{"START_INDEX", "0", "key index rotation starts at, 0 <= n < key count"},
-	{"BLACKLIST_THRESHOLD", "1", "consecutive permanent failures before a key is blacklisted, >= 1"},
-	{"MAX_RETRIES", "3", "extra attempts on another key after the first, 0-10"},
-	{"OPENAI_BASE_URL", "https://api.openai.com", "upstream base URLs, comma-separated"},
-	{"AUTH_KEY", "", "token clients must present; empty: no client auth"},
-	{"UPSTREAM_AUTH_STYLE", "auto", "auto, bearer, azure, anthropic or gemini"},
-	{"UPSTREAM_CA_FILE", "", "PEM file of CA certificates trusted for upstream TLS besides the system's"},
-	{"ENABLE_CORS", "true", "answer CORS preflights and set CORS headers"},
-	{"ALLOWED_ORIGINS", "*", "comma-separated origins, or *"},
-	{"ALLOWED_METHODS", "GET,POST,PUT,DELETE,OPTIONS", "methods allowed by CORS"},
-	{"ALLOWED_HEADERS", "*", "headers allowed by CORS, or *"},
-	{"ALLOW_CREDENTIALS", "false", "CORS credentials; not with ALLOWED_ORIGINS=*"},
-	{"MAX_CONCURRENT_REQUESTS", "1000", "proxied requests in flight at once; beyond: 429"},
-	{"MAX_REQUEST_BODY_SIZE", "32", "largest request body in MiB; beyond: 413"},
-	{"BODY_MEMORY_LIMIT", "1", "request bodies up to this many MiB are kept in memory; larger: a temp file"},
-	{"KEY_COOLDOWN", "60", "seconds a rate-limited key rests without Retry-After"},
-	{"KEY_RECHECK_INTERVAL", "3600", "seconds between re-checks of blacklisted keys; 0: off"},
-	{"MODEL_COOLDOWN", "3600", "seconds a key stays excluded for a model the provider said it may not use"},
-	{"QUEUE_TIMEOUT", "0", "seconds a request may wait for a key when none is usable; 0: 503 at once"},
-	{"SERVER_READ_TIMEOUT", "120", "seconds to read a whole request; 0: no limit"},
-	{"SERVER_WRITE_TIMEOUT", "1800", "seconds a whole non-streamed response may take; a moving stream is never cut; 0: no limit"},
-	{"SERVER_IDLE_TIMEOUT", "120", "keep-alive idle seconds; 0: no limit"},
-	{"SERVER_GRACEFUL_SHUTDOWN_TIMEOUT", "60", "seconds to drain in-flight requests on shutdown"},
-	{"REQUEST_TIMEOUT", "30", "seconds to connect to an upstream (dial and TLS handshake)"},
-	{"RESPONSE_TIMEOUT", "600", "seconds to wait for upstream response headers"},
-	{"IDLE_CONN_TIMEOUT", "120", "seconds an idle upstream connection is kept"},
-	{"STREAM_IDLE_TIMEOUT", "300", "seconds a streamed response may stay silent before it is cut; 0: never"},
-	{"STREAM_KEEPALIVE", "0", "seconds of upstream silence before a ': keepalive' comment on event streams; 0: off"},
-	{"LOG_LEVEL", "info", "debug, info, warn or error"},
-	{"LOG_FORMAT", "text", "text or json"},
-	{"LOG_ENABLE_FILE", "false", "also append logs to LOG_FILE_PATH"},
-	{"LOG_FILE_PATH", "logs/app.log", "log file path"},
-	{"LOG_ENABLE_REQUEST", "true", "one access line per proxied request"},
-	{"REDIS_URL", "", "redis://[:password@]host:port/db or rediss://; empty: no shared state"},
-	{"REDIS_PREFIX", "gpt-load:", "prefix of every Redis key; replicas with different prefixes share nothing"},
+	{Name: "PORT", Default: "3000", Section: "Server",
+		Help: "listen port, 1-65535",
+		Doc:  "listen port, 1–65535"},
+	{Name: "HOST", Default: "0.0.0.0", Section: "Server",
+		Help: "listen address",
+		Doc:  "listen address; `127.0.0.1` keeps the proxy private to this machine. With the default and no `AUTH_KEY`, anyone who reaches the port can spend your keys"},
+
+	{Name: "KEYS_FILE", Default: "keys.txt", Section: "Keys",
+		Help: "path of the keys file, one key per line",
+		Doc:  "path of the keys file: one upstream API key per line, `#` comments and blank lines skipped (see [Keys file](#keys-file))"},
+	{Name: "START_INDEX", Default: "0", Section: "Keys",
+		Help: "key index rotation starts at, 0 <= n < key count",
+		Doc:  "position in the key list where rotation starts; must be less than the number of keys"},
+	{Name: "BLACKLIST_THRESHOLD", Default: "1", Section: "Keys",
+		Help: "consecutive permanent failures before a key is blacklisted, >= 1",
+		Doc:  "consecutive permanent failures before a key is blacklisted, ≥ 1 (see [key-health.md](key-health.md#keys-blacklisting-cooling-models))"},
+	{Name: "MAX_RETRIES", Default: "3", Section: "Keys",
+		Help: "extra attempts on another key after the first, 0-10",
+		Doc:  "extra attempts after the first one fails, each on another key, 0–10 (see [key-health.md](key-health.md#retries))"},
+
+	{Name: "OPENAI_BASE_URL", Default: "https://api.openai.com", Section: "Upstream",
+		Help: "upstream base URLs, comma-separated",
+		Doc:  "one or more upstream base URLs, comma-separated; the request path is appended as is (see [api.md](api.md#forwarding)). Each is `http` or `https` with a host, and no query, fragment or user info; a trailing `/` is dropped; the same URL listed twice is an error"},
+
+	{Name: "AUTH_KEY", Default: "", Section: "Authentication",
+		Help: "token clients must present; empty: no client auth",
+		Doc:  "token clients must present (see [api.md](api.md#client-authentication)); empty: the proxy is open to anyone who can reach it"},
+	{Name: "UPSTREAM_AUTH_STYLE", Default: "auto", Section: "Authentication",
+		Help: "auto, bearer, azure, anthropic or gemini",
+		Doc:  "how keys are sent upstream: `auto` (by host), `bearer`, `azure`, `anthropic` or `gemini` (see [api.md](api.md#upstream-auth-styles))"},
+	{Name: "UPSTREAM_CA_FILE", Default: "", Section: "Authentication",
+		Help: "PEM file of CA certificates trusted for upstream TLS besides the system's",
+		Doc:  "PEM file of CA certificates that `https` upstreams may chain to, added to the system's (a private CA, a gateway's self-signed certificate); empty: the system's only. A missing file, one without a certificate, or a certificate that does not parse is a configuration error. Certificate verification cannot be turned off"},
+
+	{Name: "ENABLE_CORS", Default: "true", Section: "CORS",
+		Help: "answer CORS preflights and set CORS headers",
+		Doc:  "answer CORS preflights locally and add CORS headers for allowed origins (see [api.md](api.md#cors))"},
+	{Name: "ALLOWED_ORIGINS", Default: "*", Section: "CORS",
+		Help: "comma-separated origins, or *",
+		Doc:  "allowed origins, comma-separated (e.g. `https://app.example.com`), or `*` alone"},
+	{Name: "ALLOWED_METHODS", Default: "GET,POST,PUT,DELETE,OPTIONS", Section: "CORS",
+		Help: "methods allowed by CORS",
+		Doc:  "methods announced to browsers in preflight answers; HTTP method tokens"},
+	{Name: "ALLOWED_HEADERS", Default: "*", Section: "CORS",
+		Help: "headers allowed by CORS, or *",
+		Doc:  "headers announced to browsers in preflight answers; `*` echoes whatever the browser asks for"},
+	{Name: "ALLOW_CREDENTIALS", Default: "false", Section: "CORS",
+		Help: "CORS credentials; not with ALLOWED_ORIGINS=*",
+		Doc:  "send `Access-Control-Allow-Credentials: true`; needs an explicit `ALLOWED_ORIGINS` list: together with `ALLOWED_ORIGINS=*` it is an error"},
+
+	{Name: "MAX_CONCURRENT_REQUESTS", Default: "1000", Section: "Limits and key health",
+		Help: "proxied requests in flight at once; beyond: 429",
+		Doc:  "proxied requests in flight at once, ≥ 1; beyond it clients get 429"},
+	{Name: "MAX_REQUEST_BODY_SIZE", Default: "32", Section: "Limits and key health",
+		Help: "largest request body in MiB; beyond: 413",
+		Doc:  "largest request body, in MiB; larger bodies get 413"},
+	{Name: "BODY_MEMORY_LIMIT", Default: "1", Section: "Limits and key health",
+		Help: "request bodies up to this many MiB are kept in memory; larger: a temp file",
+		Doc:  "request bodies up to this many MiB are kept in memory for retries; larger ones go to a temporary file (mode 0600, in the system temp dir, removed when the request ends); 0: every body goes to a file"},
+	{Name: "KEY_COOLDOWN", Default: "60", Section: "Limits and key health",
+		Help: "seconds a rate-limited key rests without Retry-After",
+		Doc:  "seconds a rate-limited key rests when the upstream does not say how long, ≥ 1; doubles with each consecutive rate-limit episode of the key, up to 30 minutes"},
+	{Name: "KEY_RECHECK_INTERVAL", Default: "3600", Section: "Limits and key health",
+		Help: "seconds between re-checks of blacklisted keys; 0: off",
+		Doc:  "seconds between background re-checks of blacklisted keys; 0: off (see [key-health.md](key-health.md#re-checking-blacklisted-keys))"},
+	{Name: "MODEL_COOLDOWN", Default: "3600", Section: "Limits and key health",
+		Help: "seconds a key stays excluded for a model the provider said it may not use",
+		Doc:  "seconds a key stays excluded for one model after the provider said the key may not use it, ≥ 1; the key keeps serving other models"},
+	{Name: "QUEUE_TIMEOUT", Default: "0", Section: "Limits and key health",
+		Help: "seconds a request may wait for a key when none is usable; 0: 503 at once",
+		Doc:  "seconds a request may wait, in arrival order, for a key when none is usable but one will be by then (a rate limit ending); 0: answer 503 at once (see [key-health.md](key-health.md#when-no-key-is-usable-queue_timeout))"},
+
+	{Name: "SERVER_READ_TIMEOUT", Default: "120", Section: "Timeouts (seconds)",
+		Help: "seconds to read a whole request; 0: no limit",
+		Doc:  "seconds to read a whole client request, body included; 0: no limit (see [Timeouts](#timeouts))"},
+	{Name: "SERVER_WRITE_TIMEOUT", Default: "1800", Section: "Timeouts (seconds)",
+		Help: "seconds a write to the client may stall; a moving response or stream is never cut; 0: no limit",
+		Doc:  "seconds a write to the client may stall: a client that stops reading is cut after this; a response that keeps moving, a stream included, is never cut; 0: no limit"},
+	{Name: "SERVER_IDLE_TIMEOUT", Default: "120", Section: "Timeouts (seconds)",
+		Help: "keep-alive idle seconds; 0: no limit",
+		Doc:  "seconds an idle keep-alive client connection stays open; 0: no limit of its own"},
+	{Name: "SERVER_GRACEFUL_SHUTDOWN_TIMEOUT", Default: "60", Section: "Timeouts (seconds)",
+		Help: "seconds to drain in-flight requests on shutdown",
+		Doc:  "on SIGINT or SIGTERM, seconds in-flight requests get to finish before exit, ≥ 1"},
+	{Name: "REQUEST_TIMEOUT", Default: "30", Section: "Timeouts (seconds)",
+		Help: "seconds to connect to an upstream (dial and TLS handshake)",
+		Doc:  "seconds to connect to an upstream: the TCP dial and the TLS handshake, each, ≥ 1"},
+	{Name: "RESPONSE_TIMEOUT", Default: "600", Section: "Timeouts (seconds)",
+		Help: "seconds to wait for upstream response headers",
+		Doc:  "seconds to wait for an upstream's response headers once the request is sent, ≥ 1"},
+	{Name: "IDLE_CONN_TIMEOUT", Default: "120", Section: "Timeouts (seconds)",
+		Help: "seconds an idle upstream connection is kept",
+		Doc:  "seconds an idle upstream connection is kept for reuse, ≥ 1"},
+	{Name: "STREAM_IDLE_TIMEOUT", Default: "300", Section: "Timeouts (seconds)",
+		Help: "seconds a streamed response may stay silent before it is cut; 0: never",
+		Doc:  "seconds a streamed response may stay silent between two chunks before it is cut as a failure (see [api.md](api.md#streaming)); 0: never"},
+	{Name: "STREAM_KEEPALIVE", Default: "0", Section: "Timeouts (seconds)",
+		Help: "seconds of upstream silence before a ': keepalive' comment on event streams; 0: off",
+		Doc:  "seconds of upstream silence on an event stream after which a `: keepalive` comment line goes to the client, repeated while silent, so a CDN or load balancer in front does not cut a model that thinks before it answers; 0: off"},
+
+	{Name: "LOG_LEVEL", Default: "info", Section: "Logging",
+		Help: "debug, info, warn or error",
+		Doc:  "`debug`, `info`, `warn` or `error`"},
+	{Name: "LOG_FORMAT", Default: "text", Section: "Logging",
+		Help: "text or json",
+		Doc:  "`text` or `json` (one JSON object per line)"},
+	{Name: "LOG_ENABLE_FILE", Default: "false", Section: "Logging",
+		Help: "also append logs to LOG_FILE_PATH",
+		Doc:  "also append logs to `LOG_FILE_PATH`"},
+	{Name: "LOG_FILE_PATH", Default: "logs/app.log", Section: "Logging",
+		Help: "log file path",
+		Doc:  "log file path; its directory is created if missing"},
+	{Name: "LOG_ENABLE_REQUEST", Default: "true", Section: "Logging",
+		Help: "one access line per proxied request",
+		Doc:  "one access line per proxied request (see [operations.md](operations.md#logging))"},
+
+	{Name: "REDIS_URL", Default: "", Section: "Scaling out (several replicas)",
+		Help: "redis://[:password@]host:port/db or rediss://; empty: no shared state",
+		Doc:  "Redis that replicas share key and target health through: `redis://[:password@]host:port/db`, or `rediss://…` for TLS (see [operations.md](operations.md#scaling-out-with-redis)); empty: every replica keeps its own state in memory and no Redis is needed"},
+	{Name: "REDIS_PREFIX", Default: "gpt-load:", Section: "Scaling out (several replicas)",
+		Help: "prefix of every Redis key; replicas with different prefixes share nothing",
+		Doc:  "prefix of every Redis key; replicas with different prefixes share nothing"},
 }
 
 // maxDurationSeconds keeps durations far from time.Duration overflow.
