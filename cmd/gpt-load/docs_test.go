@@ -275,3 +275,44 @@ func TestDocLinks(t *testing.T) {
 		}
 	}
 }
+
+// TestCitedSectionsExist: every comment that cites a section as
+// (docs/PAGE.md, "Heading"), in the Go sources and the deployment files,
+// names a page and a "## " heading it has. A citation may wrap across
+// comment lines.
+func TestCitedSectionsExist(t *testing.T) {
+	var files []string
+	for _, dir := range []string{"../../cmd", "../../internal", "../../pkg", "../../scripts"} {
+		err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+			if err == nil && !d.IsDir() && strings.HasSuffix(p, ".go") {
+				files = append(files, p)
+			}
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	files = append(files, dockerfilePath, composePath, makePath)
+	joinComments := regexp.MustCompile(`\n\s*(//|#)\s*`)
+	cite := regexp.MustCompile(`docs/([a-z-]+\.md),\s+"([^"]+)"`)
+	n := 0
+	for _, f := range files {
+		text := joinComments.ReplaceAllString(readDeployFile(t, f), " ")
+		for _, m := range cite.FindAllStringSubmatch(text, -1) {
+			n++
+			doc, err := os.ReadFile(filepath.Join(docsDir, m[1]))
+			if err != nil {
+				t.Errorf("%s cites docs/%s, which does not exist", f, m[1])
+				continue
+			}
+			if !strings.Contains(string(doc), "\n## "+m[2]+"\n") {
+				t.Errorf("%s cites (docs/%s, %q); the page has no such section", f, m[1], m[2])
+			}
+		}
+	}
+	if n == 0 {
+		t.Error("found no (docs/PAGE.md, \"Heading\") citation at all; is the pattern still the one in use?")
+	}
+	t.Logf("%d citations checked", n)
+}
