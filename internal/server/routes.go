@@ -10,35 +10,36 @@ import (
 	"github.com/gpt-load/gpt-load/internal/middleware"
 )
 
-// route is one management route: a ServeMux pattern ("GET /health"; GET
-// answers HEAD too, unless noHead) and whether it needs AUTH_KEY.
+// route is one management route: a ServeMux pattern such as "GET /health"
+// (a GET route answers HEAD too, unless noHead), whether it is answered
+// without AUTH_KEY, and its handler.
 type route struct {
 	pattern string
 	public  bool
-	serve   func(*Server, http.ResponseWriter, *http.Request)
 	noHead  bool
+	serve   func(*Server, http.ResponseWriter, *http.Request)
 }
+
+// PathHealth is the health endpoint's path, which probes ask.
+const PathHealth = "/health"
 
 // routes are every route gpt-load answers itself. A path not listed here
 // goes to the proxy as it came: never cleaned, never redirected. A listed
 // path asked with another method gets 405 in the OpenAI error shape, with
 // Allow.
 var routes = []route{
-	{"GET /health", true, (*Server).health, false},
+	{pattern: "GET " + PathHealth, public: true, serve: (*Server).health},
 	// The status page holds nothing secret; the JSON it reads needs the
 	// token, and the page asks for it.
-	{"GET /status", true, (*Server).status, false},
-	{"GET /stats", false, (*Server).stats, false},
-	{"GET /blacklist", false, (*Server).blacklist, false},
-	{"POST /reset-keys", false, (*Server).resetKeys, false},
+	{pattern: "GET /status", public: true, serve: (*Server).status},
+	{pattern: "GET /stats", serve: (*Server).stats},
+	{pattern: "GET /blacklist", serve: (*Server).blacklist},
+	{pattern: "POST /reset-keys", serve: (*Server).resetKeys},
 	// GET is kept because the original README used it; a HEAD must not
 	// reset anything.
-	{"GET /reset-keys", false, (*Server).resetKeys, true},
-	{"GET /metrics", false, (*Server).serveMetrics, false},
+	{pattern: "GET /reset-keys", noHead: true, serve: (*Server).resetKeys},
+	{pattern: "GET /metrics", serve: (*Server).serveMetrics},
 }
-
-// PathHealth is the health endpoint's path, which probes ask.
-const PathHealth = "/health"
 
 // router sends management paths to their routes and everything else to
 // the proxy.
