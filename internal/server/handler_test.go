@@ -2,15 +2,19 @@ package server_test
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/gpt-load/gpt-load/internal/apierr/apierrtest"
 	"github.com/gpt-load/gpt-load/internal/secret"
+	appserver "github.com/gpt-load/gpt-load/internal/server"
+	"github.com/gpt-load/gpt-load/internal/testupstream"
 )
 
 func TestManagementWrongMethod(t *testing.T) {
@@ -454,4 +458,73 @@ func nonEmpty(s string) []string {
 		return nil
 	}
 	return []string{s}
+}
+
+// TestOneOutcomeThreeViews: the access log, /stats and /metrics read the
+// same outcome record of each proxied request, so they tell the same story:
+// a request retried after a revoked key, successes and client errors.
+func TestOneOutcomeThreeViews(t *testing.T) {
+	var s *server
+	s = newServer(t, options{upstream: func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case testupstream.KeyOf(r.Header) == s.Raw[0]:
+			w.WriteHeader(http.StatusUnauthorized)
+			io.WriteString(w, `{"error":{"message":"Incorrect API key provided","type":"invalid_request_error","code":"invalid_api_key"}}`)
+		case r.URL.Path == "/v1/bad":
+			w.WriteHeader(http.StatusBadRequest)
+			io.WriteString(w, `{"error":{"message":"bad","type":"invalid_request_error","code":null}}`)
+		default:
+			io.WriteString(w, `{"ok":true}`)
+		}
+	}})
+	// The first request goes to the first key: 401, then a retry that works.
+	paths := []string{"/v1/ok", "/v1/ok", "/v1/bad", "/v1/ok", "/v1/bad", "/v1/ok"}
+	for _, p := range paths {
+		s.do(t, http.MethodPost, p, strings.NewReader(`{"model":"gpt-4o"}`))
+	}
+	lines := s.Log.waitAccess(t, len(paths))
+	var logOK, logBad, logAttempts int
+	for _, l := range lines {
+		switch l["status"] {
+		case float64(http.StatusOK):
+			logOK++
+		case float64(http.StatusBadRequest):
+			logBad++
+		}
+		logAttempts += int(l["attempts"].(float64))
+	}
+	if logOK != 4 || logBad != 2 || logAttempts != len(paths)+1 {
+		t.Errorf("access log: %d ok, %d bad, %d attempts; want 4, 2, %d", logOK, logBad, logAttempts, len(paths)+1)
+	}
+
+	var st appserver.Stats
+	s.getJSON(t, "/stats", http.StatusOK, &st)
+	want := appserver.RequestStats{TotalCount: int64(len(paths)), SuccessCount: 4, FailureCount: 2, RetryCount: 1}
+	if got := st.Requests; got != want {
+		t.Errorf("/stats requests = %+v; want %+v", got, want)
+	}
+
+	_, body := s.do(t, http.MethodGet, "/metrics", nil)
+	sums := map[string]float64{}
+	for line := range strings.Lines(string(body)) {
+		name, value, ok := strings.Cut(strings.TrimSpace(line), " ")
+		if !ok || strings.HasPrefix(name, "#") {
+			continue
+		}
+		v, err := strconv.ParseFloat(value, 64)
+		if err != nil {
+			continue
+		}
+		switch {
+		case strings.HasPrefix(name, "gpt_load_requests_total{") && strings.Contains(name, `code="2xx"`):
+			sums["2xx"] += v
+		case strings.HasPrefix(name, "gpt_load_requests_total{") && strings.Contains(name, `code="4xx"`):
+			sums["4xx"] += v
+		case name == "gpt_load_retries_total":
+			sums["retries"] += v
+		}
+	}
+	if sums["2xx"] != 4 || sums["4xx"] != 2 || sums["retries"] != 1 {
+		t.Errorf("/metrics: %v; want 2xx 4, 4xx 2, retries 1", sums)
+	}
 }
