@@ -47,13 +47,23 @@ func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 // at debug level. With enabled false, only the debug lines remain.
 func Logging(log *logrus.Entry, enabled bool, proxied func(*http.Request) bool) Middleware {
 	fast := newFastAccess(log)
+	// A proxied request's line can be written only while loudest is
+	// enabled: error (its most severe level) with the access log on,
+	// debug (its only level) with it off.
+	loudest := logrus.ErrorLevel
+	if !enabled {
+		loudest = logrus.DebugLevel
+	}
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			rec := &recorder{ResponseWriter: w}
 			start := time.Now()
 			returned := false
 			isProxied := proxied(r)
-			if isProxied {
+			// The proxy fills the record only for a line that can be
+			// written: with the access log off and debug lines dropped,
+			// the request is not copied to carry it.
+			if isProxied && log.Logger.IsLevelEnabled(loudest) {
 				r = r.WithContext(outcome.NewContext(r.Context(), &rec.outcome))
 			}
 			o := &rec.outcome

@@ -265,3 +265,46 @@ func TestLoggingPanic(t *testing.T) {
 		t.Errorf("access line level = %v; want error", got)
 	}
 }
+
+// TestLoggingCarriesRecordOnlyWhenALineCanBeWritten: the outcome record is
+// put in the request's context when some access line can be written, at
+// warn level too (a 4xx line then still names key and upstream), and left
+// out when the access log is off and debug lines are dropped.
+func TestLoggingCarriesRecordOnlyWhenALineCanBeWritten(t *testing.T) {
+	tests := []struct {
+		name       string
+		level      logrus.Level
+		enabled    bool
+		wantRecord bool
+	}{
+		{"log on, info", logrus.InfoLevel, true, true},
+		{"log on, warn", logrus.WarnLevel, true, true},
+		{"log off, info", logrus.InfoLevel, false, false},
+		{"log off, debug", logrus.DebugLevel, false, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			log, logs := newLogger(t, tt.level)
+			sawRecord := make(chan bool, 1)
+			h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				sawRecord <- outcome.FromContext(r.Context()) != nil
+				statusHandler(w, r)
+			})
+			srv := newServer(t, middleware.Logging(log, tt.enabled, isProxied)(h))
+			resp, _ := do(t, newRequest(t, http.MethodGet, srv.URL+"/v1/x?status=404", nil))
+			if resp.StatusCode != http.StatusNotFound {
+				t.Fatalf("status %d; want 404", resp.StatusCode)
+			}
+			if got := <-sawRecord; got != tt.wantRecord {
+				t.Errorf("record in the context: %v; want %v", got, tt.wantRecord)
+			}
+			if !tt.wantRecord {
+				return
+			}
+			line := logs.waitMsg(t, "request", 1)[0]
+			if line["key"] != "sk-abc…wxyz" || line["upstream"] != "upstream.example:443" {
+				t.Errorf("access line key %v, upstream %v; want the record's", line["key"], line["upstream"])
+			}
+		})
+	}
+}

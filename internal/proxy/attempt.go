@@ -28,7 +28,6 @@ func (t attemptTransport) RoundTrip(out *http.Request) (*http.Response, error) {
 	var held *http.Response // the last upstream answer, kept while retrying
 	var lastErr error
 	var target *upstream.Target
-	lastFault := classify.Success
 	// last ends the request with the best answer there is: the provider's
 	// own beats our error (docs/key-health.md).
 	last := func(resp *http.Response, err error) (*http.Response, error) {
@@ -70,7 +69,7 @@ func (t attemptTransport) RoundTrip(out *http.Request) (*http.Response, error) {
 			// A first attempt may use the target benched longest when all
 			// are benched.
 			target = p.targets.Next()
-		case lastFault == classify.TargetError || !target.Active():
+		case st.fault == classify.TargetError || !target.Active():
 			// A new target after a target fault, or once the target was
 			// benched during this request; a retry never goes to a benched
 			// target. Otherwise a key's trouble says nothing about the
@@ -85,7 +84,6 @@ func (t attemptTransport) RoundTrip(out *http.Request) (*http.Response, error) {
 			req = out.Clone(ctx)
 		}
 		resp, v, err := p.attempt(req, st, key, target)
-		lastFault = v.Fault
 		st.attempts = attempt + 1
 		st.key, st.target, st.fault = key, target, v.Fault
 

@@ -137,6 +137,8 @@ type reqState struct {
 	// out counts the body bytes written to the client; ServeHTTP writes
 	// through it.
 	out countingWriter
+	// rec is the outcome record when the request's context carries none.
+	rec outcome.Record
 	// connected is set by the client trace once the current attempt has
 	// a connection, so a timeout after it means the request was sent.
 	connected atomic.Bool
@@ -245,7 +247,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (p *Proxy) finish(r *http.Request, st *reqState) {
 	rec := outcome.FromContext(r.Context())
 	if rec == nil {
-		rec = new(outcome.Record)
+		// Nobody asked for it (no access line can be written): the
+		// counters and metrics still read it.
+		rec = &st.rec
 	}
 	*rec = outcome.Record{Start: st.start, Status: st.status, Attempts: st.attempts, Target: st.target,
 		Fault: st.fault, Took: time.Since(st.start), Overhead: -1, Bytes: st.out.n}

@@ -10,7 +10,8 @@ import (
 // The settings are written out in two places besides -h: .env.example and
 // the table of docs/configuration.md. Both are generated from Variables by
 // the functions below; TestGenerated fails when a checked-in copy differs
-// from what they produce, and rewrites it with -update (make docs).
+// from what they produce, and rewrites it with -update (make docs). They
+// live in a test file: the binary never needs them.
 
 // envExampleHeader opens .env.example.
 const envExampleHeader = `# gpt-load configuration. Copy to .env (cp .env.example .env) and edit.
