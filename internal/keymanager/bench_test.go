@@ -22,15 +22,7 @@ func benchManager(b *testing.B, n int, benched bool) *Manager {
 			}
 		}
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for m.dirty.Load() {
-		if time.Now().After(deadline) {
-			b.Fatalf("rotation not rebuilt within 10s")
-		}
-		if _, err := m.Next(); err != nil {
-			b.Fatalf("Next() error = %v", err)
-		}
-	}
+	settle(b, m)
 	return m
 }
 
@@ -119,15 +111,7 @@ func TestNextDoesNotAllocate(t *testing.T) {
 			}
 			// Let a large set's lazy rebuild happen first: building a
 			// rotation allocates, selecting from one must not.
-			deadline := time.Now().Add(5 * time.Second)
-			for m.dirty.Load() {
-				if time.Now().After(deadline) {
-					t.Fatalf("rotation not rebuilt within 5s")
-				}
-				if _, err := m.Next(); err != nil {
-					t.Fatalf("Next() error = %v", err)
-				}
-			}
+			settle(t, m)
 			allocs := testing.AllocsPerRun(1000, func() {
 				if _, err := m.Next(); err != nil {
 					t.Fatalf("Next() error = %v", err)

@@ -34,7 +34,7 @@ func (m *Manager) Succeeded(k *Key) {
 		k.consecutive.Store(0)
 	}
 	now := m.now().UnixNano()
-	if k.limitStreak.Load() != 0 && now >= k.until.Load() && now-k.episodeStart.Load() > int64(episodeGrace) {
+	if k.limitStreak.Load() != 0 && now >= k.until.Load() && now-k.episodeStart() > int64(episodeGrace) {
 		k.limitStreak.Store(0)
 	}
 	if now-k.lastSuccess.Load() >= successStamp {
@@ -53,8 +53,8 @@ func (m *Manager) SucceededWithin(k *Key, d time.Duration) bool {
 // reports whether that happened now. Concurrent failures of one key
 // blacklist it once: exactly one caller gets true.
 func (m *Manager) FailedPermanent(k *Key, reason string, status int) bool {
-	k.mu.Lock()
-	defer k.mu.Unlock()
+	k.lock()
+	defer k.unlock()
 	k.lastStatus.Store(int32(status))
 	if int(k.consecutive.Add(1)) < m.threshold || State(k.state.Load()) == Blacklisted {
 		return false
@@ -72,8 +72,8 @@ func (m *Manager) FailedPermanent(k *Key, reason string, status int) bool {
 // whether the state changed enough to tell (a new rest, or a deadline
 // moved by a second or more).
 func (m *Manager) RateLimited(k *Key, retryAfter time.Duration, reason string, status int) (time.Time, bool) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
+	k.lock()
+	defer k.unlock()
 	now := m.now()
 	ns := now.UnixNano()
 	state := State(k.state.Load())
@@ -81,11 +81,12 @@ func (m *Manager) RateLimited(k *Key, retryAfter time.Duration, reason string, s
 		return time.Time{}, false
 	}
 	resting := state == Cooling && ns < k.until.Load()
-	same := resting || ns-k.episodeStart.Load() <= int64(episodeGrace)
+	x := k.ext.Load()
+	same := resting || ns-x.episodeStart.Load() <= int64(episodeGrace)
 	streak := k.limitStreak.Load()
 	if !same || streak == 0 {
 		streak = k.limitStreak.Add(1)
-		k.episodeStart.Store(ns)
+		x.episodeStart.Store(ns)
 	}
 	d := min(retryAfter, MaxRetryAfter)
 	if d <= 0 {
@@ -114,8 +115,8 @@ func (m *Manager) RateLimited(k *Key, retryAfter time.Duration, reason string, s
 // untouched; a longer rest or a blacklist stays. It reports whether the
 // key's state changed.
 func (m *Manager) QuotaExhausted(k *Key, reset time.Time) bool {
-	k.mu.Lock()
-	defer k.mu.Unlock()
+	k.lock()
+	defer k.unlock()
 	now := m.now()
 	if !reset.After(now) {
 		return false

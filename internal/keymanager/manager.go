@@ -3,8 +3,10 @@
 package keymanager
 
 import (
+	"cmp"
 	"errors"
 	"math"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -13,22 +15,38 @@ import (
 	"github.com/gpt-load/gpt-load/internal/secret"
 )
 
-// rebuildGap bounds how often a large key set's rotation is rebuilt after
-// state changes. Between rebuilds Next skips keys that left rotation, so the
-// gap costs a little evenness, never correctness.
+// rebuildGap is the least time between two rebuilds of a large key set's
+// rotation; a rebuild that took long spaces the next one further (four
+// times its duration), so rebuilding never takes more than a fifth of a
+// core however fast keys change state. Between rebuilds Next skips keys
+// that left rotation and takes in keys whose rest ended, so the gap costs
+// a little evenness, never correctness.
 const rebuildGap = 20 * time.Millisecond
 
+// smallPool is the largest key set whose rotation is rebuilt inline, on
+// the goroutine that changed a key's state: a scan of 10,000 keys costs
+// tens of microseconds. Larger sets are rebuilt on a background goroutine,
+// never on a request's.
+const smallPool = 10_000
+
 // Manager rotates over the usable keys. Next is lock-free and does not
-// allocate; state changes and reloads take a mutex and rebuild the rotation
-// copy-on-write. The zero Manager is not usable; call New. A Manager is safe
-// for concurrent use.
+// allocate; state changes and reloads rebuild the rotation copy-on-write
+// (under mu, which Next never takes). The zero Manager is not usable; call
+// New. A Manager is safe for concurrent use.
 type Manager struct {
 	view   atomic.Pointer[view]
 	cursor atomic.Uint64
 	dirty  atomic.Bool // a state change is not yet in the view
 
-	mu          sync.Mutex // serialises rebuilds, reloads and resets
-	lastRebuild int64
+	mu sync.Mutex // serialises rebuilds, reloads and resets
+
+	// rebuilding is set while a background rebuild goroutine runs (at
+	// most one); nextRebuild is the wall-clock time, in unix nanoseconds,
+	// before which it does not start another. rebuilds counts them all,
+	// for tests.
+	rebuilding  atomic.Bool
+	nextRebuild atomic.Int64
+	rebuilds    atomic.Int64
 
 	now       func() time.Time
 	threshold int
@@ -42,12 +60,24 @@ type Manager struct {
 	modelTTL   time.Duration
 }
 
-// view is an immutable rotation: all keys, the usable ones, and when the
-// soonest cooling key comes back.
+// view is an immutable rotation: all keys, the usable ones, the resting
+// ones by deadline, and a rotation per model that some key is excluded
+// for.
 type view struct {
 	all    []*Key
 	usable []*Key
-	wake   int64 // unix nanoseconds; math.MaxInt64 when nothing is cooling
+	// cooling are the keys resting when the view was built, soonest
+	// deadline first, and coolUntil their deadlines then: once a deadline
+	// passes, Next takes that key in without waiting for a rebuild.
+	cooling   []*Key
+	coolUntil []int64
+	// wake is when the view goes stale by itself: the soonest cooling
+	// deadline or model exclusion end; math.MaxInt64 when none.
+	wake int64
+	// models holds the rotations of the models some key is excluded for;
+	// nil while none is.
+	models map[string]*modelRot
+	small  bool
 }
 
 // Options tunes a Manager.
@@ -109,24 +139,54 @@ func newKeys(raw []string, old map[string]*Key) []*Key {
 }
 
 // install builds the rotation for all and publishes it. Caller holds mu or
-// owns m exclusively.
+// owns m exclusively. It is O(keys): for a large set it runs on the
+// background rebuild goroutine, a reload or a reset, never in Next.
 func (m *Manager) install(all []*Key, now int64) *view {
 	// Cleared before the scan: a change made during it sets dirty again
 	// and is picked up by the next rebuild rather than lost.
 	m.dirty.Store(false)
-	v := &view{all: all, usable: make([]*Key, 0, len(all)), wake: math.MaxInt64}
+	m.rebuilds.Add(1)
+	v := &view{all: all, usable: make([]*Key, 0, len(all)), wake: math.MaxInt64, small: len(all) <= smallPool}
+	var (
+		cooling []coolingKey
+		models  modelBuild
+	)
+	if m.withModels.Load() != 0 {
+		models = modelBuild{}
+	}
 	for _, k := range all {
-		if k.usableAt(now) {
+		usable := k.usableAt(now)
+		if usable {
 			v.usable = append(v.usable, k)
-			continue
+		} else if State(k.state.Load()) == Cooling {
+			cooling = append(cooling, coolingKey{k, k.until.Load()})
 		}
-		if State(k.state.Load()) == Cooling {
-			v.wake = min(v.wake, k.until.Load())
+		if models != nil {
+			models.add(k, len(v.usable)-1, usable, now)
 		}
 	}
-	m.lastRebuild = now
+	if len(cooling) > 0 {
+		slices.SortFunc(cooling, func(a, b coolingKey) int { return cmp.Compare(a.until, b.until) })
+		v.cooling = make([]*Key, len(cooling))
+		v.coolUntil = make([]int64, len(cooling))
+		for i, c := range cooling {
+			v.cooling[i], v.coolUntil[i] = c.k, c.until
+		}
+		v.wake = v.coolUntil[0]
+	}
+	if models != nil {
+		v.models = models.finish(m.view.Load(), cooling, now)
+		for _, r := range v.models {
+			v.wake = min(v.wake, r.ends)
+		}
+	}
 	m.view.Store(v)
 	return v
+}
+
+type coolingKey struct {
+	k     *Key
+	until int64
 }
 
 // NoKeysError reports that no key is usable. RetryAt is when the soonest
@@ -141,6 +201,19 @@ func (e *NoKeysError) Error() string { return "no usable api key" }
 // not allocate.
 var errNoKeys = &NoKeysError{}
 
+// staleWait is the RetryAt a stale view gives when the deadline it knows
+// has passed: the key is back, and the rebuild that shows it is due.
+const staleWait = rebuildGap / 4
+
+// noKeysAt is the error for no usable key until the unix time at
+// (math.MaxInt64: never).
+func noKeysAt(at, now int64) error {
+	if at == math.MaxInt64 {
+		return errNoKeys
+	}
+	return &NoKeysError{RetryAt: time.Unix(0, max(at, now+int64(staleWait)))}
+}
+
 // Next returns the next usable key in round-robin order, or a *NoKeysError.
 // With K usable keys, N calls give each key N/K ± 1 of them.
 func (m *Manager) Next() (*Key, error) {
@@ -149,99 +222,168 @@ func (m *Manager) Next() (*Key, error) {
 	if now >= v.wake || m.dirty.Load() {
 		v = m.refresh(v, now)
 	}
-	n := uint64(len(v.usable))
-	if n == 0 {
-		if v.wake != math.MaxInt64 {
-			return nil, &NoKeysError{RetryAt: time.Unix(0, v.wake)}
-		}
-		return nil, errNoKeys
+	return v.pick(&m.cursor, now)
+}
+
+// back is how many of v's cooling keys had their deadline (as of the
+// build) pass by now: they are usable again, not yet in v.usable.
+func (v *view) back(now int64) int {
+	lo, hi := 0, len(v.coolUntil)
+	if hi == 0 || now < v.coolUntil[0] {
+		return 0
 	}
-	i := m.cursor.Add(1) - 1
+	for lo < hi {
+		mid := int(uint(lo+hi) >> 1)
+		if v.coolUntil[mid] <= now {
+			lo = mid + 1
+		} else {
+			hi = mid
+		}
+	}
+	return lo
+}
+
+// pick is one round-robin step over v's usable keys and the cooling keys
+// whose rest ended since v was built, with cursor.
+func (v *view) pick(cursor *atomic.Uint64, now int64) (*Key, error) {
+	n := uint64(len(v.usable))
+	back := v.back(now)
+	total := n + uint64(back)
+	soonest := int64(math.MaxInt64)
+	if back < len(v.coolUntil) {
+		soonest = v.coolUntil[back]
+	}
 	// A key may have left rotation since the view was built; skip it.
-	soonest := v.wake
-	for range n {
-		k := v.usable[i%n]
+	for range total {
+		i := (cursor.Add(1) - 1) % total
+		var k *Key
+		if i < n {
+			k = v.usable[i]
+		} else {
+			k = v.cooling[i-n]
+		}
 		if k.usableAt(now) {
 			return k, nil
 		}
 		if State(k.state.Load()) == Cooling {
 			soonest = min(soonest, k.until.Load())
 		}
-		i = m.cursor.Add(1) - 1
 	}
-	// Every key of a stale view left rotation since it was built.
-	if soonest != math.MaxInt64 {
-		return nil, &NoKeysError{RetryAt: time.Unix(0, soonest)}
-	}
-	return nil, errNoKeys
+	return nil, noKeysAt(soonest, now)
 }
 
-// refresh rebuilds the view if no other goroutine is doing so and the last
-// rebuild is not too recent for the key count; otherwise it returns v.
+// refresh brings v up to date. A small set is rebuilt here if no other
+// goroutine is doing so; a large one is handed to the background rebuild
+// and v is used meanwhile. It never waits on mu.
 func (m *Manager) refresh(v *view, now int64) *view {
+	if !v.small {
+		m.kick()
+		return v
+	}
 	if !m.mu.TryLock() {
 		return v
 	}
 	defer m.mu.Unlock()
-	cur := m.view.Load()
-	if cur != v {
+	if cur := m.view.Load(); cur != v {
 		return cur // somebody else rebuilt
-	}
-	// now-v.wake, not now < v.wake+gap: wake is math.MaxInt64 when nothing
-	// is cooling, and the sum would overflow and defeat the throttle.
-	if len(v.all) > 10_000 && now-m.lastRebuild < int64(rebuildGap) && now-v.wake < int64(rebuildGap) {
-		return v
 	}
 	return m.install(v.all, now)
 }
 
+// kick starts the background rebuild unless it is running. Cheap when it
+// is: one atomic load.
+func (m *Manager) kick() {
+	if m.rebuilding.Load() || !m.rebuilding.CompareAndSwap(false, true) {
+		return
+	}
+	go m.rebuildLoop()
+}
+
+// rebuildLoop rebuilds the rotation until no change is pending, then
+// exits: a goroutine lives only while there is work, so a Manager needs no
+// Close. Only one runs at a time (rebuilding).
+func (m *Manager) rebuildLoop() {
+	for {
+		if wait := m.nextRebuild.Load() - time.Now().UnixNano(); wait > 0 {
+			time.Sleep(time.Duration(wait))
+		}
+		start := time.Now()
+		m.mu.Lock()
+		m.install(m.view.Load().all, m.now().UnixNano())
+		m.mu.Unlock()
+		took := time.Since(start)
+		m.nextRebuild.Store(time.Now().Add(max(rebuildGap, 4*took)).UnixNano())
+		m.rebuilding.Store(false)
+		// A change made after install cleared dirty, whose kick found
+		// this goroutine still running, is picked up here.
+		if !m.stale() || !m.rebuilding.CompareAndSwap(false, true) {
+			return
+		}
+	}
+}
+
+// stale reports whether the published view lags the keys' states.
+func (m *Manager) stale() bool {
+	return m.dirty.Load() || m.now().UnixNano() >= m.view.Load().wake
+}
+
+// changed marks the rotation out of date after a state change: a small
+// set is rebuilt at once, so that Next never needs to skip; a large one
+// in the background.
+func (m *Manager) changed(now int64) {
+	m.dirty.Store(true)
+	if v := m.view.Load(); !v.small {
+		m.kick()
+		return
+	}
+	m.mu.Lock()
+	m.install(m.view.Load().all, now)
+	m.mu.Unlock()
+}
+
 // setStateLocked moves k to state s, marks the rotation for rebuilding and
-// tells the listener. Caller holds k.mu, so one key's transitions are
+// tells the listener. Caller holds k's lock, so one key's transitions are
 // atomic and each is told once.
 func (m *Manager) setStateLocked(k *Key, s State, until time.Time, reason string, status int) {
 	now := m.now()
 	m.applyState(k, s, now, until, reason, status)
-	k.changedAt.Store(now.UnixNano())
+	k.ext.Load().changedAt.Store(now.UnixNano())
 	if l, ok := m.listener.Get(); ok {
 		l.KeyChanged(k, k.snapshot(now.UnixNano()))
 	}
 }
 
-// applyState moves k to state s as of since.
+// applyState moves k to state s as of since. Caller holds k's lock.
 func (m *Manager) applyState(k *Key, s State, since, until time.Time, reason string, status int) {
 	now := m.now()
+	x := k.ext.Load()
 	if s == Active {
 		k.until.Store(0)
-		k.since.Store(0)
-		k.reason.Store(nil)
+		x.since.Store(0)
+		x.reason.Store(nil)
+		x.stateStatus.Store(0)
 	} else {
 		// Each rest is new (a cooling key whose deadline passed is active
 		// again); a key blacklisted already keeps the time it left.
 		if s == Cooling || State(k.state.Load()) != s {
-			k.since.Store(since.UnixNano())
+			x.since.Store(since.UnixNano())
 		}
 		var u int64
 		if !until.IsZero() {
 			u = until.UnixNano()
 		}
 		k.until.Store(u)
-		k.reason.Store(&reason)
+		x.reason.Store(&reason)
+		x.stateStatus.Store(int32(status))
 	}
 	if status != 0 {
 		k.lastStatus.Store(int32(status))
 	}
 	k.state.Store(uint32(s))
-	m.dirty.Store(true)
 	if s == Active {
 		m.wake()
 	}
-	// Small sets rebuild at once so that Next never needs to skip; large
-	// ones rebuild on the next call of Next, bounded by rebuildGap.
-	if v := m.view.Load(); len(v.all) <= 10_000 {
-		m.mu.Lock()
-		m.install(m.view.Load().all, now.UnixNano())
-		m.mu.Unlock()
-	}
+	m.changed(now.UnixNano())
 }
 
 // Listener hears of the key state changes this process decides (not the
@@ -274,10 +416,10 @@ type Change struct {
 // change never lowers a blacklist. A zero At applies unconditionally
 // (a replica of an older version).
 func (m *Manager) Apply(k *Key, c Change) bool {
-	k.mu.Lock()
-	defer k.mu.Unlock()
+	x := k.lock()
+	defer k.unlock()
 	at := c.At.UnixNano()
-	if !c.At.IsZero() && at < k.changedAt.Load() {
+	if !c.At.IsZero() && at < x.changedAt.Load() {
 		return false
 	}
 	if State(k.state.Load()) == Blacklisted && c.State == Cooling {
@@ -291,7 +433,7 @@ func (m *Manager) Apply(k *Key, c Change) bool {
 	}
 	m.applyState(k, c.State, c.Since, c.Until, c.Reason, c.Status)
 	if !c.At.IsZero() {
-		k.changedAt.Store(at)
+		x.changedAt.Store(at)
 	}
 	return true
 }
@@ -301,22 +443,22 @@ func (m *Manager) Keys() []*Key { return m.view.Load().all }
 
 // Blacklist takes k out of rotation until reset, reload or Restore.
 func (m *Manager) Blacklist(k *Key, reason string, status int) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
+	k.lock()
+	defer k.unlock()
 	m.setStateLocked(k, Blacklisted, time.Time{}, reason, status)
 }
 
 // Cool takes k out of rotation until the deadline.
 func (m *Manager) Cool(k *Key, until time.Time, reason string, status int) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
+	k.lock()
+	defer k.unlock()
 	m.setStateLocked(k, Cooling, until, reason, status)
 }
 
 // Restore puts k back into rotation and clears its failure count.
 func (m *Manager) Restore(k *Key) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
+	k.lock()
+	defer k.unlock()
 	k.consecutive.Store(0)
 	k.limitStreak.Store(0)
 	m.setStateLocked(k, Active, time.Time{}, "", 0)

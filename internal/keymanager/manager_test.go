@@ -698,15 +698,7 @@ func TestLargeSetBlacklistNeverReturned(t *testing.T) {
 			t.Fatal(e)
 		}
 		// After a rebuild the survivors share evenly again.
-		deadline := time.Now().Add(5 * time.Second)
-		for m.dirty.Load() {
-			if time.Now().After(deadline) {
-				t.Fatalf("rotation not rebuilt within 5s of the last Blacklist")
-			}
-			if _, err := m.Next(); err != nil {
-				t.Fatalf("Next() error = %v; want a key", err)
-			}
-		}
+		settle(t, m)
 		var usable []string
 		for _, k := range keys {
 			if _, ok := rank[k]; !ok {
@@ -718,44 +710,70 @@ func TestLargeSetBlacklistNeverReturned(t *testing.T) {
 	})
 }
 
-// TestLargeSetRebuildThrottled: a large set rebuilds its rotation at most
-// once per rebuildGap, however many keys change state, and nothing cooling
-// must not defeat that.
+// settle waits (with a deadline) until the rotation reflects every state
+// change and no background rebuild runs, so what follows measures a steady
+// state.
+func settle(tb testing.TB, m *Manager) {
+	tb.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for m.dirty.Load() || m.rebuilding.Load() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("rotation not rebuilt within 10s")
+		}
+		m.kick()
+		time.Sleep(time.Millisecond) // polling, bounded by the deadline
+	}
+}
+
+// TestLargeSetRebuildThrottled: a large set rebuilds its rotation in the
+// background, at most about once per rebuildGap however many keys change
+// state, and Next neither rebuilds nor waits for the rebuild's lock.
 func TestLargeSetRebuildThrottled(t *testing.T) {
 	clk := newClock()
 	keys := testKeys(largeN)
 	m := New(keys, Options{Now: clk.Now})
 	all := m.view.Load().all
-	clk.Advance(rebuildGap)
 
 	m.Blacklist(all[0], "invalid", 401)
-	if _, err := m.Next(); err != nil {
-		t.Fatalf("Next() error = %v; want a key", err)
+	settle(t, m)
+	if got, want := len(m.view.Load().usable), largeN-1; got != want {
+		t.Fatalf("usable keys after the background rebuild = %d; want %d", got, want)
 	}
-	if m.dirty.Load() {
-		t.Fatalf("first Next() after the gap left the rotation dirty; want it rebuilt")
-	}
-	v := m.view.Load()
 
+	// A reload or rebuild holding the lock: Next goes on, on the old view,
+	// skipping the key that left, and does not rebuild.
+	m.mu.Lock()
+	v := m.view.Load()
 	m.Blacklist(all[1], "invalid", 401)
-	for range 10 {
-		if _, err := m.Next(); err != nil {
-			t.Fatalf("Next() error = %v; want a key", err)
+	for range 3 * largeN {
+		k, err := m.Next()
+		if err != nil || k == all[1] || k == all[0] {
+			m.mu.Unlock()
+			t.Fatalf("Next() = %v, %v; want a usable key", k, err)
 		}
 	}
-	if m.view.Load() != v || !m.dirty.Load() {
-		t.Errorf("Next() within rebuildGap of a rebuild rebuilt the rotation; want it deferred")
+	if m.view.Load() != v {
+		t.Errorf("Next() rebuilt the rotation of a large set; want it left to the background")
 	}
-
-	clk.Advance(rebuildGap)
-	if _, err := m.Next(); err != nil {
-		t.Fatalf("Next() error = %v; want a key", err)
-	}
-	if m.view.Load() == v || m.dirty.Load() {
-		t.Errorf("Next() after rebuildGap did not rebuild the rotation; want it rebuilt")
-	}
+	m.mu.Unlock()
+	settle(t, m)
 	if got, want := len(m.view.Load().usable), largeN-2; got != want {
 		t.Errorf("usable keys after rebuild = %d; want %d", got, want)
+	}
+
+	// A burst of changes costs a few rebuilds, not one per change.
+	before := m.rebuilds.Load()
+	start := time.Now()
+	for i := 2; i < 202; i++ {
+		m.Blacklist(all[i], "invalid", 401)
+	}
+	settle(t, m)
+	elapsed := time.Since(start)
+	if got, limit := m.rebuilds.Load()-before, int64(elapsed/rebuildGap)+2; got > limit {
+		t.Errorf("200 changes in %v caused %d rebuilds; want at most %d (one per %v)", elapsed, got, limit, rebuildGap)
+	}
+	if got, want := len(m.view.Load().usable), largeN-202; got != want {
+		t.Errorf("usable keys after the burst = %d; want %d", got, want)
 	}
 }
 

@@ -1,6 +1,8 @@
 package keymanager
 
 import (
+	"math"
+	"sync/atomic"
 	"time"
 )
 
@@ -9,8 +11,9 @@ import (
 const MaxModelsPerKey = 64
 
 // modelScan bounds how many keys NextFor looks at for one that is not
-// excluded for the model: a pool where more keys than this in a row lack
-// the model costs an extra attempt, never a scan of the whole pool.
+// excluded for the model while its rotation is being rebuilt (a large set,
+// right after a new exclusion): it costs an extra attempt at worst, never
+// a scan of the whole pool.
 const modelScan = 1024
 
 type modelExclusion struct {
@@ -24,23 +27,40 @@ type ModelExclusion struct {
 	Until time.Time
 }
 
-// excludedFor reports whether k may not serve model at unix time now.
-func (k *Key) excludedFor(model string, now int64) bool {
-	p := k.models.Load()
+// exclusionEnd is when k's exclusion for model ends, 0 when k is not
+// excluded for it at unix time now.
+func (k *Key) exclusionEnd(model string, now int64) int64 {
+	x := k.ext.Load()
+	if x == nil {
+		return 0
+	}
+	p := x.models.Load()
 	if p == nil {
-		return false
+		return 0
 	}
 	for _, e := range *p {
 		if e.model == model {
-			return now < e.until
+			if now < e.until {
+				return e.until
+			}
+			return 0
 		}
 	}
-	return false
+	return 0
+}
+
+// excludedFor reports whether k may not serve model at unix time now.
+func (k *Key) excludedFor(model string, now int64) bool {
+	return k.exclusionEnd(model, now) != 0
 }
 
 func (k *Key) excludedModels(now int64) []ModelExclusion {
 	out := []ModelExclusion{}
-	if p := k.models.Load(); p != nil {
+	x := k.ext.Load()
+	if x == nil {
+		return out
+	}
+	if p := x.models.Load(); p != nil {
 		for _, e := range *p {
 			if now < e.until {
 				out = append(out, ModelExclusion{Model: e.model, Until: time.Unix(0, e.until)})
@@ -51,19 +71,25 @@ func (k *Key) excludedModels(now int64) []ModelExclusion {
 }
 
 // ExcludeModel records that the provider said k may not use model: k is
-// skipped for that model until MODEL_COOLDOWN has passed, and keeps
-// serving every other model; its failure count is untouched. It reports
-// whether the pair is new (not already excluded).
-func (m *Manager) ExcludeModel(k *Key, model string) bool {
+// skipped for that model for d (d <= 0: MODEL_COOLDOWN; a per-day quota
+// passes the time to the provider's daily reset), at most MaxRetryAfter,
+// and keeps serving every other model; its failure count is untouched. An
+// exclusion already running longer is kept. It reports whether the pair
+// is new (not already excluded).
+func (m *Manager) ExcludeModel(k *Key, model string, d time.Duration) bool {
 	if model == "" {
 		return false
 	}
-	k.mu.Lock()
-	defer k.mu.Unlock()
+	if d <= 0 {
+		d = m.modelTTL
+	}
+	d = min(d, MaxRetryAfter)
+	x := k.lock()
+	defer k.unlock()
 	now := m.now().UnixNano()
-	until := now + int64(m.modelTTL)
+	until := now + int64(d)
 	var cur []modelExclusion
-	if p := k.models.Load(); p != nil {
+	if p := x.models.Load(); p != nil {
 		cur = *p
 	} else {
 		m.withModels.Add(1)
@@ -73,6 +99,7 @@ func (m *Manager) ExcludeModel(k *Key, model string) bool {
 	for _, e := range cur {
 		if e.model == model {
 			fresh = now >= e.until
+			until = max(until, e.until)
 			continue
 		}
 		if now < e.until {
@@ -83,27 +110,157 @@ func (m *Manager) ExcludeModel(k *Key, model string) bool {
 		next = next[len(next)-MaxModelsPerKey+1:] // oldest first: drop them
 	}
 	next = append(next, modelExclusion{model: model, until: until})
-	k.models.Store(&next)
+	x.models.Store(&next)
+	m.changed(now)
 	return fresh
 }
 
-// NextFor is Next for a request for model: it skips keys excluded for the
-// model. When every key it looked at is excluded it still returns one,
-// with excluded true, so that the client gets the provider's own answer.
-// While no key was ever excluded for any model it is exactly Next.
+// modelRot is the rotation of one model some key is excluded for: the
+// view's usable keys but those excluded, with a cursor of its own, so
+// requests for the model neither take the excluded keys' share to their
+// neighbours nor move the rotation other models use.
+type modelRot struct {
+	// excl are the positions, in the view's usable keys, of those
+	// excluded for the model, ascending. Keeping the exceptions rather
+	// than a copy of the usable keys costs memory by exclusions, not by
+	// pool size.
+	excl   []uint32
+	cursor atomic.Uint64
+	// ends is the soonest end of an exclusion for the model, usableEnd
+	// the soonest among usable keys.
+	ends, usableEnd int64
+	// retryAt is, when no key may serve the model now, the soonest time
+	// one may (a resting key returns, or an exclusion ends before that);
+	// 0 when no key that is not blacklisted may serve it at all (then an
+	// excluded key is tried, so the client gets the provider's answer).
+	retryAt int64
+}
+
+// nth is the position in the view's usable keys of the p-th key not
+// excluded for the model: p plus the exclusions at or before it.
+func (r *modelRot) nth(p uint64) uint64 {
+	lo, hi := 0, len(r.excl)
+	for lo < hi {
+		mid := int(uint(lo+hi) >> 1)
+		if uint64(r.excl[mid])-uint64(mid) <= p {
+			lo = mid + 1
+		} else {
+			hi = mid
+		}
+	}
+	return p + uint64(lo)
+}
+
+// modelBuild gathers the model rotations during install.
+type modelBuild map[string]*modelRot
+
+// add records k's exclusions; pos is its position in usable when usable.
+func (b modelBuild) add(k *Key, pos int, usable bool, now int64) {
+	x := k.ext.Load()
+	if x == nil {
+		return
+	}
+	p := x.models.Load()
+	if p == nil {
+		return
+	}
+	for _, e := range *p {
+		if now >= e.until {
+			continue
+		}
+		r := b[e.model]
+		if r == nil {
+			r = &modelRot{ends: math.MaxInt64, usableEnd: math.MaxInt64}
+			b[e.model] = r
+		}
+		r.ends = min(r.ends, e.until)
+		if usable {
+			r.excl = append(r.excl, uint32(pos))
+			r.usableEnd = min(r.usableEnd, e.until)
+		}
+	}
+}
+
+// finish decides, for each model, when waiting helps, and carries the
+// cursors of old over so a rebuild does not restart a model's rotation.
+func (b modelBuild) finish(old *view, cooling []coolingKey, now int64) map[string]*modelRot {
+	for name, r := range b {
+		if old != nil {
+			if o := old.models[name]; o != nil {
+				r.cursor.Store(o.cursor.Load())
+			}
+		}
+		may := false
+		soonest := r.usableEnd
+		for _, c := range cooling {
+			end := c.k.exclusionEnd(name, now)
+			if end <= c.until {
+				may = true // resting, and free of the model by the time it returns
+			}
+			soonest = min(soonest, max(c.until, end))
+		}
+		if may && soonest != math.MaxInt64 {
+			r.retryAt = soonest
+		}
+	}
+	return b
+}
+
+// NextFor is Next for a request for model. While no key is excluded for
+// the model it is exactly Next. Otherwise it rotates over the usable keys
+// not excluded for the model, with a cursor of its own: with K such keys,
+// N requests for the model give each N/K ± 1, and requests for other
+// models keep their own even rotation. When every usable key is excluded
+// but a resting key may serve the model, it returns a *NoKeysError whose
+// RetryAt is when one may (the caller waits or answers 503); only when no
+// key that is not blacklisted may serve the model does it return an
+// excluded key, with excluded true, so that the client gets the
+// provider's own answer.
 func (m *Manager) NextFor(model string) (k *Key, excluded bool, err error) {
-	k, err = m.Next()
-	if err != nil || model == "" || m.withModels.Load() == 0 {
+	if model == "" || m.withModels.Load() == 0 {
+		k, err = m.Next()
 		return k, false, err
 	}
+	v := m.view.Load()
 	now := m.now().UnixNano()
-	if !k.excludedFor(model, now) {
-		return k, false, nil
+	if now >= v.wake || m.dirty.Load() {
+		v = m.refresh(v, now)
 	}
-	first := k
-	n := min(len(m.view.Load().usable), modelScan)
-	for range n {
-		k, err = m.Next()
+	r := v.models[model]
+	if r == nil {
+		k, err = v.pick(&m.cursor, now)
+		if err != nil || !k.excludedFor(model, now) {
+			return k, false, err
+		}
+		// Excluded since the view was built: its rotation is on the way.
+		return m.scanFor(v, model, k, now)
+	}
+	n := uint64(len(v.usable))
+	capable := n - uint64(len(r.excl))
+	total := capable + uint64(v.back(now))
+	for range total {
+		i := (r.cursor.Add(1) - 1) % total
+		if i < capable {
+			k = v.usable[r.nth(i)]
+		} else {
+			k = v.cooling[i-capable]
+		}
+		if k.usableAt(now) && !k.excludedFor(model, now) {
+			return k, false, nil
+		}
+	}
+	if r.retryAt != 0 {
+		return nil, false, noKeysAt(r.retryAt, now)
+	}
+	k, err = v.pick(&r.cursor, now)
+	return k, err == nil, err
+}
+
+// scanFor walks the shared rotation from first for a key not excluded for
+// model, at most modelScan keys; failing that it returns first, excluded.
+func (m *Manager) scanFor(v *view, model string, first *Key, now int64) (*Key, bool, error) {
+	for range min(len(v.usable), modelScan) {
+		k, err := v.pick(&m.cursor, now)
 		if err != nil {
 			break
 		}

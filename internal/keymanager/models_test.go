@@ -13,10 +13,10 @@ func TestExcludeModel(t *testing.T) {
 	if m.AnyModelExcluded() {
 		t.Fatal("a fresh manager reports model exclusions")
 	}
-	if !m.ExcludeModel(k0, "gpt-4o") {
+	if !m.ExcludeModel(k0, "gpt-4o", 0) {
 		t.Error("ExcludeModel(new pair) = false; want true")
 	}
-	if m.ExcludeModel(k0, "gpt-4o") {
+	if m.ExcludeModel(k0, "gpt-4o", 0) {
 		t.Error("ExcludeModel(same pair again) = true; want false")
 	}
 	for range 30 {
@@ -40,7 +40,7 @@ func TestExcludeModel(t *testing.T) {
 	if k0.excludedFor("gpt-4o", clk.Now().UnixNano()) {
 		t.Error("the exclusion outlived MODEL_COOLDOWN")
 	}
-	if !m.ExcludeModel(k0, "gpt-4o") {
+	if !m.ExcludeModel(k0, "gpt-4o", 0) {
 		t.Error("ExcludeModel after expiry = false; want a new pair")
 	}
 }
@@ -51,7 +51,7 @@ func TestExcludeModel(t *testing.T) {
 func TestNextForAllExcluded(t *testing.T) {
 	m := New(testKeys(4), Options{})
 	for _, k := range m.Keys() {
-		m.ExcludeModel(k, "gpt-nope")
+		m.ExcludeModel(k, "gpt-nope", 0)
 	}
 	k, excluded, err := m.NextFor("gpt-nope")
 	if err != nil || k == nil || !excluded {
@@ -63,7 +63,7 @@ func TestModelExclusionsBounded(t *testing.T) {
 	m := New(testKeys(1), Options{})
 	k := keyAt(t, m, 0)
 	for i := range MaxModelsPerKey + 10 {
-		m.ExcludeModel(k, fmt.Sprintf("model-%d", i))
+		m.ExcludeModel(k, fmt.Sprintf("model-%d", i), 0)
 	}
 	s := k.Snapshot()
 	if len(s.Models) != MaxModelsPerKey {
@@ -79,7 +79,7 @@ func TestNextForWithoutExclusionsDoesNotAllocate(t *testing.T) {
 	if n := testing.AllocsPerRun(1000, func() { m.NextFor("gpt-4o") }); n != 0 {
 		t.Errorf("NextFor allocates %v times; want 0", n)
 	}
-	m.ExcludeModel(keyAt(t, m, 3), "gpt-4o")
+	m.ExcludeModel(keyAt(t, m, 3), "gpt-4o", 0)
 	if n := testing.AllocsPerRun(1000, func() { m.NextFor("gpt-4o") }); n != 0 {
 		t.Errorf("NextFor with an exclusion allocates %v times; want 0", n)
 	}
@@ -112,7 +112,7 @@ func TestApplyOrdering(t *testing.T) {
 	m := New(testKeys(2), Options{})
 	k := keyAt(t, m, 0)
 	m.Blacklist(k, "invalid_api_key", 401)
-	at := k.changedAt.Load()
+	at := k.changedAt()
 	tests := []struct {
 		name  string
 		c     Change

@@ -70,10 +70,7 @@ func (k *Key) reasonAt(now int64) string {
 	if k.stateAt(now) == Active {
 		return ""
 	}
-	if r := k.reason.Load(); r != nil {
-		return *r
-	}
-	return ""
+	return k.reason()
 }
 
 // containsFold reports whether s contains sub, ASCII letters compared

@@ -37,14 +37,15 @@ func (q *quotaSeen) load() Quota {
 // before the provider would answer a 429. It reports whether the key was
 // put to rest now.
 func (m *Manager) ObserveQuota(k *Key, q Quota) bool {
-	k.quota.requests.Store(q.RequestsRemaining + 1)
-	k.quota.tokens.Store(q.TokensRemaining + 1)
+	qs := &k.x().quota
+	qs.requests.Store(q.RequestsRemaining + 1)
+	qs.tokens.Store(q.TokensRemaining + 1)
 	var r int64
 	if !q.Reset.IsZero() {
 		r = q.Reset.UnixNano()
 	}
-	k.quota.reset.Store(r)
-	k.quota.seen.Store(m.now().UnixNano())
+	qs.reset.Store(r)
+	qs.seen.Store(m.now().UnixNano())
 	if (q.RequestsRemaining == 0 || q.TokensRemaining == 0) && !q.Reset.IsZero() {
 		return m.QuotaExhausted(k, q.Reset)
 	}
@@ -71,9 +72,13 @@ func (m *Manager) QuotaSummary() QuotaSummary {
 	now := m.now().UnixNano()
 	withModels := m.withModels.Load() != 0
 	for _, k := range m.view.Load().all {
-		if k.quota.seen.Load() != 0 {
+		x := k.ext.Load()
+		if x == nil {
+			continue
+		}
+		if x.quota.seen.Load() != 0 {
 			s.Seen++
-			r, t := k.quota.requests.Load()-1, k.quota.tokens.Load()-1
+			r, t := x.quota.requests.Load()-1, x.quota.tokens.Load()-1
 			if r == 0 || t == 0 {
 				s.Exhausted++
 			}
@@ -81,7 +86,7 @@ func (m *Manager) QuotaSummary() QuotaSummary {
 			s.TokensRemaining += max(t, 0)
 		}
 		if withModels {
-			if p := k.models.Load(); p != nil {
+			if p := x.models.Load(); p != nil {
 				for _, e := range *p {
 					if now < e.until {
 						s.ModelExclusions++

@@ -80,7 +80,7 @@ func (h *health) apply(st *reqState, key *keymanager.Key, target *upstream.Targe
 		// Only the pair is at fault: the key serves other models, and its
 		// failure count is untouched.
 		h.targets.Responded(target)
-		if h.keys.ExcludeModel(key, o.Model) && h.log.Logger.IsLevelEnabled(logrus.InfoLevel) {
+		if h.keys.ExcludeModel(key, o.Model, 0) && h.log.Logger.IsLevelEnabled(logrus.InfoLevel) {
 			h.log.WithFields(logrus.Fields{"key": key.Preview(), "upstream": target.Host(), "status": o.Status,
 				"model": o.Model, "reason": v.Reason}).Info("key excluded for a model")
 		}
