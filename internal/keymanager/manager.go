@@ -6,6 +6,7 @@ import (
 	"cmp"
 	"errors"
 	"math"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -154,7 +155,13 @@ func (m *Manager) install(all []*Key, now int64) *view {
 	if m.withModels.Load() != 0 {
 		models = modelBuild{}
 	}
-	for _, k := range all {
+	for i, k := range all {
+		if i&yieldEvery == yieldEvery && !v.small {
+			// A large scan runs beside requests on few cores: without
+			// this, a request's goroutine could wait out the scheduler's
+			// 10 ms time slice behind it.
+			runtime.Gosched()
+		}
 		usable := k.usableAt(now)
 		if usable {
 			v.usable = append(v.usable, k)
@@ -183,6 +190,10 @@ func (m *Manager) install(all []*Key, now int64) *view {
 	m.view.Store(v)
 	return v
 }
+
+// yieldEvery+1 is how many keys a large rebuild scans between yields to
+// other goroutines: about a millisecond of work.
+const yieldEvery = 1<<16 - 1
 
 type coolingKey struct {
 	k     *Key
