@@ -132,16 +132,38 @@ func TestApplyOrdering(t *testing.T) {
 	}
 }
 
+// BenchmarkNextFor measures choosing a key for a model without exclusions
+// (exactly Next) and with every tenth key excluded for the requested
+// model (its own rotation: a binary search over the exclusions). Fair like
+// BenchmarkNext: the rotation is rebuilt before the timer starts.
 func BenchmarkNextFor(b *testing.B) {
 	for _, n := range []int{1000, 1_000_000} {
-		m := New(testKeys(n), Options{})
-		b.Run(fmt.Sprintf("keys=%d/no-exclusions", n), func(b *testing.B) {
-			b.ReportAllocs()
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					m.NextFor("gpt-4o")
+		for _, excluded := range []bool{false, true} {
+			name := fmt.Sprintf("keys=%d/no-exclusions", n)
+			if excluded {
+				name = fmt.Sprintf("keys=%d/excluded=10%%", n)
+			}
+			b.Run(name, func(b *testing.B) {
+				m := New(testKeys(n), Options{})
+				if excluded {
+					for i, k := range m.Keys() {
+						if i%10 == 3 {
+							m.ExcludeModel(k, "gpt-4o", 0)
+						}
+					}
+					settle(b, m)
 				}
+				b.ReportAllocs()
+				b.ResetTimer()
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						if k, excl, err := m.NextFor("gpt-4o"); err != nil || excl || k == nil {
+							b.Errorf("NextFor = %v, %v, %v", k, excl, err)
+							return
+						}
+					}
+				})
 			})
-		})
+		}
 	}
 }
