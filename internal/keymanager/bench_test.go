@@ -225,3 +225,30 @@ func churnKeys(m *Manager, stop, done chan struct{}) {
 		}
 	}
 }
+
+// BenchmarkRebuild measures one rebuild of the rotation, a tenth of the
+// keys resting and a hundredth excluded for a model: what a state change
+// costs inline on a small set (up to smallPool keys) and in the background
+// on a large one.
+func BenchmarkRebuild(b *testing.B) {
+	for _, n := range []int{smallPool, 1_000_000} {
+		b.Run(fmt.Sprintf("keys=%d", n), func(b *testing.B) {
+			m := New(testKeys(n), Options{})
+			for i, k := range m.Keys() {
+				switch {
+				case i%10 == 0:
+					m.Cool(k, time.Now().Add(time.Hour), "rate_limit_exceeded", 429)
+				case i%100 == 1:
+					m.ExcludeModel(k, "gpt-4o", 0)
+				}
+			}
+			settle(b, m)
+			b.ReportAllocs()
+			for b.Loop() {
+				m.mu.Lock()
+				m.install(m.view.Load().all, time.Now().UnixNano())
+				m.mu.Unlock()
+			}
+		})
+	}
+}

@@ -253,7 +253,7 @@ func (m *Manager) NextFor(model string) (k *Key, excluded bool, err error) {
 		return nil, false, noKeysAt(r.retryAt, now)
 	}
 	k, err = v.pick(&r.cursor, now)
-	return k, err == nil, err
+	return k, err == nil && k.excludedFor(model, now), err
 }
 
 // scanFor walks the shared rotation from first for a key not excluded for
