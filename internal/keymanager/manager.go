@@ -147,7 +147,10 @@ func (m *Manager) install(all []*Key, now int64) *view {
 	// and is picked up by the next rebuild rather than lost.
 	m.dirty.Store(false)
 	m.rebuilds.Add(1)
-	v := &view{all: all, usable: make([]*Key, 0, len(all)), wake: math.MaxInt64, small: len(all) <= smallPool}
+	v := &view{all: all, wake: math.MaxInt64, small: len(all) <= smallPool}
+	// While every key is usable, usable is all itself (no copy: 8 MB for a
+	// million keys); the copy starts at the first key that is not.
+	kept := 0 // keys of all[:kept] are usable, and not copied yet
 	var (
 		cooling []coolingKey
 		models  modelBuild
@@ -163,14 +166,28 @@ func (m *Manager) install(all []*Key, now int64) *view {
 			runtime.Gosched()
 		}
 		usable := k.usableAt(now)
-		if usable {
+		pos := 0 // in usable, when usable
+		switch {
+		case usable && v.usable == nil:
+			pos = kept
+			kept++
+		case usable:
+			pos = len(v.usable)
 			v.usable = append(v.usable, k)
-		} else if State(k.state.Load()) == Cooling {
-			cooling = append(cooling, coolingKey{k, k.until.Load()})
+		default:
+			if v.usable == nil {
+				v.usable = append(make([]*Key, 0, len(all)), all[:kept]...)
+			}
+			if State(k.state.Load()) == Cooling {
+				cooling = append(cooling, coolingKey{k, k.until.Load()})
+			}
 		}
 		if models != nil {
-			models.add(k, len(v.usable)-1, usable, now)
+			models.add(k, pos, usable, now)
 		}
+	}
+	if v.usable == nil {
+		v.usable = all
 	}
 	if len(cooling) > 0 {
 		slices.SortFunc(cooling, func(a, b coolingKey) int { return cmp.Compare(a.until, b.until) })
