@@ -6,7 +6,9 @@ import (
 	"hash/maphash"
 	"io"
 	"os"
+	"runtime"
 	"strings"
+	"sync"
 	"unsafe"
 )
 
@@ -62,32 +64,120 @@ func parseOwned(data []byte) (Parsed, error) {
 // one copy of the file plus a slice, not a million allocations.
 func Parse(data []byte) (Parsed, error) { return parse(string(data)) }
 
+// parallelParse is the file size from which parsing is split over the
+// cores: a million keys are 52 MB.
+const parallelParse = 1 << 20
+
 func parse(text string) (Parsed, error) {
-	text = strings.TrimPrefix(text, "\xef\xbb\xbf")
-	estimate := strings.Count(text, "\n") + 1
-	keys := make([]string, 0, estimate)
-	seen := newKeySet(estimate)
-	dups := 0
-	for lineNo := 1; text != ""; lineNo++ {
-		line, rest, _ := strings.Cut(text, "\n")
-		text = rest
-		line = strings.TrimSpace(line)
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		if hasControl(line) {
-			return Parsed{}, fmt.Errorf("line %d: key contains a control character", lineNo)
-		}
-		if !seen.add(line, keys) {
-			dups++
-			continue
-		}
-		keys = append(keys, line)
+	parts := 1
+	if len(text) >= parallelParse {
+		parts = min(runtime.GOMAXPROCS(0), 8)
 	}
-	if len(keys) == 0 {
+	return parseParts(text, parts)
+}
+
+// parseParts is parse with the work split in parts: the text in parts
+// that end at line ends, each scanned on its own goroutine into its lines'
+// slots, then duplicates found by parts of the hash space, each with its
+// own table, and the keys compacted in file order. Every step keeps file
+// order, so the result is the same for any number of parts.
+func parseParts(text string, parts int) (Parsed, error) {
+	text = strings.TrimPrefix(text, "\xef\xbb\xbf")
+	chunks := splitAtLines(text, parts)
+	first := make([]int, len(chunks)+1) // first[i]: line index where chunk i starts
+	inParallel(len(chunks), func(i int) { first[i+1] = countLines(chunks[i]) })
+	for i := range chunks {
+		first[i+1] += first[i]
+	}
+	lines := first[len(chunks)]
+	keys := make([]string, lines) // slot per line; "" where no key
+	hashes := make([]uint64, lines)
+	bad := make([]int, len(chunks)) // 1-based line in the file of a key with a control character
+	seed := maphash.MakeSeed()
+	inParallel(len(chunks), func(i int) {
+		text := chunks[i]
+		for j := first[i]; text != ""; j++ {
+			line, rest, _ := strings.Cut(text, "\n")
+			text = rest
+			line = strings.TrimSpace(line)
+			if line == "" || line[0] == '#' {
+				continue
+			}
+			if hasControl(line) {
+				bad[i] = j + 1
+				return
+			}
+			keys[j], hashes[j] = line, maphash.String(seed, line)
+		}
+	})
+	for _, line := range bad {
+		if line != 0 {
+			return Parsed{}, fmt.Errorf("line %d: key contains a control character", line)
+		}
+	}
+	dup := make([]bool, lines)
+	inParallel(parts, func(p int) {
+		set := newKeySet(lines/parts + 1)
+		for j, h := range hashes {
+			if keys[j] != "" && int(h>>56)%parts == p && !set.add(h, j, keys) {
+				dup[j] = true
+			}
+		}
+	})
+	n, dups := 0, 0
+	for j, k := range keys {
+		switch {
+		case k == "":
+		case dup[j]:
+			dups++
+		default:
+			keys[n] = k
+			n++
+		}
+	}
+	if n == 0 {
 		return Parsed{}, ErrNoKeys
 	}
-	return Parsed{Keys: keys, Duplicates: dups}, nil
+	return Parsed{Keys: keys[:n:n], Duplicates: dups}, nil
+}
+
+// splitAtLines cuts text into at most parts pieces of about equal size,
+// each but the last ending with a newline.
+func splitAtLines(text string, parts int) []string {
+	out := make([]string, 0, parts)
+	for p := parts; p > 1 && text != ""; p-- {
+		cut := len(text) / p
+		i := strings.IndexByte(text[cut:], '\n')
+		if i < 0 {
+			break
+		}
+		out = append(out, text[:cut+i+1])
+		text = text[cut+i+1:]
+	}
+	return append(out, text)
+}
+
+// countLines is how many lines parse sees in text.
+func countLines(text string) int {
+	n := strings.Count(text, "\n")
+	if text != "" && text[len(text)-1] != '\n' {
+		n++
+	}
+	return n
+}
+
+// inParallel runs f(0) … f(n-1), each on its own goroutine when n > 1,
+// and returns when all are done.
+func inParallel(n int, f func(int)) {
+	if n == 1 {
+		f(0)
+		return
+	}
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { f(i) })
+	}
+	wg.Wait()
 }
 
 // hasControl reports whether s holds an ASCII control character. Bytes of
@@ -102,12 +192,11 @@ func hasControl(s string) bool {
 }
 
 // keySet finds repeated keys: an open-addressing table, at most half
-// full, of indexes into the keys kept so far, each beside the top half of
-// its key's hash so that a probe rarely has to read a key. For a million
-// keys it is 16 MB of integers the collector need not scan, where a
+// full, of indexes into the keys, each beside the top half of its key's
+// hash so that a probe rarely has to read a key. For a million keys it is
+// 16 MB of integers the collector need not scan, where a
 // map[string]struct{} took over 40 MB and most of the parse time.
 type keySet struct {
-	seed  maphash.Seed
 	slots []uint64 // hash>>32<<32 | index+1 into keys; 0 is empty
 	mask  uint64
 }
@@ -117,21 +206,20 @@ func newKeySet(n int) *keySet {
 	for size < 2*n {
 		size <<= 1
 	}
-	return &keySet{seed: maphash.MakeSeed(), slots: make([]uint64, size), mask: uint64(size - 1)}
+	return &keySet{slots: make([]uint64, size), mask: uint64(size - 1)}
 }
 
-// add records key, which will be keys[len(keys)], and reports whether it
-// is new.
-func (s *keySet) add(key string, keys []string) bool {
-	h := maphash.String(s.seed, key)
+// add records keys[j], whose hash is h, and reports whether it is new:
+// no key added before is equal to it.
+func (s *keySet) add(h uint64, j int, keys []string) bool {
 	tag := h &^ (1<<32 - 1)
 	for i := h & s.mask; ; i = (i + 1) & s.mask {
 		e := s.slots[i]
 		if e == 0 {
-			s.slots[i] = tag | uint64(len(keys)+1)
+			s.slots[i] = tag | uint64(j+1)
 			return true
 		}
-		if e&^(1<<32-1) == tag && keys[uint32(e)-1] == key {
+		if e&^(1<<32-1) == tag && keys[uint32(e)-1] == keys[j] {
 			return false
 		}
 	}

@@ -2,6 +2,7 @@ package keymanager
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -193,5 +194,33 @@ func FuzzParse(f *testing.F) {
 	f.Fuzz(func(t *testing.T, in []byte) {
 		got, err := Parse(in)
 		checkParse(t, string(in), got, err)
+		checkPartsAgree(t, string(in))
 	})
+}
+
+// TestParsePartsAgree: parsing split over the cores (as files over 1 MiB
+// are) gives what parsing in one piece gives, wherever the pieces are cut:
+// the same keys in the same order, the same duplicates, the same first
+// error.
+func TestParsePartsAgree(t *testing.T) {
+	ins := []string{strings.Repeat("sk-a\nsk-b\n# c\n\nsk-a\n", 50)}
+	for _, tc := range parseCases {
+		ins = append(ins, tc.in, strings.Repeat(tc.in+"\n", 7))
+	}
+	ins = append(ins, string(keysFile(2000))+"sk-x\n"+string(keysFile(100))+"sk-\x01y\nsk-z\n")
+	for _, in := range ins {
+		checkPartsAgree(t, in)
+	}
+}
+
+func checkPartsAgree(t *testing.T, in string) {
+	t.Helper()
+	want, wantErr := parseParts(in, 1)
+	for parts := 2; parts <= 7; parts++ {
+		got, err := parseParts(in, parts)
+		if fmt.Sprint(err) != fmt.Sprint(wantErr) || !reflect.DeepEqual(got, want) {
+			t.Fatalf("parseParts(%.40q…, %d) = %d keys, %d duplicates, %v; want %d keys, %d duplicates, %v as in one part",
+				in, parts, len(got.Keys), got.Duplicates, err, len(want.Keys), want.Duplicates, wantErr)
+		}
+	}
 }
