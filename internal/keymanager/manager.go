@@ -48,6 +48,7 @@ type Manager struct {
 	rebuilding  atomic.Bool
 	nextRebuild atomic.Int64
 	rebuilds    atomic.Int64
+	inlineMax   int // smallPool; tests lower it to take the large-set path
 
 	now       func() time.Time
 	threshold int
@@ -100,7 +101,7 @@ type Options struct {
 
 // New returns a Manager over keys, which must not be empty.
 func New(keys []string, opts Options) *Manager {
-	m := &Manager{now: opts.Now, threshold: max(1, opts.BlacklistThreshold), cooldown: opts.Cooldown}
+	m := &Manager{now: opts.Now, threshold: max(1, opts.BlacklistThreshold), cooldown: opts.Cooldown, inlineMax: smallPool}
 	if m.now == nil {
 		m.now = time.Now
 	}
@@ -178,7 +179,7 @@ func (m *Manager) install(all []*Key, now int64) *view {
 	// and is picked up by the next rebuild rather than lost.
 	m.dirty.Store(false)
 	m.rebuilds.Add(1)
-	v := &view{all: all, wake: math.MaxInt64, small: len(all) <= smallPool}
+	v := &view{all: all, wake: math.MaxInt64, small: len(all) <= m.inlineMax}
 	// While every key is usable, usable is all itself (no copy: 8 MB for a
 	// million keys); the copy starts at the first key that is not.
 	kept := 0 // keys of all[:kept] are usable, and not copied yet

@@ -249,6 +249,15 @@ func (m *Manager) NextFor(model string) (k *Key, excluded bool, err error) {
 			return k, false, nil
 		}
 	}
+	if now >= r.usableEnd {
+		// An exclusion ended since the view was built, and its rebuild is
+		// on the way: look among the excluded (a bounded number of them).
+		for _, pos := range r.excl[:min(len(r.excl), modelScan)] {
+			if k = v.usable[pos]; k.usableAt(now) && !k.excludedFor(model, now) {
+				return k, false, nil
+			}
+		}
+	}
 	if r.retryAt != 0 {
 		return nil, false, noKeysAt(r.retryAt, now)
 	}

@@ -48,7 +48,7 @@ func TestNextForModelEven(t *testing.T) {
 				if size == "large" {
 					// The same rotation as a large set builds it, in the
 					// background.
-					m.view.Load().small = false
+					asLarge(m)
 				}
 				draw(t, m, 5) // mid-rotation
 				out := map[int]bool{}
@@ -262,7 +262,7 @@ func TestNextForWaitsForRestingKey(t *testing.T) {
 				clk.ns.Store(now.UnixNano())
 				m := New(testKeys(len(tt.excl)), Options{Now: clk.Now})
 				if size == "large" {
-					m.view.Load().small = false
+					asLarge(m)
 				}
 				for i, d := range tt.excl {
 					k := keyAt(t, m, i)
@@ -332,4 +332,13 @@ func TestBlacklistShowsStatusOfTheChange(t *testing.T) {
 	if s := k1.Snapshot(); s.State != Cooling || s.LastStatus != 429 {
 		t.Errorf("cooling key: %v, status %d; want cooling, 429", s.State, s.LastStatus)
 	}
+}
+
+// asLarge makes m rebuild its rotation as a large set does, in the
+// background, from now on.
+func asLarge(m *Manager) {
+	m.mu.Lock()
+	m.inlineMax = 0
+	m.install(m.view.Load().all, m.now().UnixNano())
+	m.mu.Unlock()
 }
