@@ -308,6 +308,10 @@ func (e apiError) quotaPerModel() bool {
 // one, else the status. Only short identifiers are used, so no key or
 // request content leaks into /blacklist.
 func (e apiError) reason(status int) string {
+	if label(e.typ) && digits(e.code) {
+		// Mistral's codes are numbers ("3505"); its type says more.
+		return e.typ
+	}
 	for _, s := range []string{e.code, e.typ} {
 		if label(s) {
 			return s
@@ -333,6 +337,16 @@ func label(s string) bool {
 		// "unsupported_country_region_territory"); a long run without an
 		// underscore is more likely a key without digits.
 		(len(s) < 20 || strings.Contains(s, "_"))
+}
+
+// digits reports whether s is a non-empty run of decimal digits.
+func digits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return s != ""
 }
 
 func isIdent(s string) bool {

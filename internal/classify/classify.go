@@ -186,14 +186,18 @@ func answered(o Outcome) Verdict {
 
 // modelExclusion is how long a (key, model) pair whose per-model quota
 // ran out stays excluded: a daily quota until Google's daily reset at
-// midnight US Pacific, any other for the upstream's delay (0: the proxy's
-// MODEL_COOLDOWN).
+// midnight US Pacific, any other for the upstream's delay, at most a day
+// (0: the proxy's MODEL_COOLDOWN).
 func modelExclusion(o Outcome, e apiError) time.Duration {
 	if e.quota.perDay && !o.Now.IsZero() {
 		return nextPacificMidnight(o.Now).Sub(o.Now)
 	}
-	return retryAfter(o.Header, e, o.Now)
+	return min(retryAfter(o.Header, e, o.Now), maxModelDelay)
 }
+
+// maxModelDelay bounds an exclusion taken from an upstream's delay, as a
+// key's rest is bounded: a day.
+const maxModelDelay = 24 * time.Hour
 
 // transportFailure classifies an attempt that got no response.
 func transportFailure(o Outcome) Verdict {

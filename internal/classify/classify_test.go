@@ -586,15 +586,18 @@ var keyLike = regexp.MustCompile(`(sk-|AIza)[A-Za-z0-9_\-]{17,}`)
 // the body's message.
 func FuzzAttempt(f *testing.F) {
 	for _, tc := range attemptCases() {
-		f.Add(tc.status, []byte(tc.body), tc.header.Get("Retry-After"))
+		f.Add(tc.status, []byte(tc.body), tc.header.Get("Retry-After"), "")
 	}
-	f.Add(401, []byte(`{"error":{"message":"Incorrect API key provided: sk-`+strings.Repeat("A1b2", 10)+`","code":"invalid_api_key"}}`), "")
-	f.Add(400, []byte(`{"error":{"code":400,"message":"key AIzaSyA1b2C3d4E5f6G7h8I9j0KlMnOpQrStUvW rejected","status":"INVALID_ARGUMENT"}}`), "")
-	f.Add(429, []byte(`{"error":{"code":"rate_limit_exceeded"}}`), "1e300")
-	f.Add(429, []byte(`{"error":{"status":"RESOURCE_EXHAUSTED","details":[{"retryDelay":"-5s"}]}}`), "Inf")
-	f.Add(0, []byte(nil), "")
-	f.Add(999, []byte("{}"), "")
-	f.Fuzz(func(t *testing.T, status int, body []byte, retryAfterHdr string) {
+	f.Add(401, []byte(`{"error":{"message":"Incorrect API key provided: sk-`+strings.Repeat("A1b2", 10)+`","code":"invalid_api_key"}}`), "", "gpt-4o")
+	f.Add(400, []byte(`{"error":{"code":400,"message":"key AIzaSyA1b2C3d4E5f6G7h8I9j0KlMnOpQrStUvW rejected","status":"INVALID_ARGUMENT"}}`), "", "gpt-4o")
+	f.Add(429, []byte(`{"error":{"code":"rate_limit_exceeded"}}`), "1e300", "gpt-4o")
+	f.Add(429, []byte(`{"error":{"status":"RESOURCE_EXHAUSTED","details":[{"retryDelay":"-5s"}]}}`), "Inf", "gpt-4o")
+	f.Add(0, []byte(nil), "", "gpt-4o")
+	f.Add(999, []byte("{}"), "", "gpt-4o")
+	for _, tc := range answerCases() {
+		f.Add(tc.status, readAnswer(f, tc.file), tc.header.Get("Retry-After"), tc.model)
+	}
+	f.Fuzz(func(t *testing.T, status int, body []byte, retryAfterHdr, model string) {
 		if status < 0 || status > 999 {
 			status = ((status % 1000) + 1000) % 1000
 		}
@@ -602,7 +605,7 @@ func FuzzAttempt(f *testing.F) {
 		if retryAfterHdr != "" {
 			h.Set("Retry-After", retryAfterHdr)
 		}
-		o := Outcome{Status: status, Header: h, Body: body, Now: now}
+		o := Outcome{Status: status, Header: h, Body: body, Now: now, Model: model}
 		v := Attempt(o)
 
 		if status == 0 {
@@ -617,6 +620,15 @@ func FuzzAttempt(f *testing.F) {
 		}
 		if v.RetryAfter < 0 {
 			t.Errorf("Attempt(%d, Retry-After %q).RetryAfter = %v; want >= 0", status, retryAfterHdr, v.RetryAfter)
+		}
+		if v.Fault == KeyModel && model == "" {
+			t.Errorf("Attempt(%d, %q, no model) = %+v; a model-scoped answer without a model blames no key", status, body, v)
+		}
+		if v.Fault == Unproven && status != http.StatusForbidden {
+			t.Errorf("Attempt(%d) = %+v; only a 403 is unproven", status, v)
+		}
+		if v.Fault == KeyModel && v.RetryAfter > 25*time.Hour {
+			t.Errorf("Attempt(%d, %q).RetryAfter = %v; a pair is excluded at most until the next daily reset", status, body, v.RetryAfter)
 		}
 		if v.RetryAfter != 0 && v.Fault != KeyRateLimited && v.Fault != KeyModel {
 			t.Errorf("Attempt(%d).RetryAfter = %v for %v", status, v.RetryAfter, v.Fault)
