@@ -142,7 +142,10 @@ func TestKeyFaultsRetryOnNextKey(t *testing.T) {
 		wantReson string
 	}{
 		{"401", answer{status: 401, body: openAIInvalidKey}, "permanent", "invalid_api_key"},
-		{"403", answer{status: 403, body: `{"type":"error","error":{"type":"permission_error","message":"Your API key does not have permission to use the specified resource."}}`}, "permanent", "permission_error"},
+		// A 403 counts against the key only when its error names the key
+		// or its account (SPEC §8); Anthropic's bare permission_error is
+		// unproven now, and the proxy's suspicion logic decides about it.
+		{"403", answer{status: 403, body: `{"error":{"code":403,"message":"Permission denied: Consumer 'api_key:AIzaSyD3xAmPlEkEy0123456789abcdefghijk' has been suspended.","status":"PERMISSION_DENIED","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"CONSUMER_SUSPENDED","domain":"googleapis.com","metadata":{"consumer":"projects/123456789012","service":"generativelanguage.googleapis.com"}}]}}`}, "permanent", "consumer_suspended"},
 		{"429 quota", answer{status: 429, body: openAIQuota}, "permanent", "insufficient_quota"},
 		{"400 API_KEY_INVALID", answer{status: 400, body: geminiInvalidKey}, "permanent", "api_key_invalid"},
 		{"429 with Retry-After", answer{status: 429, body: openAIRateLimit, header: map[string]string{"Retry-After": "20"}}, "temporary", "rate_limit_exceeded"},

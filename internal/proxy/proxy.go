@@ -21,7 +21,6 @@ import (
 	"github.com/gpt-load/gpt-load/internal/apierr"
 	"github.com/gpt-load/gpt-load/internal/classify"
 	"github.com/gpt-load/gpt-load/internal/keymanager"
-	"github.com/gpt-load/gpt-load/internal/modelname"
 	"github.com/gpt-load/gpt-load/internal/outcome"
 	"github.com/gpt-load/gpt-load/internal/stdlog"
 	"github.com/gpt-load/gpt-load/internal/upstream"
@@ -147,9 +146,11 @@ type reqState struct {
 	gotConns atomic.Uint32
 	// trace is the client trace of every attempt (see attemptContext).
 	trace httptrace.ClientTrace
-	// model is the model the request asks for, read once when needed.
-	model     string
-	modelRead bool
+	// model is the model the request asks for, read once when needed;
+	// contentType is the request's, for a multipart body's boundary.
+	model       string
+	modelRead   bool
+	contentType string
 	// queueDeadline bounds every wait for a key of this request.
 	queueDeadline time.Time
 	// For the overhead metric: when the body was read, when the response
@@ -167,7 +168,7 @@ type reqState struct {
 // modelName reads the requested model, once.
 func (st *reqState) modelName() string {
 	if !st.modelRead {
-		st.model, st.modelRead = modelname.Of(st.path, st.body.forModel()), true
+		st.model, st.modelRead = st.body.model(st.path, st.contentType), true
 	}
 	return st.model
 }
@@ -194,7 +195,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	p.counters.Started()
 	st := &reqState{path: r.URL.Path, rawPath: r.URL.RawPath, queueDeadline: start.Add(p.opts.QueueTimeout),
-		start: start}
+		start: start, contentType: r.Header.Get("Content-Type")}
 	st.out.ResponseWriter = w
 	w = &st.out
 	defer p.finish(r, st)
