@@ -35,6 +35,10 @@ const (
 	// KeyModel: this key may not use the requested model; other keys, and
 	// this key for other models, may be fine.
 	KeyModel
+	// Unproven: a 403 that proves nothing against the key (a bare error,
+	// or a resource of another project). Tried on one more key; the key
+	// is suspected only when another key then served the request.
+	Unproven
 )
 
 var faultNames = [...]string{
@@ -45,6 +49,7 @@ var faultNames = [...]string{
 	ClientError:    "client_error",
 	Cancelled:      "cancelled",
 	KeyModel:       "key_model",
+	Unproven:       "unproven",
 }
 
 func (f Fault) String() string { return faultNames[f] }
@@ -75,6 +80,9 @@ type Outcome struct {
 	// Connected reports whether a connection to the upstream was made
 	// before Err happened, so that a timeout means the request was sent.
 	Connected bool
+	// Sent reports whether the whole request was written upstream, so a
+	// connection that breaks after it may have started the work.
+	Sent bool
 	// ClientGone reports whether the client's context had ended.
 	ClientGone bool
 	// Now is the time the outcome was seen, for HTTP-date Retry-After.
