@@ -58,7 +58,7 @@ type Key struct {
 	limitStreak atomic.Int32
 	// suspicions counts requests in a row that another key served after
 	// this one answered an unproven 403; a success resets it.
-	suspicions atomic.Int32
+	suspicions  atomic.Int32
 	lastSuccess atomic.Int64 // unix nanoseconds, to the second
 	// episodeStart is when the current rate-limit episode began;
 	// changedAt when the state last changed, to order changes from other
