@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"errors"
 	"net/http"
 	"time"
 
@@ -61,6 +62,13 @@ func (t attemptTransport) RoundTrip(out *http.Request) (*http.Response, error) {
 		}
 		key, excluded, err := p.nextKey(ctx, st, st.modelIfNeeded(p.keys))
 		if err != nil {
+			if held != nil && st.fault == classify.KeyModel && ctx.Err() == nil && resting(err) {
+				// The key that may serve the model is only resting: the
+				// excluded key's "no such model" would mislead the client,
+				// who should come back when that key does.
+				held.Body.Close()
+				return nil, noKeysError(err)
+			}
 			if held != nil || lastErr != nil {
 				return last(nil, nil)
 			}
@@ -116,6 +124,13 @@ func (t attemptTransport) RoundTrip(out *http.Request) (*http.Response, error) {
 			held = resp
 		}
 	}
+}
+
+// resting reports whether err says no key is usable now but one returns
+// from a rest at a known time.
+func resting(err error) bool {
+	var nk *keymanager.NoKeysError
+	return errors.As(err, &nk) && !nk.RetryAt.IsZero()
 }
 
 // attempt sends req once with key to target, classifies the outcome and

@@ -291,3 +291,56 @@ func TestLoopAnswered508(t *testing.T) {
 		t.Errorf("loop logged %d times; want once", n)
 	}
 }
+
+// TestModelsOnlyCapableKeyResting: the one key that may serve gpt-4o is
+// resting, the other is excluded for it. The client gets 503 with the
+// resting key's Retry-After (or, under QUEUE_TIMEOUT, waits for it), not
+// the excluded key's "model does not exist".
+func TestModelsOnlyCapableKeyResting(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		retryAfter string
+		vars       map[string]string
+		want       int
+	}{
+		{"no queue: 503 with Retry-After", "30", nil, http.StatusServiceUnavailable},
+		{"queue: waits for the key", "1", map[string]string{"QUEUE_TIMEOUT": "10"}, http.StatusOK},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			keys := evidenceKeys("capable", 2)
+			var limited atomic.Bool
+			limited.Store(true)
+			up := testupstream.New(t, func(w http.ResponseWriter, r *http.Request) {
+				switch testupstream.KeyOf(r.Header) {
+				case keys[0]:
+					if limited.CompareAndSwap(true, false) {
+						w.Header().Set("Retry-After", tc.retryAfter)
+						w.WriteHeader(429)
+						io.WriteString(w, openAIRateLimit)
+					}
+				case keys[1]:
+					w.WriteHeader(404)
+					io.WriteString(w, modelNotFound("gpt-4o"))
+				}
+			})
+			e := start(t, keys, []string{up.URL}, tc.vars)
+			// keys[0] rests, keys[1] is excluded for gpt-4o.
+			resp, body := do(t, http.MethodPost, e.URL+"/v1/chat/completions", chat("gpt-4o"))
+			if resp.StatusCode != tc.want {
+				t.Fatalf("first request: %d %s; want %d", resp.StatusCode, body, tc.want)
+			}
+			if tc.want != http.StatusServiceUnavailable {
+				return
+			}
+			for i := range 2 {
+				if resp.StatusCode != 503 || !strings.Contains(body, "no_available_keys") {
+					t.Errorf("request %d: %d %s; want 503 no_available_keys", i, resp.StatusCode, body)
+				}
+				if ra := resp.Header.Get("Retry-After"); ra == "" || ra == "0" {
+					t.Errorf("request %d: Retry-After %q; want the resting key's seconds", i, ra)
+				}
+				resp, body = do(t, http.MethodPost, e.URL+"/v1/chat/completions", chat("gpt-4o"))
+			}
+		})
+	}
+}
