@@ -36,10 +36,11 @@ const (
 	// KeyModel: this key may not use the requested model; other keys, and
 	// this key for other models, may be fine.
 	KeyModel
-	// Unproven: a 403 that may be the request's fault as well as the key's
-	// (an error naming nothing more specific than "forbidden", or a
-	// resource the client named, such as another project's file). No key
-	// is blamed; the proxy tries one more key to tell.
+	// Unproven: a 403 that proves nothing against the key (an error
+	// naming nothing more specific than "forbidden", or a resource the
+	// client named, such as another project's file). Tried on one more
+	// key; the key is suspected only when another key then served the
+	// request.
 	Unproven
 )
 

@@ -87,12 +87,13 @@ type Proxy struct {
 	counters outcome.Counters
 	budget   retryBudget
 	queue    keyQueue
+	loop     *loopGuard
 }
 
 // New returns a proxy that sends requests through base (see NewTransport).
 func New(opts Options, keys *keymanager.Manager, targets *upstream.Balancer, base http.RoundTripper, log *logrus.Entry) *Proxy {
 	p := &Proxy{opts: opts, keys: keys, targets: targets, base: base, log: log,
-		health: newHealth(keys, targets, log), obs: opts.Observer, redact: newRedactor(keys)}
+		health: newHealth(keys, targets, log), obs: opts.Observer, redact: newRedactor(keys), loop: newLoopGuard()}
 	if p.obs == nil {
 		p.obs = nopObserver{}
 	}
@@ -101,7 +102,10 @@ func New(opts Options, keys *keymanager.Manager, targets *upstream.Balancer, bas
 		p.sobs = so
 	}
 	p.rp = &httputil.ReverseProxy{
-		Rewrite:        rewrite,
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			rewrite(pr)
+			p.loop.mark(pr.In.Header, pr.Out.Header)
+		},
 		Transport:      attemptTransport{p},
 		ModifyResponse: p.modifyResponse,
 		ErrorHandler:   p.errorHandler,
@@ -141,6 +145,15 @@ type reqState struct {
 	// connected is set by the client trace once the current attempt has
 	// a connection, so a timeout after it means the request was sent.
 	connected atomic.Bool
+	// sent is set by the client trace once the current attempt's request
+	// was written whole, so a connection that breaks after it may have
+	// started the work (a retry could pay for it twice).
+	sent atomic.Bool
+	// suspect is the key whose unproven 403 this request was retried
+	// after (docs/key-health.md, "How answers are classified"): if another
+	// key serves the request, the key is suspected.
+	suspect       *keymanager.Key
+	suspectReason string
 	// gotConns counts the connections the request was given, so that a
 	// dial queued for it can tell it is no longer needed (ShareConns).
 	gotConns atomic.Uint32
@@ -229,6 +242,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st.trace.GotConn = func(httptrace.GotConnInfo) {
 		st.connected.Store(true)
 		st.gotConns.Add(1)
+	}
+	st.trace.WroteRequest = func(i httptrace.WroteRequestInfo) {
+		if i.Err == nil {
+			st.sent.Store(true)
+		}
 	}
 	returned := false
 	defer func() {
