@@ -221,3 +221,13 @@ func TestFaultValuesStable(t *testing.T) {
 		}
 	}
 }
+
+// TestAttemptAccountBeatsModel: a 403 that names the key's project as
+// suspended is the key's, even when its message also names the model.
+func TestAttemptAccountBeatsModel(t *testing.T) {
+	body := []byte(`{"error":{"code":403,"message":"Permission denied: Consumer 'projects/123456789012' has been suspended (models/gemini-2.5-pro).","status":"PERMISSION_DENIED","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"CONSUMER_SUSPENDED","domain":"googleapis.com"}]}}`)
+	want := Verdict{Fault: KeyPermanent, Retry: true, Reason: "consumer_suspended"}
+	if got := Attempt(Outcome{Status: 403, Header: http.Header{}, Body: body, Now: now, Model: "gemini-2.5-pro"}); got != want {
+		t.Errorf("Attempt(403 CONSUMER_SUSPENDED naming the model) = %+v; want %+v", got, want)
+	}
+}

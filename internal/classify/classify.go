@@ -123,13 +123,13 @@ func Attempt(o Outcome) Verdict {
 // status, headers and the provider's JSON error.
 func answered(o Outcome) Verdict {
 	e := parseError(o.Body)
-	if o.Status >= 400 && o.Status < 500 && e.refused() &&
+	if o.Status < 500 && e.refused() &&
 		o.Status != http.StatusUnauthorized && o.Status != http.StatusPaymentRequired && o.Status != http.StatusTooManyRequests {
 		// Moderation or a safety filter refused the content: any key
 		// would get the same answer, and trying would only repeat it.
 		return Verdict{Fault: ClientError, Reason: e.refusalReason(o.Status)}
 	}
-	if (o.Status == http.StatusForbidden || o.Status == http.StatusNotFound) && e.modelScoped(o.Model) {
+	if (o.Status == http.StatusForbidden || o.Status == http.StatusNotFound) && !e.accountBad() && e.modelScoped(o.Model) {
 		if o.Model == "" {
 			// The model the answer is about is unknown (a body the proxy
 			// could not read it from): excluding a pair is impossible, and

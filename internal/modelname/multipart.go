@@ -257,6 +257,9 @@ func (s *partScanner) content(keep int) (kept []byte, long, atDash, ok bool) {
 				// Keep a tail that may begin a delimiter.
 				n := len(buf) - len(s.nlDash) - 2
 				take(buf[:n])
+				if long {
+					return nil, true, false, true // too long to be a model: no need to find its end
+				}
 				s.br.Discard(n)
 				break
 			}
