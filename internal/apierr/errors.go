@@ -28,6 +28,7 @@ const (
 	CodeInvalidRequest   = "invalid_request"
 	CodeKeysFileUnusable = "keys_file_error"
 	CodeNotFound         = "not_found"
+	CodeLoopDetected     = "loop_detected"
 )
 
 // Error is an error with the HTTP status and code it is answered with. It

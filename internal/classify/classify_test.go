@@ -251,8 +251,10 @@ func attemptCases() []attemptCase {
 		// Anthropic.
 		{"anthropic 401 authentication_error", 401, nil, anthropicAuth,
 			Verdict{Fault: KeyPermanent, Retry: true, Reason: "authentication_error"}},
+		// SPEC §8 (revised): a 403 naming nothing more specific than a
+		// permission is unproven, no longer the key's.
 		{"anthropic 403 permission_error", 403, nil, anthropicPermission,
-			Verdict{Fault: KeyPermanent, Retry: true, Reason: "permission_error"}},
+			Verdict{Fault: Unproven, Retry: true, Reason: "permission_error"}},
 		{"anthropic 429 rate_limit_error", 429, hdr("Retry-After", "21", "Anthropic-Ratelimit-Input-Tokens-Remaining", "0"), anthropicRateLimit,
 			Verdict{Fault: KeyRateLimited, Retry: true, RetryAfter: 21 * time.Second, Reason: "rate_limit_error"}},
 		{"anthropic 529 overloaded_error", 529, nil, anthropicOverloaded,
@@ -262,10 +264,9 @@ func attemptCases() []attemptCase {
 		{"anthropic 400 invalid_request_error", 400, nil, anthropicBadRequest,
 			Verdict{Fault: ClientError, Reason: "invalid_request_error"}},
 		// Anthropic reports an empty credit balance as a plain 400
-		// invalid_request_error; only the message tells, and classification
-		// decides from codes, never from message text.
+		// invalid_request_error; only its message tells (SPEC §8 names it).
 		{"anthropic 400 credit balance too low", 400, nil, anthropicCredit,
-			Verdict{Fault: ClientError, Reason: "invalid_request_error"}},
+			Verdict{Fault: KeyPermanent, Retry: true, Reason: "invalid_request_error"}},
 		{"anthropic 413 request_too_large", 413, nil, anthropicTooLarge,
 			Verdict{Fault: ClientError, Reason: "request_too_large"}},
 
@@ -287,9 +288,11 @@ func attemptCases() []attemptCase {
 		{"gemini 429 Retry-After header wins over RetryInfo", 429, hdr("Retry-After", "5"), geminiExhausted,
 			Verdict{Fault: KeyRateLimited, Retry: true, RetryAfter: 5 * time.Second, Reason: "resource_exhausted"}},
 		{"gemini 403 unregistered caller", 403, nil, geminiUnregistered,
-			Verdict{Fault: KeyPermanent, Retry: true, Reason: "permission_denied"}},
+			Verdict{Fault: Unproven, Retry: true, Reason: "permission_denied"}},
+		// Only the message says it is about the key: unproven, until the
+		// proxy sees another key serve the request.
 		{"gemini 403 leaked key", 403, nil, geminiLeaked,
-			Verdict{Fault: KeyPermanent, Retry: true, Reason: "permission_denied"}},
+			Verdict{Fault: Unproven, Retry: true, Reason: "permission_denied"}},
 		{"gemini 503 UNAVAILABLE", 503, nil, geminiOverloaded,
 			Verdict{Fault: TargetError, Retry: true, Reason: "unavailable"}},
 		{"gemini 404 NOT_FOUND", 404, nil, geminiNotFound,
@@ -308,7 +311,7 @@ func attemptCases() []attemptCase {
 		{"403 empty", 403, nil, "", Verdict{Fault: TargetError, Retry: true, Reason: "status 403"}},
 		{"402 empty", 402, nil, "", Verdict{Fault: KeyPermanent, Retry: true, Reason: "status 402"}},
 		{"403 json naming nothing more", 403, nil, `{"error":{"message":"Forbidden"}}`,
-			Verdict{Fault: KeyPermanent, Retry: true, Reason: "status 403"}},
+			Verdict{Fault: Unproven, Retry: true, Reason: "status 403"}},
 		{"529 empty", 529, nil, "", Verdict{Fault: TargetError, Retry: true, Reason: "status 529"}},
 		{"429 plain text", 429, hdr("Content-Type", "text/plain"), "Too Many Requests\n",
 			Verdict{Fault: KeyRateLimited, Retry: true, Reason: "status 429"}},
@@ -525,9 +528,15 @@ func TestAttemptTransport(t *testing.T) {
 			}
 		}()
 		err = get(t, transport(t, &http.Transport{}), context.Background(), "http://"+ln.Addr().String())
-		want := Verdict{Fault: TargetError, Retry: true, Reason: "connection failed"}
+		want := Verdict{Fault: TargetError, Retry: true, Reason: "connection reset"}
 		if got := Attempt(Outcome{Err: err, Connected: true}); got != want {
 			t.Errorf("Attempt(%v) = %+v; want %+v", err, got, want)
+		}
+		// Once the request was fully written the upstream may be running
+		// it: no retry.
+		want = Verdict{Fault: TargetError, Reason: "connection reset"}
+		if got := Attempt(Outcome{Err: err, Connected: true, Sent: true}); got != want {
+			t.Errorf("Attempt(%v, Sent) = %+v; want %+v", err, got, want)
 		}
 	})
 	for _, tc := range []struct {
@@ -558,6 +567,7 @@ func TestFaultString(t *testing.T) {
 	for f, want := range map[Fault]string{
 		Success: "success", KeyPermanent: "key_permanent", KeyRateLimited: "key_rate_limited",
 		TargetError: "target_error", ClientError: "client_error", Cancelled: "cancelled",
+		KeyModel: "key_model", Unproven: "unproven",
 	} {
 		if got := f.String(); got != want {
 			t.Errorf("Fault(%d).String() = %q; want %q", f, got, want)
@@ -576,15 +586,18 @@ var keyLike = regexp.MustCompile(`(sk-|AIza)[A-Za-z0-9_\-]{17,}`)
 // the body's message.
 func FuzzAttempt(f *testing.F) {
 	for _, tc := range attemptCases() {
-		f.Add(tc.status, []byte(tc.body), tc.header.Get("Retry-After"))
+		f.Add(tc.status, []byte(tc.body), tc.header.Get("Retry-After"), "")
 	}
-	f.Add(401, []byte(`{"error":{"message":"Incorrect API key provided: sk-`+strings.Repeat("A1b2", 10)+`","code":"invalid_api_key"}}`), "")
-	f.Add(400, []byte(`{"error":{"code":400,"message":"key AIzaSyA1b2C3d4E5f6G7h8I9j0KlMnOpQrStUvW rejected","status":"INVALID_ARGUMENT"}}`), "")
-	f.Add(429, []byte(`{"error":{"code":"rate_limit_exceeded"}}`), "1e300")
-	f.Add(429, []byte(`{"error":{"status":"RESOURCE_EXHAUSTED","details":[{"retryDelay":"-5s"}]}}`), "Inf")
-	f.Add(0, []byte(nil), "")
-	f.Add(999, []byte("{}"), "")
-	f.Fuzz(func(t *testing.T, status int, body []byte, retryAfterHdr string) {
+	f.Add(401, []byte(`{"error":{"message":"Incorrect API key provided: sk-`+strings.Repeat("A1b2", 10)+`","code":"invalid_api_key"}}`), "", "gpt-4o")
+	f.Add(400, []byte(`{"error":{"code":400,"message":"key AIzaSyA1b2C3d4E5f6G7h8I9j0KlMnOpQrStUvW rejected","status":"INVALID_ARGUMENT"}}`), "", "gpt-4o")
+	f.Add(429, []byte(`{"error":{"code":"rate_limit_exceeded"}}`), "1e300", "gpt-4o")
+	f.Add(429, []byte(`{"error":{"status":"RESOURCE_EXHAUSTED","details":[{"retryDelay":"-5s"}]}}`), "Inf", "gpt-4o")
+	f.Add(0, []byte(nil), "", "gpt-4o")
+	f.Add(999, []byte("{}"), "", "gpt-4o")
+	for _, tc := range answerCases() {
+		f.Add(tc.status, readAnswer(f, tc.file), tc.header.Get("Retry-After"), tc.model)
+	}
+	f.Fuzz(func(t *testing.T, status int, body []byte, retryAfterHdr, model string) {
 		if status < 0 || status > 999 {
 			status = ((status % 1000) + 1000) % 1000
 		}
@@ -592,7 +605,7 @@ func FuzzAttempt(f *testing.F) {
 		if retryAfterHdr != "" {
 			h.Set("Retry-After", retryAfterHdr)
 		}
-		o := Outcome{Status: status, Header: h, Body: body, Now: now}
+		o := Outcome{Status: status, Header: h, Body: body, Now: now, Model: model}
 		v := Attempt(o)
 
 		if status == 0 {
@@ -608,7 +621,16 @@ func FuzzAttempt(f *testing.F) {
 		if v.RetryAfter < 0 {
 			t.Errorf("Attempt(%d, Retry-After %q).RetryAfter = %v; want >= 0", status, retryAfterHdr, v.RetryAfter)
 		}
-		if v.RetryAfter != 0 && v.Fault != KeyRateLimited {
+		if v.Fault == KeyModel && model == "" {
+			t.Errorf("Attempt(%d, %q, no model) = %+v; a model-scoped answer without a model blames no key", status, body, v)
+		}
+		if v.Fault == Unproven && status != http.StatusForbidden {
+			t.Errorf("Attempt(%d) = %+v; only a 403 is unproven", status, v)
+		}
+		if v.Fault == KeyModel && v.RetryAfter > 25*time.Hour {
+			t.Errorf("Attempt(%d, %q).RetryAfter = %v; a pair is excluded at most until the next daily reset", status, body, v.RetryAfter)
+		}
+		if v.RetryAfter != 0 && v.Fault != KeyRateLimited && v.Fault != KeyModel {
 			t.Errorf("Attempt(%d).RetryAfter = %v for %v", status, v.RetryAfter, v.Fault)
 		}
 		if len(v.Reason) > 80 {
@@ -679,8 +701,8 @@ func TestAttemptModelScoped(t *testing.T) {
 			Verdict{Fault: KeyModel, Retry: true, Reason: "not_found"}},
 		{"gemini 403 PERMISSION_DENIED naming the model", 403, geminiModelDenied, "gemini-2.5-pro",
 			Verdict{Fault: KeyModel, Retry: true, Reason: "permission_denied"}},
-		{"gemini 403 PERMISSION_DENIED about the key", 403, geminiLeaked, "gemini-2.5-pro",
-			Verdict{Fault: KeyPermanent, Retry: true, Reason: "permission_denied"}},
+		{"gemini 403 PERMISSION_DENIED not naming the model", 403, geminiLeaked, "gemini-2.5-pro",
+			Verdict{Fault: Unproven, Retry: true, Reason: "permission_denied"}},
 		{"openai 401 invalid_api_key is still the key's", 401, openAIInvalidKey, "gpt-4o",
 			Verdict{Fault: KeyPermanent, Retry: true, Reason: "invalid_api_key"}},
 		{"400 naming the model is the client's", 400, openAIContextLength, "gpt-4o",

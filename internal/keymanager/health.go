@@ -33,6 +33,9 @@ func (m *Manager) Succeeded(k *Key) {
 	if k.consecutive.Load() != 0 {
 		k.consecutive.Store(0)
 	}
+	if k.suspicions.Load() != 0 {
+		k.suspicions.Store(0)
+	}
 	now := m.now().UnixNano()
 	if k.limitStreak.Load() != 0 && now >= k.until.Load() && now-k.episodeStart() > int64(episodeGrace) {
 		k.limitStreak.Store(0)
@@ -139,3 +142,27 @@ func (m *Manager) QuotaExhausted(k *Key, reset time.Time) bool {
 // ReasonQuotaHeaders is the reason of a key resting because its rate-limit
 // headers reported nothing left.
 const ReasonQuotaHeaders = "quota_headers"
+
+// minSuspicions is how many different requests must have suspected a key
+// before an unproven answer blacklists it: one request proves nothing
+// about the key, since its content may be what the provider refused.
+const minSuspicions = 2
+
+// Suspected records that k gave an unproven answer (a 403 that names
+// nothing) to a request that another key then served. After suspicions
+// from max(2, BlacklistThreshold) requests with no success of k between,
+// k is blacklisted; it reports whether that happened now. Each request
+// suspects a key at most once.
+func (m *Manager) Suspected(k *Key, reason string, status int) bool {
+	k.lock()
+	defer k.unlock()
+	if State(k.state.Load()) == Blacklisted {
+		return false
+	}
+	if int(k.suspicions.Add(1)) < max(minSuspicions, m.threshold) {
+		return false
+	}
+	k.suspicions.Store(0)
+	m.setStateLocked(k, Blacklisted, time.Time{}, reason, status)
+	return true
+}

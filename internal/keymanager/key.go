@@ -54,6 +54,9 @@ type Key struct {
 	// rate limits in a row; a success resets both.
 	consecutive atomic.Int32
 	limitStreak atomic.Int32
+	// suspicions counts requests in a row that another key served after
+	// this one answered an unproven 403; a success resets it.
+	suspicions  atomic.Int32
 	lastSuccess atomic.Int64 // unix nanoseconds, to the second
 
 	ext atomic.Pointer[keyExt] // nil until first needed; never reset

@@ -521,6 +521,7 @@ func (m *Manager) Restore(k *Key) {
 	defer k.unlock()
 	k.consecutive.Store(0)
 	k.limitStreak.Store(0)
+	k.suspicions.Store(0)
 	m.setStateLocked(k, Active, time.Time{}, "", 0)
 }
 

@@ -27,7 +27,7 @@ var statusClasses = [...]string{"1xx", "2xx", "3xx", "4xx", "5xx"}
 // outcomes are the attempt outcome labels, indexed by classify.Fault.
 var outcomes = [...]classify.Fault{
 	classify.Success, classify.KeyPermanent, classify.KeyRateLimited,
-	classify.TargetError, classify.ClientError, classify.Cancelled, classify.KeyModel,
+	classify.TargetError, classify.ClientError, classify.Cancelled, classify.KeyModel, classify.Unproven,
 }
 
 // Metrics records proxy traffic. The counters the request path touches are

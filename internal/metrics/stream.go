@@ -18,7 +18,7 @@ var streamBuckets = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 
 // failoverReasons are every reason label StreamFailover can be given: the
 // faults an error event can stand for, and a stream the upstream broke off.
 var failoverReasons = []string{
-	classify.KeyPermanent.String(), classify.KeyRateLimited.String(), classify.KeyModel.String(),
+	classify.KeyPermanent.String(), classify.KeyRateLimited.String(), classify.KeyModel.String(), classify.Unproven.String(),
 	classify.TargetError.String(), "stream_reset",
 }
 

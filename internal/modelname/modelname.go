@@ -1,9 +1,11 @@
 // Package modelname reads which model a request asks for, cheaply: from
-// the top-level "model" field of a JSON body, or from the path for the
-// APIs that name the model there (Gemini, Azure OpenAI).
+// the top-level "model" field of a JSON body, the "model" field of a
+// multipart/form-data body (audio, images), or from the path for the APIs
+// that name the model there (Gemini, Azure OpenAI).
 package modelname
 
 import (
+	"bytes"
 	"encoding/json"
 	"strings"
 	"unicode/utf8"
@@ -11,11 +13,16 @@ import (
 	"github.com/gpt-load/gpt-load/internal/ascii"
 )
 
-// Of returns the model a request for path with body asks for, "" when it
-// names none. The path wins: Gemini and Azure bodies carry no model.
-func Of(path string, body []byte) string {
+// Of returns the model a request for path, with the Content-Type
+// contentType and body, asks for; "" when it names none. The path wins:
+// Gemini and Azure bodies carry no model. A multipart/form-data body is
+// read up to its "model" field (FromMultipart); any other as JSON.
+func Of(path, contentType string, body []byte) string {
 	if m := FromPath(path); m != "" {
 		return m
+	}
+	if b := Boundary(contentType); b != "" {
+		return FromMultipart(bytes.NewReader(body), b)
 	}
 	return FromBody(body)
 }

@@ -46,7 +46,7 @@ func TestFromPath(t *testing.T) {
 			t.Errorf("FromPath(%q) = %q; want %q", tt.path, got, tt.want)
 		}
 	}
-	if got := Of("/v1beta/models/gemini-2.5-pro:generateContent", []byte(`{"model":"other"}`)); got != "gemini-2.5-pro" {
+	if got := Of("/v1beta/models/gemini-2.5-pro:generateContent", "application/json", []byte(`{"model":"other"}`)); got != "gemini-2.5-pro" {
 		t.Errorf("Of(gemini path, body) = %q; want the path's model", got)
 	}
 }

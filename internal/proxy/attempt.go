@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"errors"
 	"net/http"
 	"time"
 
@@ -49,8 +50,25 @@ func (t attemptTransport) RoundTrip(out *http.Request) (*http.Response, error) {
 			// run out, so a refusing provider is not sent more load.
 			return last(nil, nil)
 		}
+		if attempt > 0 && (st.fault == classify.TargetError || !target.Active()) {
+			// A new target after a target fault, or once the target was
+			// benched during this request; a retry never goes to a benched
+			// target. Otherwise a key's trouble says nothing about the
+			// upstream. Chosen before the key, so a retry that has nowhere
+			// to go takes no key's turn.
+			if target = p.targets.NextActive(); target == nil {
+				return last(nil, nil)
+			}
+		}
 		key, excluded, err := p.nextKey(ctx, st, st.modelIfNeeded(p.keys))
 		if err != nil {
+			if held != nil && st.fault == classify.KeyModel && ctx.Err() == nil && resting(err) {
+				// The key that may serve the model is only resting: the
+				// excluded key's "no such model" would mislead the client,
+				// who should come back when that key does.
+				held.Body.Close()
+				return nil, noKeysError(err)
+			}
 			if held != nil || lastErr != nil {
 				return last(nil, nil)
 			}
@@ -64,19 +82,11 @@ func (t attemptTransport) RoundTrip(out *http.Request) (*http.Response, error) {
 			// answer is what the client gets.
 			return last(nil, nil)
 		}
-		switch {
-		case target == nil:
+		if target == nil {
 			// A first attempt may use the target benched longest when all
-			// are benched.
+			// are benched. Chosen after the key, so a request with no key
+			// takes no probe.
 			target = p.targets.Next()
-		case st.fault == classify.TargetError || !target.Active():
-			// A new target after a target fault, or once the target was
-			// benched during this request; a retry never goes to a benched
-			// target. Otherwise a key's trouble says nothing about the
-			// upstream.
-			if target = p.targets.NextActive(); target == nil {
-				return last(nil, nil)
-			}
 		}
 		req := out
 		if attempt > 0 {
@@ -87,6 +97,20 @@ func (t attemptTransport) RoundTrip(out *http.Request) (*http.Response, error) {
 		st.attempts = attempt + 1
 		st.key, st.target, st.fault = key, target, v.Fault
 
+		switch v.Fault {
+		case classify.Success:
+			if st.suspect != nil && st.suspect != key {
+				// Another key served what the suspect refused.
+				p.health.suspected(st.suspect, target, st.suspectReason)
+			}
+		case classify.Unproven:
+			// An unproven 403 is tried on one more key only: a second
+			// one says the request, not the key, is refused.
+			if st.suspect != nil {
+				return last(resp, err)
+			}
+			st.suspect, st.suspectReason = key, v.Reason
+		}
 		if !v.Retry || attempt >= p.opts.MaxRetries || ctx.Err() != nil {
 			return last(resp, err)
 		}
@@ -102,12 +126,20 @@ func (t attemptTransport) RoundTrip(out *http.Request) (*http.Response, error) {
 	}
 }
 
+// resting reports whether err says no key is usable now but one returns
+// from a rest at a known time.
+func resting(err error) bool {
+	var nk *keymanager.NoKeysError
+	return errors.As(err, &nk) && !nk.RetryAt.IsZero()
+}
+
 // attempt sends req once with key to target, classifies the outcome and
 // applies it to the key's and target's health.
 func (p *Proxy) attempt(req *http.Request, st *reqState, key *keymanager.Key, target *upstream.Target) (*http.Response, classify.Verdict, error) {
 	p.streamFailover(st)
 	st.prepare(req, key, target)
 	st.connected.Store(false)
+	st.sent.Store(false)
 	start := time.Now()
 	resp, err := p.base.RoundTrip(attemptContext(req, st))
 	var window windowResult
@@ -122,19 +154,30 @@ func (p *Proxy) attempt(req *http.Request, st *reqState, key *keymanager.Key, ta
 		o.Status, o.Header = resp.StatusCode, resp.Header
 		if resp.StatusCode >= 400 {
 			o.Body = p.readErrorBody(resp)
-			if resp.StatusCode == http.StatusForbidden || resp.StatusCode == http.StatusNotFound {
+			// An error naming the model blames the pair (key, model): a
+			// 403/404 for access, a 429 for a per-model quota.
+			switch resp.StatusCode {
+			case http.StatusForbidden, http.StatusNotFound, http.StatusTooManyRequests:
 				o.Model = st.modelName()
 			}
 		}
 	} else {
 		o.Connected = st.connected.Load()
+		// A stream broken inside its commit window is retried (docs/api.md,
+		// "The commit window"): nothing reached the client yet.
+		o.Sent = st.sent.Load() && !window.failed
 	}
 	window.apply(&o, st)
 	v := classify.Attempt(o)
+	if err == nil && p.ownLoop(resp, target) {
+		// Our own 508 for a request that came back to us: nobody's fault,
+		// and another key or target would loop alike.
+		v = classify.Verdict{Fault: classify.ClientError, Reason: "request loop"}
+	}
 	window.note(st, v)
 	took := time.Since(start)
 	st.upstreamTime += took
-	p.health.apply(st, key, target, v, o)
+	p.health.apply(key, target, v, o)
 	p.obs.Attempt(target, v.Fault)
 	return resp, v, err
 }

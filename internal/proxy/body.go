@@ -8,6 +8,8 @@ import (
 	"os"
 	"runtime"
 	"sync"
+
+	"github.com/gpt-load/gpt-load/internal/modelname"
 )
 
 // firstChunk is the buffer a request body is first read into. Memory then
@@ -70,6 +72,23 @@ func (b *body) forModel() []byte {
 		return b.Bytes()
 	}
 	return modelDigest(bufio.NewReaderSize(io.NewSectionReader(b.file, 0, b.size), 16<<10))
+}
+
+// model returns the model a request for path with this body and
+// contentType asks for (modelname.Of), without reading a spooled body
+// back into memory: a JSON one through its digest, a multipart one
+// streamed from the file up to its model field.
+func (b *body) model(path, contentType string) string {
+	if b == nil || b.file == nil {
+		return modelname.Of(path, contentType, b.Bytes())
+	}
+	if m := modelname.FromPath(path); m != "" {
+		return m
+	}
+	if boundary := modelname.Boundary(contentType); boundary != "" {
+		return modelname.FromMultipart(b.reader(), boundary)
+	}
+	return modelname.FromBody(b.forModel())
 }
 
 // Close removes the temporary file, if any.

@@ -73,10 +73,50 @@ func TestSpooledBodyModel(t *testing.T) {
 	if b.file == nil {
 		t.Fatal("a 2 MiB body with a 1 MiB limit is not in a file")
 	}
-	if got := modelname.Of("/v1/chat/completions", b.forModel()); got != "gpt-late" {
+	if got := b.model("/v1/chat/completions", "application/json"); got != "gpt-late" {
 		t.Errorf("model of the spooled body = %q; want gpt-late", got)
 	}
-	if got := modelname.Of("/v1beta/models/gemini-pro:generateContent", b.forModel()); got != "gemini-pro" {
+	if got := b.model("/v1beta/models/gemini-pro:generateContent", "application/json"); got != "gemini-pro" {
 		t.Errorf("model with a Gemini path = %q; want gemini-pro", got)
+	}
+}
+
+// TestMultipartBodyModel: the model field of an audio upload is read
+// whether the body is in memory or spooled, with the file before or after
+// it (curl sends fields in command-line order, the SDKs fields first).
+func TestMultipartBodyModel(t *testing.T) {
+	t.Setenv("TMPDIR", t.TempDir())
+	const boundary = "------------------------d74496d66958873e"
+	ct := "multipart/form-data; boundary=" + boundary
+	file := "--" + boundary + "\r\nContent-Disposition: form-data; name=\"file\"; filename=\"speech.mp3\"\r\n" +
+		"Content-Type: audio/mpeg\r\n\r\nID3\x04\x00" + strings.Repeat("\xff\xfb\r\n--", 300<<10) + "\r\n"
+	model := "--" + boundary + "\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper-1\r\n"
+	end := "--" + boundary + "--\r\n"
+	for _, tc := range []struct {
+		name     string
+		body     string
+		memLimit int64
+	}{
+		{"in memory, model first", model + file + end, 8 << 20},
+		{"in memory, file first", file + model + end, 8 << 20},
+		{"spooled, model first", model + file + end, 64 << 10},
+		{"spooled, file first", file + model + end, 64 << 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := readBody(strings.NewReader(tc.body), int64(len(tc.body)), tc.memLimit, 32<<20)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Close()
+			if spooled := b.file != nil; spooled != (tc.memLimit < int64(len(tc.body))) {
+				t.Fatalf("body in a file = %v with memory limit %d", spooled, tc.memLimit)
+			}
+			if got := b.model("/v1/audio/transcriptions", ct); got != "whisper-1" {
+				t.Errorf("model of the multipart body = %q; want whisper-1", got)
+			}
+			if got := b.model("/v1/audio/transcriptions", "application/json"); got != "" {
+				t.Errorf("model of the multipart body read as JSON = %q; want none", got)
+			}
+		})
 	}
 }

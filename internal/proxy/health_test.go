@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gpt-load/gpt-load/internal/keymanager"
 	"github.com/gpt-load/gpt-load/internal/proxy"
 	"github.com/gpt-load/gpt-load/internal/testupstream"
 )
@@ -142,7 +143,10 @@ func TestKeyFaultsRetryOnNextKey(t *testing.T) {
 		wantReson string
 	}{
 		{"401", answer{status: 401, body: openAIInvalidKey}, "permanent", "invalid_api_key"},
-		{"403", answer{status: 403, body: `{"type":"error","error":{"type":"permission_error","message":"Your API key does not have permission to use the specified resource."}}`}, "permanent", "permission_error"},
+		// A 403 counts against the key only when its error names the key
+		// or its account (SPEC §8); Anthropic's bare permission_error is
+		// unproven now, and the proxy's suspicion logic decides about it.
+		{"403", answer{status: 403, body: `{"error":{"code":403,"message":"Permission denied: Consumer 'api_key:AIzaSyD3xAmPlEkEy0123456789abcdefghijk' has been suspended.","status":"PERMISSION_DENIED","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"CONSUMER_SUSPENDED","domain":"googleapis.com","metadata":{"consumer":"projects/123456789012","service":"generativelanguage.googleapis.com"}}]}}`}, "permanent", "consumer_suspended"},
 		{"429 quota", answer{status: 429, body: openAIQuota}, "permanent", "insufficient_quota"},
 		{"400 API_KEY_INVALID", answer{status: 400, body: geminiInvalidKey}, "permanent", "api_key_invalid"},
 		{"429 with Retry-After", answer{status: 429, body: openAIRateLimit, header: map[string]string{"Retry-After": "20"}}, "temporary", "rate_limit_exceeded"},
@@ -647,7 +651,11 @@ func TestConcurrentStateChanges(t *testing.T) {
 				}
 				io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
-				if resp.StatusCode != 200 {
+				// Three keys failing alike with no success between bench
+				// the only target (the correlated rule), and a request
+				// then ends with the upstream's answer; but it never
+				// finds no key while keys[0] is healthy.
+				if resp.StatusCode == http.StatusServiceUnavailable {
 					bad.Add(1)
 				}
 			}
@@ -661,7 +669,10 @@ func TestConcurrentStateChanges(t *testing.T) {
 	}()
 	wg.Wait()
 	if b := bad.Load(); b != 0 {
-		t.Errorf("%d requests failed while a healthy key existed", b)
+		t.Errorf("%d requests found no usable key while a healthy key existed", b)
+	}
+	if s := e.Keys.Keys()[0].Snapshot(); s.State != keymanager.Active {
+		t.Errorf("the healthy key is %s", s.State)
 	}
 }
 

@@ -21,7 +21,6 @@ import (
 	"github.com/gpt-load/gpt-load/internal/apierr"
 	"github.com/gpt-load/gpt-load/internal/classify"
 	"github.com/gpt-load/gpt-load/internal/keymanager"
-	"github.com/gpt-load/gpt-load/internal/modelname"
 	"github.com/gpt-load/gpt-load/internal/outcome"
 	"github.com/gpt-load/gpt-load/internal/stdlog"
 	"github.com/gpt-load/gpt-load/internal/upstream"
@@ -88,12 +87,13 @@ type Proxy struct {
 	counters outcome.Counters
 	budget   retryBudget
 	queue    keyQueue
+	loop     *loopGuard
 }
 
 // New returns a proxy that sends requests through base (see NewTransport).
 func New(opts Options, keys *keymanager.Manager, targets *upstream.Balancer, base http.RoundTripper, log *logrus.Entry) *Proxy {
 	p := &Proxy{opts: opts, keys: keys, targets: targets, base: base, log: log,
-		health: newHealth(keys, targets, log), obs: opts.Observer, redact: newRedactor(keys)}
+		health: newHealth(keys, targets, log), obs: opts.Observer, redact: newRedactor(keys), loop: newLoopGuard()}
 	if p.obs == nil {
 		p.obs = nopObserver{}
 	}
@@ -102,7 +102,10 @@ func New(opts Options, keys *keymanager.Manager, targets *upstream.Balancer, bas
 		p.sobs = so
 	}
 	p.rp = &httputil.ReverseProxy{
-		Rewrite:        rewrite,
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			rewrite(pr)
+			p.loop.mark(pr.In.Header, pr.Out.Header)
+		},
 		Transport:      attemptTransport{p},
 		ModifyResponse: p.modifyResponse,
 		ErrorHandler:   p.errorHandler,
@@ -142,14 +145,25 @@ type reqState struct {
 	// connected is set by the client trace once the current attempt has
 	// a connection, so a timeout after it means the request was sent.
 	connected atomic.Bool
+	// sent is set by the client trace once the current attempt's request
+	// was written whole, so a connection that breaks after it may have
+	// started the work (a retry could pay for it twice).
+	sent atomic.Bool
+	// suspect is the key whose unproven 403 this request was retried
+	// after (docs/key-health.md, "How answers are classified"): if another
+	// key serves the request, the key is suspected.
+	suspect       *keymanager.Key
+	suspectReason string
 	// gotConns counts the connections the request was given, so that a
 	// dial queued for it can tell it is no longer needed (ShareConns).
 	gotConns atomic.Uint32
 	// trace is the client trace of every attempt (see attemptContext).
 	trace httptrace.ClientTrace
-	// model is the model the request asks for, read once when needed.
-	model     string
-	modelRead bool
+	// model is the model the request asks for, read once when needed;
+	// contentType is the request's, for a multipart body's boundary.
+	model       string
+	modelRead   bool
+	contentType string
 	// queueDeadline bounds every wait for a key of this request.
 	queueDeadline time.Time
 	// For the overhead metric: when the body was read, when the response
@@ -167,7 +181,7 @@ type reqState struct {
 // modelName reads the requested model, once.
 func (st *reqState) modelName() string {
 	if !st.modelRead {
-		st.model, st.modelRead = modelname.Of(st.path, st.body.forModel()), true
+		st.model, st.modelRead = st.body.model(st.path, st.contentType), true
 	}
 	return st.model
 }
@@ -194,7 +208,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	p.counters.Started()
 	st := &reqState{path: r.URL.Path, rawPath: r.URL.RawPath, queueDeadline: start.Add(p.opts.QueueTimeout),
-		start: start}
+		start: start, contentType: r.Header.Get("Content-Type")}
 	st.out.ResponseWriter = w
 	w = &st.out
 	defer p.finish(r, st)
@@ -228,6 +242,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st.trace.GotConn = func(httptrace.GotConnInfo) {
 		st.connected.Store(true)
 		st.gotConns.Add(1)
+	}
+	st.trace.WroteRequest = func(i httptrace.WroteRequestInfo) {
+		if i.Err == nil {
+			st.sent.Store(true)
+		}
 	}
 	returned := false
 	defer func() {

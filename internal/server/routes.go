@@ -120,6 +120,7 @@ func (s *Server) newHandler() http.Handler {
 		middleware.Recovery(s.log),
 		middleware.Logging(s.log, s.cfg.Log.EnableRequest, proxied),
 		middleware.CORS(s.cfg.CORS),
+		s.proxy.Guard,
 		middleware.Auth(s.cfg.AuthKey, rt.isPublic),
 	)
 }
