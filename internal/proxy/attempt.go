@@ -164,7 +164,7 @@ func (p *Proxy) attempt(req *http.Request, st *reqState, key *keymanager.Key, ta
 	} else {
 		o.Connected = st.connected.Load()
 		// A stream broken inside its commit window is retried (docs/api.md,
-		// "The commit window"): nothing reached the client yet.
+		// "Streaming"): nothing reached the client yet.
 		o.Sent = st.sent.Load() && !window.failed
 	}
 	window.apply(&o, st)

@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -43,9 +44,8 @@ func warm(t *testing.T, e *env, n int) {
 
 // TestOneRequestOnARefusingTargetBenchesIt: a gateway answering 401 to
 // every key, and an IP-wide 429. The three keys one request walks are the
-// pattern (docs/key-health.md, "Correlated failures"): the target is
-// benched at once, no key is blacklisted or cooling afterwards, and the
-// next request is not refused for want of keys.
+// pattern: the target is benched at once, no key is blacklisted or cooling
+// afterwards, and the next request is not refused for want of keys.
 func TestOneRequestOnARefusingTargetBenchesIt(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
@@ -342,5 +342,61 @@ func TestModelsOnlyCapableKeyResting(t *testing.T) {
 				resp, body = do(t, http.MethodPost, e.URL+"/v1/chat/completions", chat("gpt-4o"))
 			}
 		})
+	}
+}
+
+// TestGeminiPerModelDailyQuota: Gemini's per-model daily quota spent on
+// one key excludes that pair until the provider's daily reset (midnight US
+// Pacific), not for MODEL_COOLDOWN and not as a cooling key: the key keeps
+// serving other models, and the spent model stops costing attempts on it.
+func TestGeminiPerModelDailyQuota(t *testing.T) {
+	body, err := os.ReadFile("../classify/testdata/answers/gemini_429_per_model_per_day.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := evidenceKeys("gemini-day", 2)
+	up := testupstream.New(t, func(w http.ResponseWriter, r *http.Request) {
+		if testupstream.KeyOf(r.Header) == keys[0] && strings.Contains(r.URL.Path, "/models/gemini-2.5-pro:") {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(429)
+			w.Write(body)
+			return
+		}
+		io.WriteString(w, `{"candidates":[]}`)
+	})
+	e := start(t, keys, []string{up.URL}, map[string]string{"UPSTREAM_AUTH_STYLE": "gemini", "MODEL_COOLDOWN": "60"})
+	const pro = "/v1beta/models/gemini-2.5-pro:generateContent"
+	for i := range 6 {
+		if resp, b := do(t, http.MethodPost, e.URL+pro, `{"contents":[]}`); resp.StatusCode != 200 {
+			t.Fatalf("request %d: %d %s; want 200 from the other key", i, resp.StatusCode, b)
+		}
+	}
+	if resp, b := do(t, http.MethodPost, e.URL+"/v1beta/models/gemini-2.5-flash:generateContent", `{"contents":[]}`); resp.StatusCode != 200 {
+		t.Fatalf("flash: %d %s", resp.StatusCode, b)
+	}
+	spent := 0
+	for _, r := range up.Requests() {
+		if r.Key == keys[0] && strings.Contains(r.Path, "gemini-2.5-pro") {
+			spent++
+		}
+	}
+	if spent != 1 {
+		t.Errorf("the spent key was sent %d gemini-2.5-pro requests; want 1", spent)
+	}
+	pacific := time.FixedZone("", -8*3600) // midnight PST or PDT is 07:00 or 08:00 UTC
+	for _, d := range keyDetails(t, e) {
+		if d.State != "active" {
+			t.Errorf("key %s is %s; want active: a per-model quota is the pair's", d.Preview, d.State)
+		}
+		for _, m := range d.ModelsExcluded {
+			until, err := time.Parse(time.RFC3339, m.Until)
+			if err != nil || m.Model != "gemini-2.5-pro" {
+				t.Fatalf("excluded %+v", m)
+			}
+			left := time.Until(until)
+			if h := until.In(pacific).Hour(); left < time.Minute || left > 24*time.Hour || (h != 0 && h != 1) {
+				t.Errorf("excluded until %s (in %v); want the next midnight US Pacific, not MODEL_COOLDOWN", m.Until, left)
+			}
+		}
 	}
 }

@@ -96,7 +96,7 @@ func (h *health) apply(key *keymanager.Key, target *upstream.Target, v classify.
 		// failure count is untouched. The provider answered with its own
 		// error, so the target is up (a probe included).
 		h.targets.Answered(target)
-		if h.keys.ExcludeModel(key, o.Model, 0) && h.log.Logger.IsLevelEnabled(logrus.InfoLevel) {
+		if h.keys.ExcludeModel(key, o.Model, v.RetryAfter) && h.log.Logger.IsLevelEnabled(logrus.InfoLevel) {
 			h.log.WithFields(logrus.Fields{"key": key.Preview(), "upstream": target.Host(), "status": o.Status,
 				"model": o.Model, "reason": v.Reason}).Info("key excluded for a model")
 		}
@@ -173,7 +173,7 @@ func (h *health) quota(key *keymanager.Key, q classify.Quota) {
 // carries its own fault (per-account rate limits). The attempts of one
 // request count like those of many: one request walking three keys on a
 // target that refuses them all is the pattern's most common form
-// (docs/key-health.md, "Correlated failures").
+// (docs/key-health.md, "Correlated failures: blaming the upstream, not the keys").
 //
 // Caller holds h.mu.
 func (h *health) correlated(key *keymanager.Key, target *upstream.Target, v classify.Verdict, status int) bool {
