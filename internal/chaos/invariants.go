@@ -1,0 +1,235 @@
+package chaos
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/gpt-load/gpt-load/internal/providersim"
+	"github.com/gpt-load/gpt-load/internal/secret"
+)
+
+// Invariant names one property that must hold after every run.
+type Invariant string
+
+// The invariants of issue 18. Later issues add theirs.
+const (
+	// HealthyInRotation (a): no healthy key is blacklisted, nor excluded
+	// for a model the provider lets it use.
+	HealthyInRotation Invariant = "a: no healthy key blacklisted or excluded"
+	// CoolingOnlyWhenLimited (b): a healthy key rests only after the
+	// simulator told it it was limited (its account over its limit, its
+	// rate-limit headers at 0, or a storm's 429 to it).
+	CoolingOnlyWhenLimited Invariant = "b: a key cooling only where the simulator limited it"
+	// BadKeysOut (c): every revoked or out-of-quota key the simulator
+	// refused as such is blacklisted at the end.
+	BadKeysOut Invariant = "c: every bad key out"
+	// Answered (d): every client request is answered (or its connection
+	// closed) before its deadline: the configured timeouts plus slack.
+	Answered Invariant = "d: every client request answered"
+	// MistakesAsProvider (e): every client mistake gets the provider's own
+	// 4xx (status and body); a body gpt-load must not send upstream gets
+	// gpt-load's 408 or 413.
+	MistakesAsProvider Invariant = "e: every client mistake answered with the provider's own 4xx"
+)
+
+// Invariants are all of them, in report order.
+var Invariants = []Invariant{HealthyInRotation, CoolingOnlyWhenLimited, BadKeysOut, Answered, MistakesAsProvider}
+
+// Violation is one thing that did not hold.
+type Violation struct {
+	Invariant Invariant
+	// Subject is what it is about (a key's preview, a request), so that
+	// a key seen wrong in many readings counts once.
+	Subject string
+	Detail  string
+}
+
+// KeyView is a key as gpt-load's /stats?keys=1 shows it.
+type KeyView struct {
+	Preview        string `json:"preview"`
+	State          string `json:"state"`
+	Reason         string `json:"reason"`
+	LastStatus     int    `json:"last_status"`
+	CoolingUntil   string `json:"cooling_until"`
+	ModelsExcluded []struct {
+		Model string `json:"model"`
+		Until string `json:"until"`
+	} `json:"models_excluded"`
+}
+
+// checkKeys applies (a) and (b) to one reading of gpt-load's keys, taken
+// at offset at, against the simulator's counts read just after it.
+func checkKeys(p Plan, at time.Duration, views []KeyView, sim providersim.Stats) []Violation {
+	byPreview := map[string]int{}
+	for i, k := range p.Sim.Keys {
+		byPreview[secret.Mask(k.Key)] = i
+	}
+	limited := map[string]int64{}
+	for _, k := range sim.Keys {
+		limited[k.Preview] = k.Limited
+	}
+	var vs []Violation
+	for _, v := range views {
+		i, ok := byPreview[v.Preview]
+		if !ok {
+			continue
+		}
+		k := p.Sim.Keys[i]
+		if k.State != providersim.KeyOK {
+			continue
+		}
+		what := describeKey(k)
+		switch v.State {
+		case "blacklisted":
+			vs = append(vs, Violation{HealthyInRotation, v.Preview,
+				fmt.Sprintf("healthy key %s (%s) blacklisted at %.1fs: reason %q, last status %d", v.Preview, what, at.Seconds(), v.Reason, v.LastStatus)})
+		case "cooling":
+			if limited[v.Preview] == 0 {
+				vs = append(vs, Violation{CoolingOnlyWhenLimited, v.Preview,
+					fmt.Sprintf("healthy key %s (%s) cooling at %.1fs though the simulator never limited it: reason %q, last status %d",
+						v.Preview, what, at.Seconds(), v.Reason, v.LastStatus)})
+			}
+		}
+		for _, ex := range v.ModelsExcluded {
+			if slices.Contains(p.Sim.Models, ex.Model) && !slices.Contains(k.DeniedModels, ex.Model) {
+				vs = append(vs, Violation{HealthyInRotation, v.Preview + " " + ex.Model,
+					fmt.Sprintf("healthy key %s (%s) excluded for %s, which it may use, at %.1fs (last status %d)",
+						v.Preview, what, ex.Model, at.Seconds(), v.LastStatus)})
+			}
+		}
+	}
+	return vs
+}
+
+func describeKey(k providersim.Key) string {
+	var parts []string
+	if k.State != providersim.KeyOK {
+		parts = append(parts, k.State)
+	} else {
+		parts = append(parts, "healthy")
+	}
+	if k.Account != "" {
+		parts = append(parts, "limited account")
+	}
+	if len(k.DeniedModels) > 0 {
+		d := "denied " + strings.Join(k.DeniedModels, ",")
+		if k.DeniedAs != "" {
+			d += " as a project"
+		}
+		parts = append(parts, d)
+	}
+	return strings.Join(parts, ", ")
+}
+
+// checkBadKeys applies (c) to the final reading: a bad key the simulator
+// refused as such at least once must be blacklisted.
+func checkBadKeys(p Plan, views []KeyView, sim providersim.Stats) []Violation {
+	state := map[string]KeyView{}
+	for _, v := range views {
+		state[v.Preview] = v
+	}
+	var vs []Violation
+	for i, k := range p.Sim.Keys {
+		if k.State == providersim.KeyOK {
+			continue
+		}
+		sk := sim.Keys[i]
+		refused := sk.Outcomes["revoked"] + sk.Outcomes["no_quota"]
+		if refused == 0 {
+			continue // never answered as bad: nothing to learn from
+		}
+		v, seen := state[sk.Preview]
+		if !seen || v.State != "blacklisted" {
+			vs = append(vs, Violation{BadKeysOut, sk.Preview,
+				fmt.Sprintf("%s key %s refused as such %d times is %q at the end (reason %q, last status %d)",
+					k.State, sk.Preview, refused, v.State, v.Reason, v.LastStatus)})
+		}
+	}
+	return vs
+}
+
+// checkAnswer applies (d) and (e) to one request.
+func checkAnswer(p Plan, a Answer) []Violation {
+	subject := fmt.Sprintf("request #%d %s", a.N, a.Kind)
+	if a.Hung {
+		return []Violation{{Answered, subject,
+			fmt.Sprintf("%s (model %s) sent at %.2fs (%s) still open at its deadline %v (status %d so far)",
+				subject, a.Model, a.Start.Seconds(), p.faultsAt(a.Start), a.Bound, a.Status)}}
+	}
+	if !a.Kind.Mistake() {
+		return nil
+	}
+	if expected(p, a) {
+		return nil
+	}
+	// Upstream trouble explains other answers: a fault on some target or
+	// a storm while the request ran.
+	slack := 250 * time.Millisecond
+	if a.Kind != Oversized && a.Kind != OversizedCh && a.Kind != StalledBody && p.faultOrStormDuring(a.Start-slack, a.End+slack) {
+		switch a.Status {
+		case 0, 401, 429, 500, 502, 503, 504:
+			return nil
+		}
+	}
+	// A pool emptied by a storm's 429s may leave no key for a moment.
+	if a.Status == 503 && p.stormDuring(a.Start-5*time.Second, a.End) {
+		return nil
+	}
+	got := fmt.Sprintf("%d %s", a.Status, oneLine(a.Body))
+	if a.Status == 0 {
+		got = "no answer: " + a.Err
+	}
+	return []Violation{{MistakesAsProvider, subject,
+		fmt.Sprintf("%s (model %s) sent at %.2fs (%s) got %s", subject, a.Model, a.Start.Seconds(), p.faultsAt(a.Start), got)}}
+}
+
+// expected reports whether a is the answer the mistake must get.
+func expected(p Plan, a Answer) bool {
+	var e struct {
+		Error struct {
+			Code     json.RawMessage `json:"code"`
+			Message  string          `json:"message"`
+			Type     string          `json:"type"`
+			Status   string          `json:"status"`
+			Metadata *struct {
+				Reasons []string `json:"reasons"`
+			} `json:"metadata"`
+		} `json:"error"`
+	}
+	if json.Unmarshal(a.Body, &e) != nil {
+		return false
+	}
+	code := strings.Trim(string(e.Error.Code), `"`)
+	msg := e.Error.Message
+	switch a.Kind {
+	case BadJSON:
+		return a.Status == 400 && strings.Contains(msg, "could not parse the JSON body")
+	case UnknownModel:
+		return a.Status == 404 && code == "model_not_found" && strings.Contains(msg, "`"+a.Model+"`")
+	case Flagged:
+		return a.Status == 403 && code == "403" && e.Error.Metadata != nil && len(e.Error.Metadata.Reasons) > 0
+	case ForeignFile:
+		if p.Sim.ForeignFileAs == providersim.ForeignFileOpenAI {
+			return a.Status == 404 && strings.HasPrefix(msg, "No such File object: file-otherproj")
+		}
+		return a.Status == 403 && e.Error.Status == "PERMISSION_DENIED" && strings.Contains(msg, "File file-otherproj")
+	case WrongPath:
+		return a.Status == 404 && strings.HasPrefix(msg, "Invalid URL")
+	case Oversized, OversizedCh:
+		return a.Status == 413 && code == "request_too_large"
+	case StalledBody:
+		return a.Status == 408 && code == "request_timeout"
+	}
+	return false
+}
+
+func oneLine(b []byte) string {
+	s := strings.Join(strings.Fields(string(b)), " ")
+	if len(s) > 240 {
+		s = s[:240] + "…"
+	}
+	return s
+}
