@@ -25,6 +25,7 @@ func TestChaos(t *testing.T) {
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
 			res := Run(t, NewPlan(seed, d))
 			t.Log(res.Stats())
+			t.Logf("seed %d violations: %s", seed, res.Tally())
 			if rep := res.Report(); rep != "" {
 				t.Error("\n" + rep)
 			}

@@ -283,6 +283,22 @@ func (r *Result) Report() string {
 	return b.String()
 }
 
+// Tally counts the distinct violations of each invariant, in a line:
+// "a=3 b=0 c=0 d=1 e=5".
+func (r *Result) Tally() string {
+	var parts []string
+	for _, inv := range Invariants {
+		n := 0
+		for _, v := range r.Violations {
+			if v.Invariant == inv {
+				n++
+			}
+		}
+		parts = append(parts, fmt.Sprintf("%s=%d", string(inv)[:1], n))
+	}
+	return strings.Join(parts, " ")
+}
+
 // Stats describes the run in a line, for the log.
 func (r *Result) Stats() string {
 	status := map[int]int{}
