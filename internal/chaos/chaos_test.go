@@ -5,6 +5,7 @@ import (
 	"os"
 	"reflect"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,7 +16,9 @@ import (
 // TestChaos runs the invariant harness: CHAOS_SEEDS seeds (default 3)
 // from CHAOS_SEED_BASE (default 1), or the one seed CHAOS_SEED, each with
 // CHAOS_DURATION of traffic (default 3s). A failure prints the seed and
-// the command that reruns it.
+// the command that reruns it. CHAOS_SKIP (comma-separated request kinds,
+// fault modes or "storm") leaves some trouble out, to look at one fault
+// of gpt-load while another would hide it; it is for diagnosis only.
 func TestChaos(t *testing.T) {
 	seeds, d, err := chaosEnv(os.Getenv)
 	if err != nil {
@@ -23,7 +26,12 @@ func TestChaos(t *testing.T) {
 	}
 	for _, seed := range seeds {
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
-			res := Run(t, NewPlan(seed, d))
+			var skip []string
+			if s := os.Getenv("CHAOS_SKIP"); s != "" {
+				skip = strings.Split(s, ",")
+				t.Logf("CHAOS_SKIP=%s: leaving out %v", s, skip)
+			}
+			res := Run(t, NewPlan(seed, d).Without(skip))
 			t.Log(res.Stats())
 			t.Logf("seed %d violations: %s", seed, res.Tally())
 			if rep := res.Report(); rep != "" {
@@ -125,6 +133,24 @@ func TestPlanReproducible(t *testing.T) {
 			if f.At > p.Duration-quietEnd {
 				t.Errorf("seed %d: a fault step at %v, in the quiet end", seed, f.At)
 			}
+		}
+	}
+}
+
+func TestWithout(t *testing.T) {
+	p := NewPlan(3, 4*time.Second)
+	q := p.Without([]string{"flagged", "5xx", "storm"})
+	if len(q.Requests) != len(p.Requests) || len(q.Storms) != 0 {
+		t.Fatalf("Without changed the number of requests or kept the storm")
+	}
+	for i, r := range q.Requests {
+		if r.Kind == Flagged || r.At != p.Requests[i].At {
+			t.Errorf("request %d = %v at %v; want no flagged, same time", i, r.Kind, r.At)
+		}
+	}
+	for _, f := range q.Faults {
+		if f.Fault == providersim.Fault5xx {
+			t.Errorf("fault step %v kept", f)
 		}
 	}
 }

@@ -317,3 +317,40 @@ func (p Plan) Summary() string {
 	return fmt.Sprintf("%d keys (%d bad, %d with a limited account, %d denied a model), %d targets, %d fault episodes, %d storms, %d requests %v",
 		len(p.Sim.Keys), bad, limited, denied, p.Sim.Targets, faults, len(p.Storms), len(p.Requests), kinds)
 }
+
+// Without returns p with the named request kinds turned into plain chats
+// and the named fault modes (or "storm") left out, the rest unchanged: to
+// see one fault of gpt-load alone when another one hides it.
+func (p Plan) Without(names []string) Plan {
+	if len(names) == 0 {
+		return p
+	}
+	skip := map[string]bool{}
+	for _, n := range names {
+		skip[strings.TrimSpace(n)] = true
+	}
+	reqs := slices.Clone(p.Requests)
+	for i, r := range reqs {
+		if skip[string(r.Kind)] {
+			reqs[i].Kind, reqs[i].Model = Chat, models[r.N%2]
+		}
+	}
+	p.Requests = reqs
+	// A skipped fault becomes no fault; steps that change nothing go.
+	var faults []FaultStep
+	cur := map[int]providersim.Fault{}
+	for _, f := range p.Faults {
+		if skip[string(f.Fault)] {
+			f.Fault = providersim.FaultNone
+		}
+		if f.Fault != cur[f.Target] {
+			faults = append(faults, f)
+			cur[f.Target] = f.Fault
+		}
+	}
+	p.Faults = faults
+	if skip["storm"] {
+		p.Storms = nil
+	}
+	return p
+}
