@@ -231,6 +231,8 @@ func TestChecks(t *testing.T) {
 		{"flagged as gpt-load's 503", ans(Flagged, 0, 503, proxy503), []Invariant{MistakesAsProvider}},
 		{"flagged as 502 during a fault", ans(Flagged, 1500*time.Millisecond, 502, "<html>"), nil},
 		{"flagged as 502 with no fault", ans(Flagged, 2500*time.Millisecond, 502, "<html>"), []Invariant{MistakesAsProvider}},
+		{"flagged as gpt-load's 503 during a fault", ans(Flagged, 1500*time.Millisecond, 503, proxy503), []Invariant{MistakesAsProvider}},
+		{"flagged as gpt-load's 504 during a fault", ans(Flagged, 1500*time.Millisecond, 504, `{"error":{"message":"m","type":"gpt_load_error","code":"upstream_timeout"}}`), nil},
 		{"stalled body 408", ans(StalledBody, 0, 408, `{"error":{"message":"m","type":"gpt_load_error","code":"request_timeout"}}`), nil},
 		{"oversized 413", ans(Oversized, 0, 413, `{"error":{"message":"m","type":"gpt_load_error","code":"request_too_large"}}`), nil},
 		{"oversized as 502 during a fault", ans(Oversized, 1500*time.Millisecond, 502, ""), []Invariant{MistakesAsProvider}},

@@ -165,17 +165,28 @@ func checkAnswer(p Plan, a Answer) []Violation {
 	if expected(p, a) {
 		return nil
 	}
-	// Upstream trouble explains other answers: a fault on some target or
-	// a storm while the request ran.
+	// Upstream trouble explains other answers: while a fault or a storm
+	// was on, the upstream's own fault answer passed on (401, 429, 5xx),
+	// gpt-load's 502 upstream_unavailable or 504 upstream_timeout, or a
+	// closed connection. Not gpt-load's 503 no_available_keys: a target's
+	// fault benches the target, never the keys.
 	slack := 250 * time.Millisecond
+	own := proxyCode(a.Body)
 	if a.Kind != Oversized && a.Kind != OversizedCh && a.Kind != StalledBody && p.faultOrStormDuring(a.Start-slack, a.End+slack) {
-		switch a.Status {
-		case 0, 401, 429, 500, 502, 503, 504:
+		switch {
+		case a.Status == 0:
+			return nil
+		case own == "":
+			if a.Status == 401 || a.Status == 429 || a.Status >= 500 {
+				return nil
+			}
+		case own == "upstream_unavailable" || own == "upstream_timeout":
 			return nil
 		}
 	}
-	// A pool emptied by a storm's 429s may leave no key for a moment.
-	if a.Status == 503 && p.stormDuring(a.Start-5*time.Second, a.End) {
+	// A storm's 429s may rest every key for a moment (invariant b allows
+	// it), leaving none.
+	if own == "no_available_keys" && p.stormDuring(a.Start-5*time.Second, a.End) {
 		return nil
 	}
 	got := fmt.Sprintf("%d %s", a.Status, oneLine(a.Body))
@@ -224,6 +235,21 @@ func expected(p Plan, a Answer) bool {
 		return a.Status == 408 && code == "request_timeout"
 	}
 	return false
+}
+
+// proxyCode is the code of an error gpt-load wrote itself (type
+// gpt_load_error), "" for any other answer.
+func proxyCode(body []byte) string {
+	var e struct {
+		Error struct {
+			Type string `json:"type"`
+			Code string `json:"code"`
+		} `json:"error"`
+	}
+	if json.Unmarshal(body, &e) != nil || e.Error.Type != "gpt_load_error" {
+		return ""
+	}
+	return e.Error.Code
 }
 
 func oneLine(b []byte) string {
