@@ -176,6 +176,16 @@ func TestChecks(t *testing.T) {
 			{Key: "sk-chaos-test-0002", State: providersim.KeyRevoked},
 		},
 	}, Faults: []FaultStep{{At: time.Second, Target: 0, Fault: providersim.Fault5xx}, {At: 2 * time.Second, Target: 0}}}
+	p.Sim.Targets = 1
+	for _, tc := range []struct {
+		from, to time.Duration
+		want     string
+	}{{500 * time.Millisecond, 1500 * time.Millisecond, "target 0 5xx"}, {1200 * time.Millisecond, 1300 * time.Millisecond, "target 0 5xx"},
+		{2500 * time.Millisecond, 3 * time.Second, "no fault"}, {0, 900 * time.Millisecond, "no fault"}} {
+		if got := p.faultsIn(tc.from, tc.to); got != tc.want {
+			t.Errorf("faultsIn(%v, %v) = %q; want %q", tc.from, tc.to, got, tc.want)
+		}
+	}
 	pv := func(i int) string { return secret.Mask(p.Sim.Keys[i].Key) }
 	sim := providersim.Stats{Keys: []providersim.KeyStats{
 		{Preview: pv(0)}, {Preview: pv(1), Limited: 1},

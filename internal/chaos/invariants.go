@@ -156,8 +156,8 @@ func checkAnswer(p Plan, a Answer) []Violation {
 	subject := fmt.Sprintf("request #%d %s", a.N, a.Kind)
 	if a.Hung {
 		return []Violation{{Answered, subject,
-			fmt.Sprintf("%s (model %s) sent at %.2fs (%s) still open at its deadline %v (status %d so far)",
-				subject, a.Model, a.Start.Seconds(), p.faultsAt(a.Start), a.Bound, a.Status)}}
+			fmt.Sprintf("%s (model %s) sent at %.2fs (faults meanwhile: %s) still open at its deadline %v (status %d so far)",
+				subject, a.Model, a.Start.Seconds(), p.faultsIn(a.Start, a.End), a.Bound, a.Status)}}
 	}
 	if !a.Kind.Mistake() {
 		return nil
@@ -194,7 +194,7 @@ func checkAnswer(p Plan, a Answer) []Violation {
 		got = "no answer: " + a.Err
 	}
 	return []Violation{{MistakesAsProvider, subject,
-		fmt.Sprintf("%s (model %s) sent at %.2fs (%s) got %s", subject, a.Model, a.Start.Seconds(), p.faultsAt(a.Start), got)}}
+		fmt.Sprintf("%s (model %s) sent at %.2fs (faults meanwhile: %s) got %s", subject, a.Model, a.Start.Seconds(), p.faultsIn(a.Start, a.End), got)}}
 }
 
 // expected reports whether a is the answer the mistake must get.

@@ -258,21 +258,31 @@ func (p Plan) faultDuring(from, to time.Duration) bool {
 	return false
 }
 
-// faultsAt describes the faults on and the storm at offset at.
-func (p Plan) faultsAt(at time.Duration) string {
+// faultsIn describes the faults on, and the storm, at some time in
+// [from, to]: "target 1 stall_body, storm".
+func (p Plan) faultsIn(from, to time.Duration) string {
+	on := map[int][]providersim.Fault{}
 	state := map[int]providersim.Fault{}
 	for _, f := range p.Faults {
-		if f.At <= at {
+		switch {
+		case f.At > to:
+		case f.At <= from:
 			state[f.Target] = f.Fault
+		case f.Fault != providersim.FaultNone && !slices.Contains(on[f.Target], f.Fault):
+			on[f.Target] = append(on[f.Target], f.Fault)
 		}
 	}
 	var parts []string
 	for tg := range p.Sim.Targets {
-		if f := state[tg]; f != providersim.FaultNone {
+		fs := on[tg]
+		if f := state[tg]; f != providersim.FaultNone && !slices.Contains(fs, f) {
+			fs = append([]providersim.Fault{f}, fs...)
+		}
+		for _, f := range fs {
 			parts = append(parts, fmt.Sprintf("target %d %s", tg, f))
 		}
 	}
-	if p.stormDuring(at, at) {
+	if p.stormDuring(from, to) {
 		parts = append(parts, "storm")
 	}
 	if len(parts) == 0 {
