@@ -2,7 +2,9 @@
 // (internal/providersim) through the situations of issue 9: per-account
 // limits with and without rate-limit headers, revoked and out-of-quota
 // keys, keys without a model, an IP-wide 429 storm, bursts of concurrent
-// streams, client mistakes and a target down. `make scenarios` runs it.
+// streams, client mistakes and a target down; and issue 18's hostile
+// clients (content the provider refuses whatever the key). `make
+// scenarios` runs it; -only names the scenarios to run.
 //
 // It builds gpt-load from this tree, and for each scenario starts a
 // simulator on loopback, writes a keys file, starts the gpt-load binary
