@@ -120,11 +120,11 @@ scenarios: ## gpt-load against the provider simulator through the scenarios of i
 	go run ./cmd/scenarios -out docs/scenarios.md -title "$(if $(TITLE),$(TITLE),Latest run)" $(ARGS)
 
 # make chaos: CHAOS_SEEDS seeds from CHAOS_SEED_BASE, CHAOS_DURATION of
-# traffic each; CHAOS_SEED=n reruns one seed. `make test` runs 3 short seeds.
+# traffic each; CHAOS_SEED=n reruns one seed. `make test` runs 3 seeds of 4s.
 CHAOS_SEEDS    ?= 100
-CHAOS_DURATION ?= 3s
+CHAOS_DURATION ?= 4s
 .PHONY: chaos
-chaos: ## the chaos invariant harness: CHAOS_SEEDS (100) seeds of CHAOS_DURATION (3s) each, about 10 min (longer while invariants break); CHAOS_SEED=n reruns one (see docs/chaos.md)
+chaos: ## the chaos invariant harness: CHAOS_SEEDS (100) seeds of CHAOS_DURATION (4s) each, about 12 min (longer while invariants break); CHAOS_SEED=n reruns one (see docs/chaos.md)
 	CHAOS_SEEDS=$(CHAOS_SEEDS) CHAOS_DURATION=$(CHAOS_DURATION) go test -count=1 -timeout 0 -run '^TestChaos$$' ./internal/chaos
 
 .PHONY: validate-keys

@@ -15,7 +15,7 @@ import (
 
 // TestChaos runs the invariant harness: CHAOS_SEEDS seeds (default 3)
 // from CHAOS_SEED_BASE (default 1), or the one seed CHAOS_SEED, each with
-// CHAOS_DURATION of traffic (default 3s). A failure prints the seed and
+// CHAOS_DURATION of traffic (default 4s). A failure prints the seed and
 // the command that reruns it. CHAOS_SKIP (comma-separated request kinds,
 // fault modes or "storm") leaves some trouble out, to look at one fault
 // of gpt-load while another would hide it; it is for diagnosis only.
@@ -43,11 +43,11 @@ func TestChaos(t *testing.T) {
 
 // chaosEnv reads the seeds and the per-seed duration.
 func chaosEnv(getenv func(string) string) ([]uint64, time.Duration, error) {
-	d := 3 * time.Second
+	d := 4 * time.Second
 	if s := getenv("CHAOS_DURATION"); s != "" {
 		v, err := time.ParseDuration(s)
-		if err != nil || v < 2*time.Second || v > 10*time.Minute {
-			return nil, 0, fmt.Errorf("CHAOS_DURATION=%q: want a duration from 2s to 10m", s)
+		if err != nil || v < 3*time.Second || v > 10*time.Minute {
+			return nil, 0, fmt.Errorf("CHAOS_DURATION=%q: want a duration from 3s to 10m (1 s of warm-up, 1 s of quiet end)", s)
 		}
 		d = v
 	}
@@ -87,10 +87,10 @@ func TestChaosEnv(t *testing.T) {
 		d     time.Duration
 		bad   bool
 	}{
-		{env: nil, seeds: []uint64{1, 2, 3}, d: 3 * time.Second},
-		{env: map[string]string{"CHAOS_SEED": "42", "CHAOS_SEEDS": "9"}, seeds: []uint64{42}, d: 3 * time.Second},
+		{env: nil, seeds: []uint64{1, 2, 3}, d: 4 * time.Second},
+		{env: map[string]string{"CHAOS_SEED": "42", "CHAOS_SEEDS": "9"}, seeds: []uint64{42}, d: 4 * time.Second},
 		{env: map[string]string{"CHAOS_SEEDS": "2", "CHAOS_SEED_BASE": "100", "CHAOS_DURATION": "5s"}, seeds: []uint64{100, 101}, d: 5 * time.Second},
-		{env: map[string]string{"CHAOS_DURATION": "1s"}, bad: true},
+		{env: map[string]string{"CHAOS_DURATION": "2s"}, bad: true},
 		{env: map[string]string{"CHAOS_SEEDS": "0"}, bad: true},
 		{env: map[string]string{"CHAOS_SEED": "x"}, bad: true},
 	}
@@ -130,8 +130,13 @@ func TestPlanReproducible(t *testing.T) {
 			}
 		}
 		for _, f := range p.Faults {
-			if f.At > p.Duration-quietEnd {
-				t.Errorf("seed %d: a fault step at %v, in the quiet end", seed, f.At)
+			if f.At > p.Duration-quietEnd || f.At < warmUp {
+				t.Errorf("seed %d: a fault step at %v, in the warm-up or the quiet end", seed, f.At)
+			}
+		}
+		for _, s := range p.Storms {
+			if s.At < warmUp || s.At+s.For > p.Duration-quietEnd {
+				t.Errorf("seed %d: a storm from %v to %v, in the warm-up or the quiet end", seed, s.At, s.At+s.For)
 			}
 		}
 	}

@@ -104,9 +104,16 @@ type Plan struct {
 // The models every plan's provider has.
 var models = []string{"gpt-4o-mini", "gpt-4o", "whisper-1"}
 
-// quietEnd is the end of the traffic kept free of faults and storms, so
-// the last requests meet the pool as it was left.
-const quietEnd = time.Second
+// warmUp is the start of the traffic kept free of faults and storms, so
+// that every key and target has served before trouble comes: SPEC §7
+// tells a target's fault from the keys' by keys that succeeded recently,
+// and before any success a gateway's 401 to every key looks like a pool
+// of revoked keys. quietEnd is the end kept free of them, so the last
+// requests meet the pool as it was left.
+const (
+	warmUp   = time.Second
+	quietEnd = time.Second
+)
 
 // NewPlan draws the plan of seed for traffic lasting d.
 func NewPlan(seed uint64, d time.Duration) Plan {
@@ -176,7 +183,7 @@ func NewPlan(seed uint64, d time.Duration) Plan {
 	faulty := d - quietEnd
 	for tg := range c.Targets {
 		cur := providersim.FaultNone
-		for at := time.Duration(0); at < faulty; at += time.Duration(250+rng.IntN(500)) * time.Millisecond {
+		for at := warmUp; at < faulty; at += time.Duration(250+rng.IntN(500)) * time.Millisecond {
 			next := providersim.FaultNone
 			if rng.IntN(3) == 0 {
 				next = drawFault(rng)
@@ -191,10 +198,12 @@ func NewPlan(seed uint64, d time.Duration) Plan {
 		}
 	}
 	slices.SortStableFunc(p.Faults, func(a, b FaultStep) int { return int(a.At - b.At) })
-	if faulty > time.Second && rng.IntN(2) == 0 {
+	if rng.IntN(2) == 0 {
 		s := Storm{For: time.Duration(300+rng.IntN(700)) * time.Millisecond, RetryAfter: rng.IntN(2)}
-		s.At = time.Duration(rng.Int64N(int64(faulty - s.For)))
-		p.Storms = append(p.Storms, s)
+		if room := faulty - warmUp - s.For; room > 0 {
+			s.At = warmUp + time.Duration(rng.Int64N(int64(room)))
+			p.Storms = append(p.Storms, s)
+		}
 	}
 
 	// Clients: open loop, 30 arrivals a second.
