@@ -153,7 +153,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 }
 
 // gitDescribe names the commit measured and the last commit that changed
-// the proxy's code (the runner's own commits change neither).
+// the proxy's code (the runner's, the simulator's and the chaos harness's
+// commits change neither).
 func gitDescribe(out string) string {
 	b, err := exec.Command("git", "describe", "--always", "--exclude", "*").Output()
 	if err != nil {
@@ -169,7 +170,7 @@ func gitDescribe(out string) string {
 		}
 	}
 	p, err := exec.Command("git", "log", "-1", "--format=%h %s", "--", "cmd/gpt-load", "internal",
-		":(exclude)internal/providersim").Output()
+		":(exclude)internal/providersim", ":(exclude)internal/chaos").Output()
 	if err == nil && len(p) > 0 {
 		s += " (proxy code last changed in " + strings.TrimSpace(string(p)) + ")"
 	}
