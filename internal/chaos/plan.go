@@ -131,7 +131,7 @@ func NewPlan(seed uint64, d time.Duration) Plan {
 	}
 
 	c := providersim.Config{
-		Models: models, Targets: 2 + rng.IntN(2),
+		Models: models, Targets: 1 + rng.IntN(3),
 		Latency: providersim.Duration(10 * time.Millisecond), StreamChunks: 5,
 		StreamGap: providersim.Duration(10 * time.Millisecond),
 		// Longer than any client bound: gpt-load's timeouts, not the
@@ -206,14 +206,15 @@ func NewPlan(seed uint64, d time.Duration) Plan {
 		}
 	}
 
-	// Clients: open loop, 30 arrivals a second.
-	const rate = 30
+	// Clients: open loop, 30 to 80 arrivals a second (some faults of
+	// gpt-load show only when requests overlap).
+	rate := 30 + rng.IntN(51)
 	total := 0
 	for _, w := range kindWeights {
 		total += w.weight
 	}
-	for i := range int(d.Seconds() * rate) {
-		r := Request{N: i, At: time.Duration(float64(i)/rate*float64(time.Second)) + time.Duration(rng.IntN(20))*time.Millisecond}
+	for i := range int(d.Seconds() * float64(rate)) {
+		r := Request{N: i, At: time.Duration(float64(i)/float64(rate)*float64(time.Second)) + time.Duration(rng.IntN(20))*time.Millisecond}
 		x := rng.IntN(total)
 		for _, w := range kindWeights {
 			if x < w.weight {
