@@ -252,6 +252,9 @@ func TestChecks(t *testing.T) {
 		{"oversized 413", ans(Oversized, 0, 413, `{"error":{"message":"m","type":"gpt_load_error","code":"request_too_large"}}`), nil},
 		{"oversized as 502 during a fault", ans(Oversized, 1500*time.Millisecond, 502, ""), []Invariant{MistakesAsProvider}},
 		{"healthy 503", ans(Chat, 0, 503, proxy503), nil},
+		{"unknown model ending on a revoked key", ans(UnknownModel, 0, 401, `{"error":{"message":"Incorrect API key provided: `+pv(2)+`. You can find…","type":"invalid_request_error","param":null,"code":"invalid_api_key"}}`), nil},
+		{"unknown model ending on a healthy key's 401", ans(UnknownModel, 0, 401, `{"error":{"message":"Incorrect API key provided: `+pv(0)+`.","type":"invalid_request_error","param":null,"code":"invalid_api_key"}}`), []Invariant{MistakesAsProvider}},
+		{"flagged retried onto a key denied the model", ans(Flagged, 0, 403, "{\"error\":{\"message\":\"Project `proj_sim` does not have access to model `gpt-4o`\",\"type\":\"invalid_request_error\",\"param\":null,\"code\":\"model_not_found\"}}"), []Invariant{MistakesAsProvider}},
 		{"hung", Answer{Request: Request{Kind: Chat}, Hung: true}, []Invariant{Answered}},
 	}
 	for _, tc := range answerTests {

@@ -162,7 +162,7 @@ func checkAnswer(p Plan, a Answer) []Violation {
 	if !a.Kind.Mistake() {
 		return nil
 	}
-	if expected(p, a) {
+	if expected(p, a) || badKeyAnswer(p, a) {
 		return nil
 	}
 	// Upstream trouble explains other answers: while a fault or a storm
@@ -195,6 +195,34 @@ func checkAnswer(p Plan, a Answer) []Violation {
 	}
 	return []Violation{{MistakesAsProvider, subject,
 		fmt.Sprintf("%s (model %s) sent at %.2fs (faults meanwhile: %s) got %s", subject, a.Model, a.Start.Seconds(), p.faultsIn(a.Start, a.End), got)}}
+}
+
+// badKeyAnswer reports whether a is the provider's refusal of one of the
+// plan's bad keys (401 invalid_api_key naming a revoked key, 429
+// insufficient_quota when the plan has a key out of quota). Before gpt-load
+// has found a bad key, a mistake's attempts may end on it (an unknown
+// model walks the keys, SPEC §7, and the last answer is the client's, §9):
+// still the provider's own 4xx.
+func badKeyAnswer(p Plan, a Answer) bool {
+	var e struct {
+		Error struct {
+			Message string `json:"message"`
+			Code    string `json:"code"`
+		} `json:"error"`
+	}
+	if json.Unmarshal(a.Body, &e) != nil {
+		return false
+	}
+	for _, k := range p.Sim.Keys {
+		switch {
+		case k.State == providersim.KeyRevoked && a.Status == 401 && e.Error.Code == "invalid_api_key" &&
+			strings.Contains(e.Error.Message, secret.Mask(k.Key)):
+			return true
+		case k.State == providersim.KeyNoQuota && a.Status == 429 && e.Error.Code == "insufficient_quota":
+			return true
+		}
+	}
+	return false
 }
 
 // expected reports whether a is the answer the mistake must get.
