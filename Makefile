@@ -116,8 +116,16 @@ clean: ## remove build output and coverage files
 	rm -rf $(BIN_DIR) $(DIST_DIR) coverage.out coverage.html
 
 .PHONY: scenarios
-scenarios: ## gpt-load against the provider simulator through issue 9's scenarios (~3 min); writes docs/scenarios.md (TITLE="…" names the section)
+scenarios: ## gpt-load against the provider simulator through the scenarios of issues 9 and 18 (~3.5 min); writes docs/scenarios.md (TITLE="…" names the section)
 	go run ./cmd/scenarios -out docs/scenarios.md -title "$(if $(TITLE),$(TITLE),Latest run)" $(ARGS)
+
+# make chaos: CHAOS_SEEDS seeds from CHAOS_SEED_BASE, CHAOS_DURATION of
+# traffic each; CHAOS_SEED=n reruns one seed. `make test` runs 3 seeds of 4s.
+CHAOS_SEEDS    ?= 100
+CHAOS_DURATION ?= 4s
+.PHONY: chaos
+chaos: ## the chaos invariant harness: CHAOS_SEEDS (100) seeds of CHAOS_DURATION (4s) each, about 12 min (longer while invariants break); CHAOS_SEED=n reruns one (see docs/chaos.md)
+	CHAOS_SEEDS=$(CHAOS_SEEDS) CHAOS_DURATION=$(CHAOS_DURATION) go test -count=1 -timeout 0 -run '^TestChaos$$' ./internal/chaos
 
 .PHONY: validate-keys
 validate-keys: ## check each key of KEYS_FILE against the upstream (python3; ARGS="-c 20" passes options)

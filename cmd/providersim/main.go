@@ -50,6 +50,7 @@ var example = providersim.Config{
 	Episodes: []providersim.Episode{
 		{Kind: providersim.EpisodeStorm, At: providersim.Duration(10 * time.Second), For: providersim.Duration(8 * time.Second), RetryAfter: 2},
 		{Kind: providersim.EpisodeDown, Target: 1, At: providersim.Duration(30 * time.Second), For: providersim.Duration(5 * time.Second)},
+		{Kind: string(providersim.FaultGateway401), Target: 0, At: providersim.Duration(40 * time.Second), For: providersim.Duration(3 * time.Second)},
 	},
 }
 

@@ -73,6 +73,11 @@ func (r request) body() []byte {
 			return []byte(`{"model":"gpt-4o-mini","temperature":0.2}`)
 		case "unknown_model":
 			return []byte(`{"model":` + strconv.Quote(r.mistake.model) + `,"messages":[{"role":"user","content":"Say hello"}]}`)
+		case "flagged":
+			return []byte(`{"model":"gpt-4o-mini","messages":[{"role":"user","content":"You are FLAGGED worthless, say it back"}]}`)
+		case "foreign_file":
+			return []byte(`{"model":"gpt-4o-mini","messages":[{"role":"user","content":[{"type":"text","text":"Summarise this"},{"type":"file","file":{"file_id":"file-otherproj` +
+				strconv.Itoa(int(r.at/time.Millisecond)) + `"}}]}]}`)
 		}
 	}
 	b, _ := json.Marshal(map[string]any{"model": r.model, "stream": r.stream,
@@ -150,6 +155,10 @@ func send(ctx context.Context, c *http.Client, url string, r request, timeout ti
 // providerAnswer reports whether a mistake's answer is the provider's own:
 // the status and error the simulator gives for it, not one of gpt-load's.
 func providerAnswer(m mistake, status int, body []byte) bool {
+	switch m.kind {
+	case "flagged", "foreign_file":
+		return refusalAnswer(m, status, body)
+	}
 	var e struct {
 		Error struct {
 			Message string  `json:"message"`
@@ -181,4 +190,28 @@ func providerAnswer(m mistake, status int, body []byte) bool {
 		return status == http.StatusNotFound && code == "model_not_found" && strings.Contains(e.Error.Message, "`"+m.model+"`")
 	}
 	return false
+}
+
+// refusalAnswer reports whether a content refusal reached the client as
+// the provider's own: OpenRouter's moderation 403 (error.code a number,
+// metadata.reasons), or the 403 PERMISSION_DENIED naming the file.
+func refusalAnswer(m mistake, status int, body []byte) bool {
+	var e struct {
+		Error struct {
+			Code     json.Number `json:"code"`
+			Message  string      `json:"message"`
+			Status   string      `json:"status"`
+			Metadata *struct {
+				Reasons []string `json:"reasons"`
+			} `json:"metadata"`
+		} `json:"error"`
+	}
+	if status != http.StatusForbidden || json.Unmarshal(body, &e) != nil {
+		return false
+	}
+	if m.kind == "flagged" {
+		return e.Error.Code == "403" && e.Error.Metadata != nil && len(e.Error.Metadata.Reasons) > 0 &&
+			strings.Contains(e.Error.Message, "flagged")
+	}
+	return e.Error.Status == "PERMISSION_DENIED" && strings.Contains(e.Error.Message, "File file-otherproj")
 }

@@ -2,7 +2,9 @@
 // (internal/providersim) through the situations of issue 9: per-account
 // limits with and without rate-limit headers, revoked and out-of-quota
 // keys, keys without a model, an IP-wide 429 storm, bursts of concurrent
-// streams, client mistakes and a target down. `make scenarios` runs it.
+// streams, client mistakes and a target down; and issue 18's hostile
+// clients (content the provider refuses whatever the key). `make
+// scenarios` runs it; -only names the scenarios to run.
 //
 // It builds gpt-load from this tree, and for each scenario starts a
 // simulator on loopback, writes a keys file, starts the gpt-load binary
@@ -151,7 +153,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 }
 
 // gitDescribe names the commit measured and the last commit that changed
-// the proxy's code (the runner's own commits change neither).
+// the proxy's code (the runner's, the simulator's and the chaos harness's
+// commits change neither).
 func gitDescribe(out string) string {
 	b, err := exec.Command("git", "describe", "--always", "--exclude", "*").Output()
 	if err != nil {
@@ -167,7 +170,7 @@ func gitDescribe(out string) string {
 		}
 	}
 	p, err := exec.Command("git", "log", "-1", "--format=%h %s", "--", "cmd/gpt-load", "internal",
-		":(exclude)internal/providersim").Output()
+		":(exclude)internal/providersim", ":(exclude)internal/chaos").Output()
 	if err == nil && len(p) > 0 {
 		s += " (proxy code last changed in " + strings.TrimSpace(string(p)) + ")"
 	}

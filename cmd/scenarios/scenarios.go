@@ -41,9 +41,13 @@ type burst struct {
 
 // mistake is a request the provider refuses as the client's fault.
 type mistake struct {
-	kind  string // bad_json, no_messages, unknown_model
+	kind  string // bad_json, no_messages, unknown_model, flagged, foreign_file
 	model string // for unknown_model
 }
+
+// hostile are the requests a provider refuses for their content whatever
+// the key: moderation-flagged input, and a file of another project.
+var hostile = []mistake{{kind: "flagged"}, {kind: "foreign_file"}}
 
 var everyMistake = []mistake{
 	{kind: "bad_json"}, {kind: "unknown_model", model: "gpt-4o-minii"}, {kind: "no_messages"},
@@ -266,6 +270,32 @@ func scenarios() []scenario {
 				return []string{r.minSuccess(99), r.noneBenched()},
 					fmt.Sprintf("attempts per request during the outage: %.2f; targets benched at the end: %d",
 						r.attemptsPerRequestIn(6*time.Second, 12*time.Second), r.targetsBenched)
+			},
+		})
+	}
+	{
+		c := baseSim()
+		plainKeys(&c, "hostile", 10)
+		list = append(list, scenario{
+			name:   "hostile",
+			setup:  "10 healthy keys; 10 % of requests are refused for their content whatever the key: moderation-flagged input (OpenRouter's 403) and another project's file (403 PERMISSION_DENIED)",
+			target: "(issue 18) healthy traffic ≥ 99.5 % success; no key leaves rotation",
+			sim:    c, rate: 50, streamEvery: 4, mistakeShare: 0.1, mistakes: hostile,
+			probes: []time.Duration{3 * time.Second, 6 * time.Second, 9 * time.Second, 12 * time.Second, 15 * time.Second},
+			judge: func(r *report) ([]string, string) {
+				missed := []string{r.minSuccess(99.5), r.noneBenched()}
+				wrong := 0
+				for _, p := range r.probes {
+					wrong += p.wrong
+				}
+				if wrong > 0 {
+					missed = append(missed, fmt.Sprintf("good keys out of rotation during the run: %s", r.probeText()))
+				}
+				if r.wrongExclusions > 0 {
+					missed = append(missed, fmt.Sprintf("%d (key, model) pairs excluded though the key may use the model", r.wrongExclusions))
+				}
+				return missed, fmt.Sprintf("hostile requests answered with the provider's own 403: %d/%d, max %d attempts each; good keys out of rotation in %d probes: %d",
+					r.mistakesOK, r.mistakes, r.maxMistakeAttempts(false), len(r.probes), wrong)
 			},
 		})
 	}

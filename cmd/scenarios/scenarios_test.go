@@ -45,6 +45,10 @@ func TestProviderAnswer(t *testing.T) {
 		{"another model named", unknown, 404, "{\"error\":{\"message\":\"The model `gpt-4o` does not exist or you do not have access to it.\",\"type\":\"invalid_request_error\",\"param\":null,\"code\":\"model_not_found\"}}", false},
 		{"proxy's own 503", unknown, 503, `{"error":{"message":"no key available","type":"server_error","code":"no_available_keys"}}`, false},
 		{"storm 429 passed on", unknown, 429, `{"error":{"message":"Rate limit reached for requests from your IP address. Please try again later.","type":"requests","param":null,"code":"rate_limit_exceeded"}}`, true},
+		{"flagged", mistake{kind: "flagged"}, 403, `{"error":{"code":403,"message":"gpt-4o requires moderation on OpenAI. Your input was flagged for \"harassment\". No credits were charged.","metadata":{"reasons":["harassment"],"flagged_input":"x","provider_name":"OpenAI","model_slug":"gpt-4o"}},"user_id":"u"}`, true},
+		{"flagged as proxy's 503", mistake{kind: "flagged"}, 503, `{"error":{"message":"no key available","type":"gpt_load_error","code":"no_available_keys"}}`, false},
+		{"foreign file", mistake{kind: "foreign_file"}, 403, `{"error":{"code":403,"message":"You do not have permission to access the File file-otherproj12 or it may not exist.","status":"PERMISSION_DENIED"}}`, true},
+		{"foreign file as a 401", mistake{kind: "foreign_file"}, 401, `{"error":{"message":"Incorrect API key provided","type":"invalid_request_error","code":"invalid_api_key"}}`, false},
 		{"status changed", mistake{kind: "bad_json"}, 502, `{"error":{"message":"We could not parse the JSON body of your request.","type":"invalid_request_error","code":null}}`, false},
 	}
 	for _, tc := range tests {

@@ -153,3 +153,80 @@ func modelList(models []string) []byte {
 	b, _ := json.Marshal(l)
 	return b
 }
+
+func errServer() apiError {
+	return apiError{apiErrorBody{
+		Message: "The server had an error while processing your request. Sorry about that!",
+		Type:    "server_error",
+	}}
+}
+
+// flaggedAnswer is OpenRouter's 403 for input its moderation flagged:
+// error.code is a number there, and the metadata says why. No key is at
+// fault: every key gets it for the same content.
+func flaggedAnswer(model, input, user string) []byte {
+	type meta struct {
+		Reasons      []string `json:"reasons"`
+		FlaggedInput string   `json:"flagged_input"`
+		ProviderName string   `json:"provider_name"`
+		ModelSlug    string   `json:"model_slug"`
+	}
+	var a struct {
+		Error struct {
+			Code     int    `json:"code"`
+			Message  string `json:"message"`
+			Metadata meta   `json:"metadata"`
+		} `json:"error"`
+		UserID string `json:"user_id"`
+	}
+	a.Error.Code = http.StatusForbidden
+	a.Error.Message = model + ` requires moderation on OpenAI. Your input was flagged for "harassment". No credits were charged.`
+	a.Error.Metadata = meta{Reasons: []string{"harassment"}, FlaggedInput: input, ProviderName: "OpenAI", ModelSlug: model}
+	a.UserID = user
+	b, _ := json.Marshal(a)
+	return b
+}
+
+// foreignFileAnswer is the refusal of a file of another project: as
+// OpenAI, 404 "No such File object" (param "id"); otherwise 403
+// PERMISSION_DENIED in the Google API error shape Gemini's file API
+// uses.
+func foreignFileAnswer(as, id string) (int, []byte) {
+	if as == ForeignFileOpenAI {
+		b, _ := json.Marshal(apiError{apiErrorBody{
+			Message: "No such File object: " + id, Type: "invalid_request_error", Param: ptr("id"),
+		}})
+		return http.StatusNotFound, b
+	}
+	var a struct {
+		Error struct {
+			Code    int    `json:"code"`
+			Message string `json:"message"`
+			Status  string `json:"status"`
+		} `json:"error"`
+	}
+	a.Error.Code = http.StatusForbidden
+	a.Error.Message = "You do not have permission to access the File " + id + " or it may not exist."
+	a.Error.Status = "PERMISSION_DENIED"
+	b, _ := json.Marshal(a)
+	return http.StatusForbidden, b
+}
+
+func writeJSON(w http.ResponseWriter, status int, b []byte) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(status)
+	w.Write(b)
+}
+
+// transcription is the JSON answer of /v1/audio/transcriptions.
+func transcription() []byte {
+	return []byte(`{"text":"Hello from the provider simulator.","usage":{"type":"duration","seconds":1}}`)
+}
+
+func errMultipart() apiError {
+	return apiError{apiErrorBody{
+		Message: "Could not parse multipart form", Type: "invalid_request_error",
+	}}
+}

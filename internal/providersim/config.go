@@ -2,10 +2,15 @@
 // measuring gpt-load under the situations real key pools meet: keys of
 // accounts with their own request limits (with or without x-ratelimit-*
 // headers), revoked and out-of-quota keys, keys that may not use some
-// models, client mistakes, and scripted episodes (an IP-wide 429 storm, a
-// target down). It answers with the status codes and error bodies the
-// OpenAI API uses, and counts every attempt per key, per target and per
-// second for the runner that reads them (cmd/scenarios).
+// models, client mistakes, the client trouble a provider refuses whatever
+// the key (content flagged by moderation, another project's files),
+// multipart transcriptions, scripted episodes (an IP-wide 429 storm, a
+// target down) and fault modes set at run time (resets before and after
+// the body, stalls, 5xx, a gateway answering 401 to every key, a target
+// down and back; see Fault). It answers with the status codes and error
+// bodies the providers use, and counts every attempt per key, per target
+// and per second for the runners that read them (cmd/scenarios,
+// internal/chaos).
 //
 // It is a measuring instrument, not part of the proxy.
 package providersim
@@ -42,7 +47,24 @@ type Config struct {
 	// account's token limit (0: 100).
 	TokensPerRequest int       `json:"tokens_per_request"`
 	Episodes         []Episode `json:"episodes"`
+	// FlagMarker in a request's body makes the provider refuse it as
+	// flagged content, for every key, with OpenRouter's moderation 403.
+	// Empty: "FLAGGED".
+	FlagMarker string `json:"flag_marker"`
+	// ForeignFileAs is how a request naming a file id ("file-…") that the
+	// key's project does not own is refused: "" (403 PERMISSION_DENIED,
+	// as Gemini's file API words it) or "openai" (404 "No such File
+	// object", OpenAI's answer for another project's file).
+	ForeignFileAs string `json:"foreign_file_as"`
+	// StallMax bounds a stall (fault modes stall_headers, stall_body):
+	// the stalled answer ends after it, or when the client leaves, or
+	// the simulator closes. 0: 30 s.
+	StallMax Duration `json:"stall_max"`
 }
+
+// ForeignFileOpenAI makes another project's file a 404 "No such File
+// object" instead of a 403.
+const ForeignFileOpenAI = "openai"
 
 // Account is a group of keys sharing one limit, as keys of one OpenAI
 // organisation do. Limits are fixed windows starting when the simulator's
@@ -81,6 +103,9 @@ type Key struct {
 	// access to model `X`").
 	DeniedModels []string `json:"denied_models"`
 	DeniedAs     string   `json:"denied_as"`
+	// Files are the file ids ("file-…") the key's project owns; a request
+	// naming any other file id is refused (Config.ForeignFileAs).
+	Files []string `json:"files"`
 }
 
 // DeniedAsProject makes a key's denied models answer 403, as for a
@@ -97,6 +122,9 @@ const (
 	// Episode503 answers every request on one target with 503.
 	Episode503 = "503"
 )
+
+// Every Fault other than FaultNone and FaultDown is also an episode kind
+// acting on the episode's target.
 
 // Episode is a scripted disturbance from At to At+For on the simulator's
 // clock.
@@ -172,6 +200,12 @@ func (c Config) withDefaults() Config {
 	if c.TokensPerRequest <= 0 {
 		c.TokensPerRequest = 100
 	}
+	if c.FlagMarker == "" {
+		c.FlagMarker = "FLAGGED"
+	}
+	if c.StallMax <= 0 {
+		c.StallMax = Duration(30 * time.Second)
+	}
 	return c
 }
 
@@ -216,21 +250,30 @@ func (c Config) validate() error {
 		if k.DeniedAs != "" && k.DeniedAs != DeniedAsProject {
 			errs = append(errs, fmt.Errorf("keys[%d]: denied_as %q: want \"\" or %q", i, k.DeniedAs, DeniedAsProject))
 		}
+		for _, f := range k.Files {
+			if !strings.HasPrefix(f, "file-") {
+				errs = append(errs, fmt.Errorf("keys[%d]: file %q: want an id starting with \"file-\"", i, f))
+			}
+		}
 		for _, m := range k.DeniedModels {
 			if !slices.Contains(c.Models, m) {
 				errs = append(errs, fmt.Errorf("keys[%d]: denied model %q is not in models", i, m))
 			}
 		}
 	}
+	if c.ForeignFileAs != "" && c.ForeignFileAs != ForeignFileOpenAI {
+		errs = append(errs, fmt.Errorf("foreign_file_as %q: want \"\" or %q", c.ForeignFileAs, ForeignFileOpenAI))
+	}
 	for i, e := range c.Episodes {
 		switch e.Kind {
 		case EpisodeStorm:
-		case EpisodeDown, Episode503:
+		case EpisodeDown, Episode503, string(FaultResetBefore), string(FaultResetAfter), string(FaultStallHeaders),
+			string(FaultStallBody), string(Fault5xx), string(FaultGateway401):
 			if e.Target < 0 || e.Target >= c.Targets {
 				errs = append(errs, fmt.Errorf("episodes[%d]: target %d: want 0 to %d", i, e.Target, c.Targets-1))
 			}
 		default:
-			errs = append(errs, fmt.Errorf("episodes[%d]: kind %q: want %q, %q or %q", i, e.Kind, EpisodeStorm, EpisodeDown, Episode503))
+			errs = append(errs, fmt.Errorf("episodes[%d]: kind %q: want %q, %q, %q or a fault mode (%s)", i, e.Kind, EpisodeStorm, EpisodeDown, Episode503, faultList))
 		}
 		if e.For <= 0 || e.At < 0 {
 			errs = append(errs, fmt.Errorf("episodes[%d]: want at >= 0 and for > 0", i))

@@ -92,3 +92,9 @@ func (v verdict) setHeaders(h http.Header) {
 	h.Set("X-Ratelimit-Remaining-Tokens", strconv.Itoa(v.tokLeft))
 	h.Set("X-Ratelimit-Reset-Tokens", reset)
 }
+
+// exhausted reports whether v's headers show nothing left of a limit:
+// a client reading them rests the key until the reset.
+func (v verdict) exhausted() bool {
+	return (v.reqLimit > 0 && v.reqLeft == 0) || v.tokLeft == 0
+}

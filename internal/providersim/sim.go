@@ -1,6 +1,7 @@
 package providersim
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -30,11 +31,18 @@ const (
 	UnknownModel                // 404 model_not_found: a model no key has
 	BadRequest                  // 400 invalid_request_error: the client's mistake
 	Unavailable                 // 503: a target episode
+	Flagged                     // 403: content refused by moderation (every key)
+	ForeignFile                 // 403 or 404: a file of another project
+	Reset                       // fault: connection reset, no answer
+	Stalled                     // fault: a stall before or after the headers
+	ServerError                 // fault: 500, 502 or 503
+	Gateway                     // fault: a gateway's 401 to every key
 	nOutcomes
 )
 
 var outcomeNames = [nOutcomes]string{"ok", "rate_limited", "storm", "no_quota", "revoked",
-	"model_denied", "unknown_model", "bad_request", "unavailable"}
+	"model_denied", "unknown_model", "bad_request", "unavailable",
+	"flagged", "foreign_file", "reset", "stalled", "server_error", "gateway_401"}
 
 func (o Outcome) String() string { return outcomeNames[o] }
 
@@ -76,8 +84,15 @@ type keyState struct {
 	preview string
 	win     *window
 	denied  map[string]bool
+	files   map[string]bool
 	counts  counts
 	models  atomic.Int64 // GET /v1/models
+	// limited counts the answers that told the key it is limited: a
+	// rate-limit 429 of its account or of a storm, or rate-limit headers
+	// showing nothing left; lastLimited is the clock time (ns) of the
+	// last one, -1 before any.
+	limited     atomic.Int64
+	lastLimited atomic.Int64
 }
 
 // Sim is a running simulated provider. Create it with Start; it is safe
@@ -98,6 +113,8 @@ type Sim struct {
 	mu       sync.Mutex   // guards Reset and stopEpis
 	start    atomic.Int64 // clock start, Unix nanoseconds
 	stopEpis context.CancelFunc
+	// storm is the Retry-After of a storm set by SetStorm; -1: none.
+	storm atomic.Int64
 
 	counts     counts
 	modelsReqs atomic.Int64
@@ -110,6 +127,7 @@ type target struct {
 	idx    int
 	addr   string
 	counts counts
+	fault  atomic.Pointer[Fault] // set by SetFault
 
 	mu  sync.Mutex
 	srv *http.Server // nil while down
@@ -123,6 +141,7 @@ func Start(cfg Config) (*Sim, error) {
 		return nil, err
 	}
 	s := &Sim{cfg: cfg, models: map[string]bool{}, keys: map[string]*keyState{}}
+	s.storm.Store(-1)
 	for _, m := range cfg.Models {
 		s.models[m] = true
 	}
@@ -138,9 +157,12 @@ func Start(cfg Config) (*Sim, error) {
 			w = &window{}
 			s.windows = append(s.windows, w)
 		}
-		ks := &keyState{idx: i, cfg: k, preview: secret.Mask(k.Key), win: w, denied: map[string]bool{}}
+		ks := &keyState{idx: i, cfg: k, preview: secret.Mask(k.Key), win: w, denied: map[string]bool{}, files: map[string]bool{}}
 		for _, m := range k.DeniedModels {
 			ks.denied[m] = true
+		}
+		for _, f := range k.Files {
+			ks.files[f] = true
 		}
 		s.keys[k.Key] = ks
 		s.keyList = append(s.keyList, ks)
@@ -218,9 +240,13 @@ func (s *Sim) Reset() {
 	for _, k := range s.keyList {
 		k.counts.reset()
 		k.models.Store(0)
+		k.limited.Store(0)
+		k.lastLimited.Store(-1)
 	}
+	s.storm.Store(-1)
 	for _, t := range s.targets {
 		t.counts.reset()
+		t.fault.Store(nil)
 		if err := t.up(); err != nil {
 			// The port was taken while the target was down; it stays down.
 			continue
@@ -304,8 +330,15 @@ func (t *target) up() error {
 func (t *target) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case r.URL.Path == "/v1/chat/completions" && r.Method == http.MethodPost:
-		t.sim.chat(w, r, t)
+		t.sim.work(w, r, t, chatRequest)
+	case r.URL.Path == "/v1/audio/transcriptions" && r.Method == http.MethodPost:
+		t.sim.work(w, r, t, transcriptionRequest)
 	case r.URL.Path == "/v1/models" && r.Method == http.MethodGet:
+		if t.faultNow(t.sim.elapsed()) == FaultGateway401 {
+			t.sim.modelsReqs.Add(1)
+			writeError(w, http.StatusUnauthorized, errInvalidKey(maskKey(bearer(r))))
+			return
+		}
 		t.sim.listModels(w, r)
 	default:
 		writeError(w, http.StatusNotFound, errNoRoute(r.Method, r.URL.Path))
@@ -321,11 +354,22 @@ func bearer(r *http.Request) string {
 	return ""
 }
 
+// maskKey is raw's masked preview, "" for no key.
+func maskKey(raw string) string {
+	if raw == "" {
+		return ""
+	}
+	return secret.Mask(raw)
+}
+
 func (s *Sim) record(t *target, k *keyState, sec int, o Outcome) {
 	s.counts[o].Add(1)
 	t.counts[o].Add(1)
 	if k != nil {
 		k.counts[o].Add(1)
+		if o == RateLimited || o == Storm {
+			k.markLimited(s)
+		}
 	}
 	if sec >= 0 && sec < maxSeconds {
 		switch o {
@@ -337,6 +381,12 @@ func (s *Sim) record(t *target, k *keyState, sec int, o Outcome) {
 	}
 }
 
+// markLimited records that the key was just told it is limited.
+func (k *keyState) markLimited(s *Sim) {
+	k.limited.Add(1)
+	k.lastLimited.Store(int64(s.elapsed()))
+}
+
 // chatBody is the part of a chat request the simulator reads.
 type chatBody struct {
 	Model    *string         `json:"model"`
@@ -344,7 +394,24 @@ type chatBody struct {
 	Stream   bool            `json:"stream"`
 }
 
-func (s *Sim) chat(w http.ResponseWriter, r *http.Request, t *target) {
+// The kinds of work request.
+const (
+	chatRequest = iota
+	transcriptionRequest
+)
+
+// parsed is what the simulator took from a work request: the model, or
+// the client's mistake already answered.
+type parsed struct {
+	model  string
+	stream bool
+	body   []byte // raw JSON of a chat request, for the content checks
+}
+
+// work answers a chat completion or an audio transcription: episodes and
+// faults first, then the key, the request, the model, the content, the
+// account's limit, in the order a provider checks them.
+func (s *Sim) work(w http.ResponseWriter, r *http.Request, t *target, kind int) {
 	el := s.elapsed()
 	sec := int(el / time.Second)
 	if sec >= 0 && sec < maxSeconds {
@@ -358,53 +425,40 @@ func (s *Sim) chat(w http.ResponseWriter, r *http.Request, t *target) {
 
 	raw := bearer(r)
 	k := s.keys[raw]
-	for _, e := range s.cfg.Episodes {
-		if !e.Active(el) {
-			continue
+	if f := t.faultNow(el); f != FaultNone {
+		if s.misbehave(w, r, t, k, sec, f) {
+			return
 		}
-		switch {
-		case e.Kind == Episode503 && e.Target == t.idx:
+	}
+	for _, e := range s.cfg.Episodes {
+		if e.Kind == Episode503 && e.Target == t.idx && e.Active(el) {
 			s.record(t, k, sec, Unavailable)
 			writeError(w, http.StatusServiceUnavailable, errOverloaded())
 			return
-		case e.Kind == EpisodeStorm:
-			s.record(t, k, sec, Storm)
-			if e.RetryAfter > 0 {
-				w.Header().Set("Retry-After", strconv.Itoa(e.RetryAfter))
-			}
-			writeError(w, http.StatusTooManyRequests, errIPRateLimit())
-			return
 		}
+	}
+	if on, ra := s.stormNow(el); on {
+		s.record(t, k, sec, Storm)
+		retryAfter(w.Header(), ra)
+		writeError(w, http.StatusTooManyRequests, errIPRateLimit())
+		return
 	}
 	if k == nil || k.cfg.State == KeyRevoked {
 		s.record(t, k, sec, Revoked)
-		preview := ""
-		if raw != "" {
-			preview = secret.Mask(raw)
-		}
-		writeError(w, http.StatusUnauthorized, errInvalidKey(preview))
+		writeError(w, http.StatusUnauthorized, errInvalidKey(maskKey(raw)))
 		return
 	}
-	b, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
-	var req chatBody
-	if err == nil {
-		err = json.Unmarshal(b, &req)
+	var p parsed
+	var ok bool
+	if kind == transcriptionRequest {
+		p, ok = s.parseTranscription(w, r, t, k, sec)
+	} else {
+		p, ok = s.parseChat(w, r, t, k, sec)
 	}
-	switch {
-	case err != nil:
-		s.record(t, k, sec, BadRequest)
-		writeError(w, http.StatusBadRequest, errBadJSON())
-		return
-	case req.Model == nil || *req.Model == "":
-		s.record(t, k, sec, BadRequest)
-		writeError(w, http.StatusBadRequest, errNoModel())
-		return
-	case len(req.Messages) == 0 || string(req.Messages) == "null" || string(req.Messages) == "[]":
-		s.record(t, k, sec, BadRequest)
-		writeError(w, http.StatusBadRequest, errMissingParam("messages"))
+	if !ok {
 		return
 	}
-	model := *req.Model
+	model := p.model
 	switch {
 	case !s.models[model]:
 		s.record(t, k, sec, UnknownModel)
@@ -423,9 +477,15 @@ func (s *Sim) chat(w http.ResponseWriter, r *http.Request, t *target) {
 		writeError(w, http.StatusTooManyRequests, errInsufficientQuota())
 		return
 	}
+	if s.refuseContent(w, t, k, sec, model, p.body) {
+		return
+	}
 	v := k.win.admit(time.Now(), s.cfg.TokensPerRequest)
 	if k.win.acct.Headers {
 		v.setHeaders(w.Header())
+		if v.exhausted() {
+			k.markLimited(s)
+		}
 	}
 	if !v.ok {
 		s.record(t, k, sec, RateLimited)
@@ -441,7 +501,7 @@ func (s *Sim) chat(w http.ResponseWriter, r *http.Request, t *target) {
 	}
 	s.record(t, k, sec, OK)
 	n := s.serial.Add(1)
-	if req.Stream {
+	if p.stream {
 		s.stream(w, r, model, n)
 		return
 	}
@@ -455,10 +515,94 @@ func (s *Sim) chat(w http.ResponseWriter, r *http.Request, t *target) {
 		}
 	}
 	body := completion(model, n)
+	if kind == transcriptionRequest {
+		body = transcription()
+	}
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	w.Write(body)
+}
+
+// parseChat reads a chat request's JSON; a mistake is answered here.
+func (s *Sim) parseChat(w http.ResponseWriter, r *http.Request, t *target, k *keyState, sec int) (parsed, bool) {
+	b, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	var req chatBody
+	if err == nil {
+		err = json.Unmarshal(b, &req)
+	}
+	switch {
+	case err != nil:
+		s.record(t, k, sec, BadRequest)
+		writeError(w, http.StatusBadRequest, errBadJSON())
+		return parsed{}, false
+	case req.Model == nil || *req.Model == "":
+		s.record(t, k, sec, BadRequest)
+		writeError(w, http.StatusBadRequest, errNoModel())
+		return parsed{}, false
+	case len(req.Messages) == 0 || string(req.Messages) == "null" || string(req.Messages) == "[]":
+		s.record(t, k, sec, BadRequest)
+		writeError(w, http.StatusBadRequest, errMissingParam("messages"))
+		return parsed{}, false
+	}
+	return parsed{model: *req.Model, stream: req.Stream, body: b}, true
+}
+
+// parseTranscription reads a multipart/form-data transcription request
+// (fields model and file), bounded; a mistake is answered here.
+func (s *Sim) parseTranscription(w http.ResponseWriter, r *http.Request, t *target, k *keyState, sec int) (parsed, bool) {
+	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+	if err := r.ParseMultipartForm(1 << 20); err != nil {
+		s.record(t, k, sec, BadRequest)
+		writeError(w, http.StatusBadRequest, errMultipart())
+		return parsed{}, false
+	}
+	defer r.MultipartForm.RemoveAll()
+	model := r.FormValue("model")
+	if model == "" {
+		s.record(t, k, sec, BadRequest)
+		writeError(w, http.StatusBadRequest, errNoModel())
+		return parsed{}, false
+	}
+	if f := r.MultipartForm.File["file"]; len(f) == 0 {
+		s.record(t, k, sec, BadRequest)
+		writeError(w, http.StatusBadRequest, errMissingParam("file"))
+		return parsed{}, false
+	}
+	return parsed{model: model}, true
+}
+
+// refuseContent answers what the provider refuses in the request itself,
+// whatever the key: flagged content (every key), a file id the key's
+// project does not own. It reports whether it answered.
+func (s *Sim) refuseContent(w http.ResponseWriter, t *target, k *keyState, sec int, model string, body []byte) bool {
+	if len(body) == 0 {
+		return false
+	}
+	if i := bytes.Index(body, []byte(s.cfg.FlagMarker)); i >= 0 {
+		s.record(t, k, sec, Flagged)
+		lo, hi := max(0, i-40), min(len(body), i+len(s.cfg.FlagMarker)+40)
+		writeJSON(w, http.StatusForbidden, flaggedAnswer(model, string(body[lo:hi]), "user_sim"+k.cfg.Account))
+		return true
+	}
+	for rest := body; ; {
+		i := bytes.Index(rest, []byte(`"file-`))
+		if i < 0 {
+			return false
+		}
+		rest = rest[i+1:]
+		j := bytes.IndexByte(rest, '"')
+		if j < 0 {
+			return false
+		}
+		id := string(rest[:j])
+		if !k.files[id] {
+			s.record(t, k, sec, ForeignFile)
+			status, b := foreignFileAnswer(s.cfg.ForeignFileAs, id)
+			writeJSON(w, status, b)
+			return true
+		}
+	}
 }
 
 // stream writes StreamChunks events StreamGap apart, flushing each, then
@@ -552,6 +696,13 @@ type KeyStats struct {
 	Attempts   int64            `json:"attempts"`
 	Outcomes   map[string]int64 `json:"outcomes"`
 	ModelsReqs int64            `json:"models_requests"`
+	// Limited counts the answers that told this key it is limited (a
+	// rate-limit 429 of its account or a storm, or rate-limit headers
+	// showing a limit used up); LastLimitedMS is the clock time of the
+	// last, -1 before any. A client resting the key is right only after
+	// one of them.
+	Limited       int64 `json:"limited"`
+	LastLimitedMS int64 `json:"last_limited_ms"`
 }
 
 // SecondStats counts the chat attempts of one second of the clock.
@@ -574,7 +725,8 @@ func (s *Sim) Snapshot() Stats {
 	}
 	for _, k := range s.keyList {
 		st.Keys = append(st.Keys, KeyStats{Index: k.idx, Preview: k.preview, Account: k.cfg.Account, State: k.cfg.State,
-			Attempts: k.counts.total(), Outcomes: k.counts.snapshot(), ModelsReqs: k.models.Load()})
+			Attempts: k.counts.total(), Outcomes: k.counts.snapshot(), ModelsReqs: k.models.Load(),
+			Limited: k.limited.Load(), LastLimitedMS: lastMS(k.lastLimited.Load())})
 	}
 	for i := 0; i <= int(el/time.Second) && i < maxSeconds; i++ {
 		sc := &s.seconds[i]
@@ -617,4 +769,11 @@ func FetchStats(ctx context.Context, c *http.Client, controlURL string) (Stats, 
 		return st, fmt.Errorf("providersim stats: %w", err)
 	}
 	return st, nil
+}
+
+func lastMS(ns int64) int64 {
+	if ns < 0 {
+		return -1
+	}
+	return time.Duration(ns).Milliseconds()
 }

@@ -1,0 +1,275 @@
+package chaos
+
+import (
+	"fmt"
+	"os"
+	"reflect"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gpt-load/gpt-load/internal/providersim"
+	"github.com/gpt-load/gpt-load/internal/secret"
+)
+
+// TestChaos runs the invariant harness: CHAOS_SEEDS seeds (default 3)
+// from CHAOS_SEED_BASE (default 1), or the one seed CHAOS_SEED, each with
+// CHAOS_DURATION of traffic (default 4s). A failure prints the seed and
+// the command that reruns it. CHAOS_SKIP (comma-separated request kinds,
+// fault modes or "storm") leaves some trouble out, to look at one fault
+// of gpt-load while another would hide it; it is for diagnosis only.
+func TestChaos(t *testing.T) {
+	seeds, d, err := chaosEnv(os.Getenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, seed := range seeds {
+		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
+			var skip []string
+			if s := os.Getenv("CHAOS_SKIP"); s != "" {
+				skip = strings.Split(s, ",")
+				t.Logf("CHAOS_SKIP=%s: leaving out %v", s, skip)
+			}
+			res := Run(t, NewPlan(seed, d).Without(skip))
+			t.Log(res.Stats())
+			t.Logf("seed %d violations: %s", seed, res.Tally())
+			if rep := res.Report(); rep != "" {
+				t.Error("\n" + rep)
+			}
+		})
+	}
+}
+
+// chaosEnv reads the seeds and the per-seed duration.
+func chaosEnv(getenv func(string) string) ([]uint64, time.Duration, error) {
+	d := 4 * time.Second
+	if s := getenv("CHAOS_DURATION"); s != "" {
+		v, err := time.ParseDuration(s)
+		if err != nil || v < 3*time.Second || v > 10*time.Minute {
+			return nil, 0, fmt.Errorf("CHAOS_DURATION=%q: want a duration from 3s to 10m (1 s of warm-up, 1 s of quiet end)", s)
+		}
+		d = v
+	}
+	if s := getenv("CHAOS_SEED"); s != "" {
+		v, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			return nil, 0, fmt.Errorf("CHAOS_SEED=%q: want a number", s)
+		}
+		return []uint64{v}, d, nil
+	}
+	n, base := uint64(3), uint64(1)
+	if s := getenv("CHAOS_SEEDS"); s != "" {
+		v, err := strconv.ParseUint(s, 10, 64)
+		if err != nil || v == 0 || v > 100000 {
+			return nil, 0, fmt.Errorf("CHAOS_SEEDS=%q: want a count from 1 to 100000", s)
+		}
+		n = v
+	}
+	if s := getenv("CHAOS_SEED_BASE"); s != "" {
+		v, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			return nil, 0, fmt.Errorf("CHAOS_SEED_BASE=%q: want a number", s)
+		}
+		base = v
+	}
+	seeds := make([]uint64, n)
+	for i := range seeds {
+		seeds[i] = base + uint64(i)
+	}
+	return seeds, d, nil
+}
+
+func TestChaosEnv(t *testing.T) {
+	tests := []struct {
+		env   map[string]string
+		seeds []uint64
+		d     time.Duration
+		bad   bool
+	}{
+		{env: nil, seeds: []uint64{1, 2, 3}, d: 4 * time.Second},
+		{env: map[string]string{"CHAOS_SEED": "42", "CHAOS_SEEDS": "9"}, seeds: []uint64{42}, d: 4 * time.Second},
+		{env: map[string]string{"CHAOS_SEEDS": "2", "CHAOS_SEED_BASE": "100", "CHAOS_DURATION": "5s"}, seeds: []uint64{100, 101}, d: 5 * time.Second},
+		{env: map[string]string{"CHAOS_DURATION": "2s"}, bad: true},
+		{env: map[string]string{"CHAOS_SEEDS": "0"}, bad: true},
+		{env: map[string]string{"CHAOS_SEED": "x"}, bad: true},
+	}
+	for _, tc := range tests {
+		seeds, d, err := chaosEnv(func(k string) string { return tc.env[k] })
+		if (err != nil) != tc.bad || !tc.bad && (!reflect.DeepEqual(seeds, tc.seeds) || d != tc.d) {
+			t.Errorf("chaosEnv(%v) = %v, %v, %v; want %v, %v, error %v", tc.env, seeds, d, err, tc.seeds, tc.d, tc.bad)
+		}
+	}
+}
+
+// TestPlanReproducible checks that a seed draws the same plan every time
+// and another seed another one: what makes a failing seed reproducible.
+func TestPlanReproducible(t *testing.T) {
+	a, b := NewPlan(7, 4*time.Second), NewPlan(7, 4*time.Second)
+	if !reflect.DeepEqual(a, b) {
+		t.Fatalf("NewPlan(7) drew two different plans:\n%s\n%s", a.Summary(), b.Summary())
+	}
+	if c := NewPlan(8, 4*time.Second); reflect.DeepEqual(a.Requests, c.Requests) {
+		t.Errorf("NewPlan(8) drew the requests of seed 7")
+	}
+	for seed := range uint64(50) {
+		p := NewPlan(seed, 4*time.Second)
+		ok := map[string]int{}
+		for _, k := range p.Sim.Keys {
+			if k.State == providersim.KeyOK {
+				for _, m := range models {
+					if !contains(k.DeniedModels, m) {
+						ok[m]++
+					}
+				}
+			}
+		}
+		for _, m := range models {
+			if ok[m] < 2 {
+				t.Errorf("seed %d: %d healthy keys may use %s; want ≥ 2", seed, ok[m], m)
+			}
+		}
+		for _, f := range p.Faults {
+			if f.At > p.Duration-quietEnd || f.At < warmUp {
+				t.Errorf("seed %d: a fault step at %v, in the warm-up or the quiet end", seed, f.At)
+			}
+		}
+		for _, s := range p.Storms {
+			if s.At < warmUp || s.At+s.For > p.Duration-quietEnd {
+				t.Errorf("seed %d: a storm from %v to %v, in the warm-up or the quiet end", seed, s.At, s.At+s.For)
+			}
+		}
+	}
+}
+
+func TestWithout(t *testing.T) {
+	p := NewPlan(3, 4*time.Second)
+	q := p.Without([]string{"flagged", "5xx", "storm"})
+	if len(q.Requests) != len(p.Requests) || len(q.Storms) != 0 {
+		t.Fatalf("Without changed the number of requests or kept the storm")
+	}
+	for i, r := range q.Requests {
+		if r.Kind == Flagged || r.At != p.Requests[i].At {
+			t.Errorf("request %d = %v at %v; want no flagged, same time", i, r.Kind, r.At)
+		}
+	}
+	for _, f := range q.Faults {
+		if f.Fault == providersim.Fault5xx {
+			t.Errorf("fault step %v kept", f)
+		}
+	}
+}
+
+func contains(l []string, s string) bool {
+	for _, x := range l {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// TestChecks feeds the invariant checks readings and answers made up to
+// hold or break each invariant, so the harness is known to see what it
+// must before it is pointed at gpt-load.
+func TestChecks(t *testing.T) {
+	p := Plan{Seed: 1, Env: NewPlan(1, 3*time.Second).Env, Sim: providersim.Config{
+		Models: models,
+		Keys: []providersim.Key{
+			{Key: "sk-chaos-test-0000"},
+			{Key: "sk-chaos-test-0001", DeniedModels: []string{"whisper-1"}},
+			{Key: "sk-chaos-test-0002", State: providersim.KeyRevoked},
+		},
+	}, Faults: []FaultStep{{At: time.Second, Target: 0, Fault: providersim.Fault5xx}, {At: 2 * time.Second, Target: 0}}}
+	p.Sim.Targets = 1
+	for _, tc := range []struct {
+		from, to time.Duration
+		want     string
+	}{{500 * time.Millisecond, 1500 * time.Millisecond, "target 0 5xx"}, {1200 * time.Millisecond, 1300 * time.Millisecond, "target 0 5xx"},
+		{2500 * time.Millisecond, 3 * time.Second, "no fault"}, {0, 900 * time.Millisecond, "no fault"}} {
+		if got := p.faultsIn(tc.from, tc.to); got != tc.want {
+			t.Errorf("faultsIn(%v, %v) = %q; want %q", tc.from, tc.to, got, tc.want)
+		}
+	}
+	pv := func(i int) string { return secret.Mask(p.Sim.Keys[i].Key) }
+	sim := providersim.Stats{Keys: []providersim.KeyStats{
+		{Preview: pv(0)}, {Preview: pv(1), Limited: 1},
+		{Preview: pv(2), Outcomes: map[string]int64{"revoked": 1}},
+	}}
+	excluded := func(model string) KeyView {
+		v := KeyView{Preview: pv(1), State: "active"}
+		v.ModelsExcluded = append(v.ModelsExcluded, struct {
+			Model string `json:"model"`
+			Until string `json:"until"`
+		}{model, ""})
+		return v
+	}
+	keyTests := []struct {
+		name string
+		view KeyView
+		want []Invariant
+	}{
+		{"healthy active", KeyView{Preview: pv(0), State: "active"}, nil},
+		{"healthy blacklisted", KeyView{Preview: pv(0), State: "blacklisted"}, []Invariant{HealthyInRotation}},
+		{"cooling, never limited", KeyView{Preview: pv(0), State: "cooling"}, []Invariant{CoolingOnlyWhenLimited}},
+		{"cooling, limited", KeyView{Preview: pv(1), State: "cooling"}, nil},
+		{"excluded for a denied model", excluded("whisper-1"), nil},
+		{"excluded for an allowed model", excluded("gpt-4o"), []Invariant{HealthyInRotation}},
+		{"excluded for an unknown model", excluded("gpt-5o"), nil},
+		{"bad key blacklisted", KeyView{Preview: pv(2), State: "blacklisted"}, nil},
+	}
+	for _, tc := range keyTests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := invariants(checkKeys(p, time.Second, []KeyView{tc.view}, sim)); !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("checkKeys(%+v) = %v; want %v", tc.view, got, tc.want)
+			}
+		})
+	}
+	if got := invariants(checkBadKeys(p, []KeyView{{Preview: pv(2), State: "active"}}, sim)); !reflect.DeepEqual(got, []Invariant{BadKeysOut}) {
+		t.Errorf("checkBadKeys(revoked key active) = %v; want (c)", got)
+	}
+	if got := checkBadKeys(p, []KeyView{{Preview: pv(2), State: "blacklisted"}}, sim); len(got) != 0 {
+		t.Errorf("checkBadKeys(revoked key blacklisted) = %v; want none", got)
+	}
+
+	flagged403 := `{"error":{"code":403,"message":"gpt-4o requires moderation on OpenAI. Your input was flagged for \"harassment\". No credits were charged.","metadata":{"reasons":["harassment"],"flagged_input":"x","provider_name":"OpenAI","model_slug":"gpt-4o"}},"user_id":"u"}`
+	proxy503 := `{"error":{"message":"no key available","type":"gpt_load_error","code":"no_available_keys"}}`
+	ans := func(k Kind, at time.Duration, status int, body string) Answer {
+		return Answer{Request: Request{Kind: k, Model: "gpt-4o"}, Start: at, End: at + 50*time.Millisecond, Status: status, Body: []byte(body)}
+	}
+	answerTests := []struct {
+		name string
+		a    Answer
+		want []Invariant
+	}{
+		{"flagged as the provider's 403", ans(Flagged, 0, 403, flagged403), nil},
+		{"flagged as gpt-load's 503", ans(Flagged, 0, 503, proxy503), []Invariant{MistakesAsProvider}},
+		{"flagged as 502 during a fault", ans(Flagged, 1500*time.Millisecond, 502, "<html>"), nil},
+		{"flagged as 502 with no fault", ans(Flagged, 2500*time.Millisecond, 502, "<html>"), []Invariant{MistakesAsProvider}},
+		{"flagged as gpt-load's 503 during a fault", ans(Flagged, 1500*time.Millisecond, 503, proxy503), []Invariant{MistakesAsProvider}},
+		{"flagged as gpt-load's 504 during a fault", ans(Flagged, 1500*time.Millisecond, 504, `{"error":{"message":"m","type":"gpt_load_error","code":"upstream_timeout"}}`), nil},
+		{"stalled body 408", ans(StalledBody, 0, 408, `{"error":{"message":"m","type":"gpt_load_error","code":"request_timeout"}}`), nil},
+		{"oversized 413", ans(Oversized, 0, 413, `{"error":{"message":"m","type":"gpt_load_error","code":"request_too_large"}}`), nil},
+		{"oversized as 502 during a fault", ans(Oversized, 1500*time.Millisecond, 502, ""), []Invariant{MistakesAsProvider}},
+		{"healthy 503", ans(Chat, 0, 503, proxy503), nil},
+		{"unknown model ending on a revoked key", ans(UnknownModel, 0, 401, `{"error":{"message":"Incorrect API key provided: `+pv(2)+`. You can find…","type":"invalid_request_error","param":null,"code":"invalid_api_key"}}`), nil},
+		{"unknown model ending on a healthy key's 401", ans(UnknownModel, 0, 401, `{"error":{"message":"Incorrect API key provided: `+pv(0)+`.","type":"invalid_request_error","param":null,"code":"invalid_api_key"}}`), []Invariant{MistakesAsProvider}},
+		{"flagged retried onto a key denied the model", ans(Flagged, 0, 403, "{\"error\":{\"message\":\"Project `proj_sim` does not have access to model `gpt-4o`\",\"type\":\"invalid_request_error\",\"param\":null,\"code\":\"model_not_found\"}}"), []Invariant{MistakesAsProvider}},
+		{"hung", Answer{Request: Request{Kind: Chat}, Hung: true}, []Invariant{Answered}},
+	}
+	for _, tc := range answerTests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := invariants(checkAnswer(p, tc.a)); !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("checkAnswer(%s %d) = %v; want %v", tc.a.Kind, tc.a.Status, got, tc.want)
+			}
+		})
+	}
+}
+
+func invariants(vs []Violation) []Invariant {
+	var l []Invariant
+	for _, v := range vs {
+		l = append(l, v.Invariant)
+	}
+	return l
+}

@@ -1,0 +1,289 @@
+package chaos
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/gpt-load/gpt-load/internal/providersim"
+	"github.com/gpt-load/gpt-load/internal/secret"
+)
+
+// Invariant names one property that must hold after every run.
+type Invariant string
+
+// The invariants of issue 18. Later issues add theirs.
+const (
+	// HealthyInRotation (a): no healthy key is blacklisted, nor excluded
+	// for a model the provider lets it use.
+	HealthyInRotation Invariant = "a: no healthy key blacklisted or excluded"
+	// CoolingOnlyWhenLimited (b): a healthy key rests only after the
+	// simulator told it it was limited (its account over its limit, its
+	// rate-limit headers at 0, or a storm's 429 to it).
+	CoolingOnlyWhenLimited Invariant = "b: a key cooling only where the simulator limited it"
+	// BadKeysOut (c): every revoked or out-of-quota key the simulator
+	// refused as such is blacklisted at the end.
+	BadKeysOut Invariant = "c: every bad key out"
+	// Answered (d): every client request is answered (or its connection
+	// closed) before its deadline: the configured timeouts plus slack.
+	Answered Invariant = "d: every client request answered"
+	// MistakesAsProvider (e): every client mistake gets the provider's own
+	// 4xx (status and body); a body gpt-load must not send upstream gets
+	// gpt-load's 408 or 413.
+	MistakesAsProvider Invariant = "e: every client mistake answered with the provider's own 4xx"
+)
+
+// Invariants are all of them, in report order.
+var Invariants = []Invariant{HealthyInRotation, CoolingOnlyWhenLimited, BadKeysOut, Answered, MistakesAsProvider}
+
+// Violation is one thing that did not hold.
+type Violation struct {
+	Invariant Invariant
+	// Subject is what it is about (a key's preview, a request), so that
+	// a key seen wrong in many readings counts once.
+	Subject string
+	Detail  string
+}
+
+// KeyView is a key as gpt-load's /stats?keys=1 shows it.
+type KeyView struct {
+	Preview        string `json:"preview"`
+	State          string `json:"state"`
+	Reason         string `json:"reason"`
+	LastStatus     int    `json:"last_status"`
+	CoolingUntil   string `json:"cooling_until"`
+	ModelsExcluded []struct {
+		Model string `json:"model"`
+		Until string `json:"until"`
+	} `json:"models_excluded"`
+}
+
+// checkKeys applies (a) and (b) to one reading of gpt-load's keys, taken
+// at offset at, against the simulator's counts read just after it.
+func checkKeys(p Plan, at time.Duration, views []KeyView, sim providersim.Stats) []Violation {
+	byPreview := map[string]int{}
+	for i, k := range p.Sim.Keys {
+		byPreview[secret.Mask(k.Key)] = i
+	}
+	limited := map[string]int64{}
+	for _, k := range sim.Keys {
+		limited[k.Preview] = k.Limited
+	}
+	var vs []Violation
+	for _, v := range views {
+		i, ok := byPreview[v.Preview]
+		if !ok {
+			continue
+		}
+		k := p.Sim.Keys[i]
+		if k.State != providersim.KeyOK {
+			continue
+		}
+		what := describeKey(k)
+		switch v.State {
+		case "blacklisted":
+			vs = append(vs, Violation{HealthyInRotation, v.Preview,
+				fmt.Sprintf("healthy key %s (%s) blacklisted at %.1fs: reason %q, last status %d", v.Preview, what, at.Seconds(), v.Reason, v.LastStatus)})
+		case "cooling":
+			if limited[v.Preview] == 0 {
+				vs = append(vs, Violation{CoolingOnlyWhenLimited, v.Preview,
+					fmt.Sprintf("healthy key %s (%s) cooling at %.1fs though the simulator never limited it: reason %q, last status %d",
+						v.Preview, what, at.Seconds(), v.Reason, v.LastStatus)})
+			}
+		}
+		for _, ex := range v.ModelsExcluded {
+			if slices.Contains(p.Sim.Models, ex.Model) && !slices.Contains(k.DeniedModels, ex.Model) {
+				vs = append(vs, Violation{HealthyInRotation, v.Preview + " " + ex.Model,
+					fmt.Sprintf("healthy key %s (%s) excluded for %s, which it may use, at %.1fs (last status %d)",
+						v.Preview, what, ex.Model, at.Seconds(), v.LastStatus)})
+			}
+		}
+	}
+	return vs
+}
+
+func describeKey(k providersim.Key) string {
+	var parts []string
+	if k.State != providersim.KeyOK {
+		parts = append(parts, k.State)
+	} else {
+		parts = append(parts, "healthy")
+	}
+	if k.Account != "" {
+		parts = append(parts, "limited account")
+	}
+	if len(k.DeniedModels) > 0 {
+		d := "denied " + strings.Join(k.DeniedModels, ",")
+		if k.DeniedAs != "" {
+			d += " as a project"
+		}
+		parts = append(parts, d)
+	}
+	return strings.Join(parts, ", ")
+}
+
+// checkBadKeys applies (c) to the final reading: a bad key the simulator
+// refused as such at least once must be blacklisted.
+func checkBadKeys(p Plan, views []KeyView, sim providersim.Stats) []Violation {
+	state := map[string]KeyView{}
+	for _, v := range views {
+		state[v.Preview] = v
+	}
+	var vs []Violation
+	for i, k := range p.Sim.Keys {
+		if k.State == providersim.KeyOK {
+			continue
+		}
+		sk := sim.Keys[i]
+		refused := sk.Outcomes["revoked"] + sk.Outcomes["no_quota"]
+		if refused == 0 {
+			continue // never answered as bad: nothing to learn from
+		}
+		v, seen := state[sk.Preview]
+		if !seen || v.State != "blacklisted" {
+			vs = append(vs, Violation{BadKeysOut, sk.Preview,
+				fmt.Sprintf("%s key %s refused as such %d times is %q at the end (reason %q, last status %d)",
+					k.State, sk.Preview, refused, v.State, v.Reason, v.LastStatus)})
+		}
+	}
+	return vs
+}
+
+// checkAnswer applies (d) and (e) to one request.
+func checkAnswer(p Plan, a Answer) []Violation {
+	subject := fmt.Sprintf("request #%d %s", a.N, a.Kind)
+	if a.Hung {
+		return []Violation{{Answered, subject,
+			fmt.Sprintf("%s (model %s) sent at %.2fs (faults meanwhile: %s) still open at its deadline %v (status %d so far)",
+				subject, a.Model, a.Start.Seconds(), p.faultsIn(a.Start, a.End), a.Bound, a.Status)}}
+	}
+	if !a.Kind.Mistake() {
+		return nil
+	}
+	if expected(p, a) || badKeyAnswer(p, a) {
+		return nil
+	}
+	// Upstream trouble explains other answers: while a fault or a storm
+	// was on, the upstream's own fault answer passed on (401, 429, 5xx),
+	// gpt-load's 502 upstream_unavailable or 504 upstream_timeout, or a
+	// closed connection. Not gpt-load's 503 no_available_keys: a target's
+	// fault benches the target, never the keys.
+	slack := 250 * time.Millisecond
+	own := proxyCode(a.Body)
+	if a.Kind != Oversized && a.Kind != OversizedCh && a.Kind != StalledBody && p.faultOrStormDuring(a.Start-slack, a.End+slack) {
+		switch {
+		case a.Status == 0:
+			return nil
+		case own == "":
+			if a.Status == 401 || a.Status == 429 || a.Status >= 500 {
+				return nil
+			}
+		case own == "upstream_unavailable" || own == "upstream_timeout":
+			return nil
+		}
+	}
+	// A storm's 429s may rest every key for a moment (invariant b allows
+	// it), leaving none.
+	if own == "no_available_keys" && p.stormDuring(a.Start-5*time.Second, a.End) {
+		return nil
+	}
+	got := fmt.Sprintf("%d %s", a.Status, oneLine(a.Body))
+	if a.Status == 0 {
+		got = "no answer: " + a.Err
+	}
+	return []Violation{{MistakesAsProvider, subject,
+		fmt.Sprintf("%s (model %s) sent at %.2fs (faults meanwhile: %s) got %s", subject, a.Model, a.Start.Seconds(), p.faultsIn(a.Start, a.End), got)}}
+}
+
+// badKeyAnswer reports whether a is the provider's refusal of one of the
+// plan's bad keys (401 invalid_api_key naming a revoked key, 429
+// insufficient_quota when the plan has a key out of quota). Before gpt-load
+// has found a bad key, a mistake's attempts may end on it (an unknown
+// model walks the keys, SPEC §7, and the last answer is the client's, §9):
+// still the provider's own 4xx.
+func badKeyAnswer(p Plan, a Answer) bool {
+	var e struct {
+		Error struct {
+			Message string `json:"message"`
+			Code    string `json:"code"`
+		} `json:"error"`
+	}
+	if json.Unmarshal(a.Body, &e) != nil {
+		return false
+	}
+	for _, k := range p.Sim.Keys {
+		switch {
+		case k.State == providersim.KeyRevoked && a.Status == 401 && e.Error.Code == "invalid_api_key" &&
+			strings.Contains(e.Error.Message, secret.Mask(k.Key)):
+			return true
+		case k.State == providersim.KeyNoQuota && a.Status == 429 && e.Error.Code == "insufficient_quota":
+			return true
+		}
+	}
+	return false
+}
+
+// expected reports whether a is the answer the mistake must get.
+func expected(p Plan, a Answer) bool {
+	var e struct {
+		Error struct {
+			Code     json.RawMessage `json:"code"`
+			Message  string          `json:"message"`
+			Type     string          `json:"type"`
+			Status   string          `json:"status"`
+			Metadata *struct {
+				Reasons []string `json:"reasons"`
+			} `json:"metadata"`
+		} `json:"error"`
+	}
+	if json.Unmarshal(a.Body, &e) != nil {
+		return false
+	}
+	code := strings.Trim(string(e.Error.Code), `"`)
+	msg := e.Error.Message
+	switch a.Kind {
+	case BadJSON:
+		return a.Status == 400 && strings.Contains(msg, "could not parse the JSON body")
+	case UnknownModel:
+		return a.Status == 404 && code == "model_not_found" && strings.Contains(msg, "`"+a.Model+"`")
+	case Flagged:
+		return a.Status == 403 && code == "403" && e.Error.Metadata != nil && len(e.Error.Metadata.Reasons) > 0
+	case ForeignFile:
+		if p.Sim.ForeignFileAs == providersim.ForeignFileOpenAI {
+			return a.Status == 404 && strings.HasPrefix(msg, "No such File object: file-otherproj")
+		}
+		return a.Status == 403 && e.Error.Status == "PERMISSION_DENIED" && strings.Contains(msg, "File file-otherproj")
+	case WrongPath:
+		return a.Status == 404 && strings.HasPrefix(msg, "Invalid URL")
+	case Oversized, OversizedCh:
+		return a.Status == 413 && code == "request_too_large"
+	case StalledBody:
+		return a.Status == 408 && code == "request_timeout"
+	}
+	return false
+}
+
+// proxyCode is the code of an error gpt-load wrote itself (type
+// gpt_load_error), "" for any other answer.
+func proxyCode(body []byte) string {
+	var e struct {
+		Error struct {
+			Type string `json:"type"`
+			Code string `json:"code"`
+		} `json:"error"`
+	}
+	if json.Unmarshal(body, &e) != nil || e.Error.Type != "gpt_load_error" {
+		return ""
+	}
+	return e.Error.Code
+}
+
+func oneLine(b []byte) string {
+	s := strings.Join(strings.Fields(string(b)), " ")
+	if len(s) > 240 {
+		s = s[:240] + "…"
+	}
+	return s
+}

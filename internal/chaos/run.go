@@ -1,0 +1,334 @@
+package chaos
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gpt-load/gpt-load/internal/providersim"
+	"github.com/gpt-load/gpt-load/internal/testserver"
+)
+
+// Result is one seed's run.
+type Result struct {
+	Plan       Plan
+	Answers    []Answer
+	Sim        providersim.Stats // at the end
+	Readings   int               // of gpt-load's keys during the run
+	Violations []Violation       // deduplicated by invariant and subject, first seen first
+	Counts     map[Invariant]int // violations before deduplication
+}
+
+// Bound is how long a client waits for a request before it counts as
+// hung (SPEC §18: no request outlives its timeouts): each attempt's
+// connect (REQUEST_TIMEOUT, MAX_RETRIES+1 times), one attempt that is not
+// retried (RESPONSE_TIMEOUT for the headers, then STREAM_IDLE_TIMEOUT of
+// silence in the body; for a stream, after at most §20's 10 s commit
+// window), the wait for a key (QUEUE_TIMEOUT), and 2 s of slack for a
+// loaded machine. A body the client stalls gets SERVER_READ_TIMEOUT and
+// the slack.
+func Bound(env map[string]string, k Kind) time.Duration {
+	sec := func(name string) time.Duration {
+		n, _ := strconv.Atoi(env[name])
+		return time.Duration(n) * time.Second
+	}
+	const slack = 2 * time.Second
+	if k == StalledBody {
+		return sec("SERVER_READ_TIMEOUT") + slack
+	}
+	retries, _ := strconv.Atoi(env["MAX_RETRIES"])
+	b := time.Duration(retries+1)*sec("REQUEST_TIMEOUT") + sec("RESPONSE_TIMEOUT") + sec("STREAM_IDLE_TIMEOUT") +
+		sec("QUEUE_TIMEOUT") + slack
+	if k == Stream || k == CancelStream || k == UnknownModel || k == ForeignFile {
+		b += 10 * time.Second // some of these ask for a stream
+	}
+	return b
+}
+
+// Run starts the plan's provider and gpt-load in front of it (the real
+// http.Server, on loopback), plays the fault schedule and the requests,
+// reads gpt-load's keys every 200 ms and at the end, and checks the
+// invariants. Servers are closed when t's cleanup runs.
+func Run(t testing.TB, p Plan) *Result {
+	t.Helper()
+	sim, err := providersim.Start(p.Sim)
+	if err != nil {
+		t.Fatalf("providersim.Start: %v", err)
+	}
+	t.Cleanup(sim.Close)
+	var keys []string
+	for _, k := range p.Sim.Keys {
+		keys = append(keys, k.Key)
+	}
+	srv := testserver.Start(t, testserver.Options{Keys: keys, Upstreams: sim.URLs(), Env: p.Env, Live: true})
+
+	res := &Result{Plan: p, Counts: map[Invariant]int{}}
+	seen := map[string]bool{}
+	var mu sync.Mutex
+	add := func(vs []Violation) {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, v := range vs {
+			res.Counts[v.Invariant]++
+			if id := string(v.Invariant) + "\x00" + v.Subject; !seen[id] {
+				seen[id] = true
+				res.Violations = append(res.Violations, v)
+			}
+		}
+	}
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256, DisableCompression: true}}
+	defer client.CloseIdleConnections()
+	ctl := &http.Client{Transport: &http.Transport{}, Timeout: 5 * time.Second}
+	defer ctl.CloseIdleConnections()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sim.Reset() // the clock starts with the traffic
+	start := time.Now()
+	var wg sync.WaitGroup
+
+	// The fault schedule.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		type step struct {
+			at time.Duration
+			do func()
+		}
+		var steps []step
+		for _, f := range p.Faults {
+			steps = append(steps, step{f.At, func() { sim.SetFault(f.Target, f.Fault) }})
+		}
+		for _, s := range p.Storms {
+			steps = append(steps, step{s.At, func() { sim.SetStorm(true, s.RetryAfter) }},
+				step{s.At + s.For, func() { sim.SetStorm(false, 0) }})
+		}
+		slices.SortStableFunc(steps, func(a, b step) int { return int(a.at - b.at) })
+		for _, s := range steps {
+			if !sleepUntil(ctx, start.Add(s.at)) {
+				return
+			}
+			s.do()
+		}
+	}()
+
+	// Readings of gpt-load's keys while the traffic runs.
+	readingsDone := make(chan struct{})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tk := time.NewTicker(200 * time.Millisecond)
+		defer tk.Stop()
+		for {
+			select {
+			case <-readingsDone:
+				return
+			case <-tk.C:
+			}
+			at := time.Since(start)
+			views, err := readKeys(ctx, ctl, srv.URL)
+			if err != nil {
+				continue // a slow reading under load is no finding
+			}
+			add(checkKeys(p, at, views, sim.Snapshot()))
+			mu.Lock()
+			res.Readings++
+			mu.Unlock()
+		}
+	}()
+
+	// The clients, open loop.
+	answers := make([]Answer, len(p.Requests))
+	var cw sync.WaitGroup
+	for i, r := range p.Requests {
+		if !sleepUntil(ctx, start.Add(r.At)) {
+			break
+		}
+		cw.Add(1)
+		go func() {
+			defer cw.Done()
+			began := time.Since(start)
+			a := send(ctx, client, srv.URL, srv.Addr, r, Bound(p.Env, r.Kind))
+			a.Start, a.End = began, time.Since(start)
+			answers[i] = a
+		}()
+	}
+	cw.Wait()
+	close(readingsDone)
+	cancel()
+	wg.Wait()
+	res.Answers = answers
+	for _, a := range answers {
+		add(checkAnswer(p, a))
+	}
+
+	// The final reading: /stats?keys=1, then /blacklist, then the
+	// simulator (which saw every answer gpt-load acted on).
+	end := time.Since(start)
+	views, err := readKeys(context.Background(), ctl, srv.URL)
+	if err != nil {
+		t.Fatalf("seed %d: final /stats?keys=1: %v", p.Seed, err)
+	}
+	listed, err := readBlacklist(context.Background(), ctl, srv.URL)
+	if err != nil {
+		t.Fatalf("seed %d: final /blacklist: %v", p.Seed, err)
+	}
+	res.Sim = sim.Snapshot()
+	add(checkKeys(p, end, views, res.Sim))
+	add(checkKeys(p, end, listed, res.Sim))
+	add(checkBadKeys(p, views, res.Sim))
+	return res
+}
+
+func sleepUntil(ctx context.Context, at time.Time) bool {
+	tm := time.NewTimer(time.Until(at))
+	defer tm.Stop()
+	select {
+	case <-tm.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// readKeys reads every key of gpt-load's /stats?keys=1.
+func readKeys(ctx context.Context, c *http.Client, base string) ([]KeyView, error) {
+	var st struct {
+		KeyDetails []KeyView `json:"key_details"`
+	}
+	if err := getJSON(ctx, c, base+"/stats?keys=1&limit=10000", &st); err != nil {
+		return nil, err
+	}
+	return st.KeyDetails, nil
+}
+
+// readBlacklist reads /blacklist as key views: "permanent" entries are
+// blacklisted keys, "temporary" ones cooling.
+func readBlacklist(ctx context.Context, c *http.Client, base string) ([]KeyView, error) {
+	var bl struct {
+		Keys []struct {
+			Preview string `json:"preview"`
+			Reason  string `json:"reason"`
+			Type    string `json:"type"`
+			Status  int    `json:"status"`
+		} `json:"blacklisted_keys"`
+	}
+	if err := getJSON(ctx, c, base+"/blacklist?limit=10000", &bl); err != nil {
+		return nil, err
+	}
+	var views []KeyView
+	for _, k := range bl.Keys {
+		state := "cooling"
+		if k.Type == "permanent" {
+			state = "blacklisted"
+		}
+		views = append(views, KeyView{Preview: k.Preview, State: state, Reason: k.Reason + " (per /blacklist)", LastStatus: k.Status})
+	}
+	return views, nil
+}
+
+func getJSON(ctx context.Context, c *http.Client, url string, v any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: status %d", url, resp.StatusCode)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+// Report describes the violations of r, grouped by invariant, with the
+// command that reruns the seed; "" when there are none.
+func (r *Result) Report() string {
+	if len(r.Violations) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "chaos seed %d: invariants violated; rerun with: CHAOS_SEED=%d go test ./internal/chaos -run TestChaos -v\n",
+		r.Plan.Seed, r.Plan.Seed)
+	fmt.Fprintf(&b, "  plan: %s\n", r.Plan.Summary())
+	for _, inv := range Invariants {
+		var vs []Violation
+		for _, v := range r.Violations {
+			if v.Invariant == inv {
+				vs = append(vs, v)
+			}
+		}
+		if len(vs) == 0 {
+			continue
+		}
+		fmt.Fprintf(&b, "  (%s): %d distinct (%d in all)\n", inv, len(vs), r.Counts[inv])
+		for i, v := range vs {
+			if i == 8 {
+				fmt.Fprintf(&b, "    … and %d more\n", len(vs)-i)
+				break
+			}
+			fmt.Fprintf(&b, "    %s\n", v.Detail)
+		}
+	}
+	return b.String()
+}
+
+// Tally counts the distinct violations of each invariant, in a line:
+// "a=3 b=0 c=0 d=1 e=5".
+func (r *Result) Tally() string {
+	var parts []string
+	for _, inv := range Invariants {
+		n := 0
+		for _, v := range r.Violations {
+			if v.Invariant == inv {
+				n++
+			}
+		}
+		parts = append(parts, fmt.Sprintf("%s=%d", string(inv)[:1], n))
+	}
+	return strings.Join(parts, " ")
+}
+
+// Stats describes the run in a line, for the log.
+func (r *Result) Stats() string {
+	status := map[int]int{}
+	hung := 0
+	for _, a := range r.Answers {
+		status[a.Status]++
+		if a.Hung {
+			hung++
+		}
+	}
+	var parts []string
+	for _, s := range slices.Sorted(maps.Keys(status)) {
+		parts = append(parts, fmt.Sprintf("%d×%d", s, status[s]))
+	}
+	var outs []string
+	for _, o := range slices.Sorted(maps.Keys(r.Sim.Outcomes)) {
+		if n := r.Sim.Outcomes[o]; n > 0 {
+			outs = append(outs, fmt.Sprintf("%s %d", o, n))
+		}
+	}
+	slow := slices.Clone(r.Answers)
+	slices.SortFunc(slow, func(a, b Answer) int { return int((b.End - b.Start) - (a.End - a.Start)) })
+	var slowest []string
+	for _, a := range slow[:min(3, len(slow))] {
+		s := fmt.Sprintf("#%d %s %d in %.1fs", a.N, a.Kind, a.Status, (a.End - a.Start).Seconds())
+		if a.Err != "" {
+			s += " (" + a.Err + ")"
+		}
+		slowest = append(slowest, s)
+	}
+	return fmt.Sprintf("seed %d: answers %s (hung %d; slowest: %s); provider: %d attempts (%s); %d readings of the keys",
+		r.Plan.Seed, strings.Join(parts, " "), hung, strings.Join(slowest, ", "), r.Sim.Attempts, strings.Join(outs, ", "), r.Readings)
+}
