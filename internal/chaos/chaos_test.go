@@ -34,6 +34,11 @@ func TestChaos(t *testing.T) {
 			res := Run(t, NewPlan(seed, d).Without(skip))
 			t.Log(res.Stats())
 			t.Logf("seed %d violations: %s", seed, res.Tally())
+			for _, v := range res.Violations {
+				if v.Invariant == Excused {
+					t.Logf("excused by the spec: %s", v.Detail)
+				}
+			}
 			if rep := res.Report(); rep != "" {
 				t.Error("\n" + rep)
 			}
@@ -193,7 +198,7 @@ func TestChecks(t *testing.T) {
 	}
 	pv := func(i int) string { return secret.Mask(p.Sim.Keys[i].Key) }
 	sim := providersim.Stats{Keys: []providersim.KeyStats{
-		{Preview: pv(0)}, {Preview: pv(1), Limited: 1},
+		{Preview: pv(0)}, {Preview: pv(1), Limited: 1, Outcomes: map[string]int64{"gateway_401": 1}},
 		{Preview: pv(2), Outcomes: map[string]int64{"revoked": 1}},
 	}}
 	excluded := func(model string) KeyView {
@@ -217,6 +222,9 @@ func TestChecks(t *testing.T) {
 		{"excluded for an allowed model", excluded("gpt-4o"), []Invariant{HealthyInRotation}},
 		{"excluded for an unknown model", excluded("gpt-5o"), nil},
 		{"bad key blacklisted", KeyView{Preview: pv(2), State: "blacklisted"}, nil},
+		{"healthy blacklisted on a 401, never met a gateway", KeyView{Preview: pv(0), State: "blacklisted", LastStatus: 401}, []Invariant{HealthyInRotation}},
+		{"healthy blacklisted on a gateway's 401", KeyView{Preview: pv(1), State: "blacklisted", LastStatus: 401}, []Invariant{Excused}},
+		{"healthy blacklisted on a 403 after a gateway's 401", KeyView{Preview: pv(1), State: "blacklisted", LastStatus: 403}, []Invariant{HealthyInRotation}},
 	}
 	for _, tc := range keyTests {
 		t.Run(tc.name, func(t *testing.T) {
