@@ -400,3 +400,40 @@ func TestGeminiPerModelDailyQuota(t *testing.T) {
 		}
 	}
 }
+
+// TestMultipartModelFaultExcludesOnlyThePair: an audio transcription is a
+// multipart form; the key's 403 model_not_found for its model excludes
+// the pair (the model is read from the form) instead of blacklisting the
+// key, and the request is served by a key that may use the model. Found
+// by the chaos harness (docs/chaos.md).
+func TestMultipartModelFaultExcludesOnlyThePair(t *testing.T) {
+	keys := evidenceKeys("multipart", 3)
+	projectDenied := `{"error":{"message":"Project ` + "`proj_abc`" + ` does not have access to model ` + "`whisper-1`" + `","type":"invalid_request_error","param":null,"code":"model_not_found"}}`
+	up := testupstream.New(t, byKey(map[string]answer{keys[0]: {403, projectDenied, nil}}))
+	e := start(t, keys, []string{up.URL}, nil)
+	var form strings.Builder
+	form.WriteString("--b0undary\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.mp3\"\r\nContent-Type: audio/mpeg\r\n\r\n")
+	form.WriteString(strings.Repeat("\x00\xff", 4096))
+	form.WriteString("\r\n--b0undary\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper-1\r\n--b0undary--\r\n")
+	for i := range 3 {
+		req, _ := http.NewRequest(http.MethodPost, e.URL+"/v1/audio/transcriptions", strings.NewReader(form.String()))
+		req.Header.Set("Content-Type", "multipart/form-data; boundary=b0undary")
+		resp, err := client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Errorf("request %d: %d; want 200 from a key that may use whisper-1", i, resp.StatusCode)
+		}
+	}
+	for _, d := range keyDetails(t, e) {
+		if d.State != "active" {
+			t.Errorf("key %s is %s; want active: a model fault is the pair's", d.Preview, d.State)
+		}
+	}
+	if ds := keyDetails(t, e); len(ds[0].ModelsExcluded) != 1 || ds[0].ModelsExcluded[0].Model != "whisper-1" {
+		t.Errorf("keys[0] excluded for %+v; want whisper-1", ds[0].ModelsExcluded)
+	}
+}
