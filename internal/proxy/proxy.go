@@ -360,6 +360,9 @@ func rewrite(pr *httputil.ProxyRequest) {
 	// answered when it was read, and asking the upstream again would make
 	// each attempt wait for a 100 (docs/key-health.md, "Retries").
 	delete(pr.Out.Header, "Expect")
+	// Only codings the proxy can read, so that no error body escapes the
+	// search for pool keys (encoding.go).
+	pr.Out.Header["Accept-Encoding"] = upstreamAcceptEncoding(pr.In.Header["Accept-Encoding"])
 	// Rewrite starts without the inbound X-Forwarded-*; keep the chain of
 	// earlier proxies and append the client (docs/api.md, "Forwarding").
 	if prior, ok := pr.In.Header["X-Forwarded-For"]; ok {
@@ -467,14 +470,19 @@ func attemptsValue(n int) []string {
 	return []string{strconv.Itoa(n)}
 }
 
-// modifyResponse marks the answer for the client: attempts, no buffering in
-// a proxy in front for event streams, and our CORS in place of the
-// upstream's.
+// modifyResponse marks the answer for the client: pool keys masked in its
+// headers, attempts, no buffering in a proxy in front for event streams,
+// and our CORS in place of the upstream's. A stream whose error event is
+// the answer is recorded with that error's status.
 func (p *Proxy) modifyResponse(resp *http.Response) error {
 	st := stateOf(resp.Request.Context())
 	st.status = resp.StatusCode
+	if es, ok := resp.Body.(*errorStream); ok {
+		st.status = es.status
+	}
 	st.headersAt = time.Now()
 	h := resp.Header
+	p.maskHeader(h)
 	h[HeaderAttempts] = attemptsValue(st.attempts)
 	if strings.HasPrefix(h.Get("Content-Type"), "text/event-stream") {
 		h["X-Accel-Buffering"] = noBuffering
