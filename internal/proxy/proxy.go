@@ -482,7 +482,7 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 	}
 	st.headersAt = time.Now()
 	h := resp.Header
-	p.maskHeader(h)
+	maskHeader(p.redact.set(), h)
 	h[HeaderAttempts] = attemptsValue(st.attempts)
 	if strings.HasPrefix(h.Get("Content-Type"), "text/event-stream") {
 		h["X-Accel-Buffering"] = noBuffering

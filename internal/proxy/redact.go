@@ -196,8 +196,7 @@ func decoded(enc contentEncoding, body []byte) ([]byte, decodeState) {
 // header whose name holds one; any status, 2xx included (docs/api.md,
 // "Errors"). Values shorter than the shortest key are not looked at: an
 // ordinary answer's headers cost a length check each.
-func (p *Proxy) maskHeader(h http.Header) {
-	set := p.redact.set()
+func maskHeader(set *secret.Set, h http.Header) {
 	short := set.MinLen()
 	if short == 0 {
 		return

@@ -136,13 +136,15 @@ func (s *Set) scan(b []byte, from int, found func(start, end int)) {
 	if e > len(b) {
 		return
 	}
+	// Locals: the loop runs once per byte of every error body.
+	base, pow, filter, ends := s.base, s.pow, s.filter, &s.ends
 	var h uint64
 	for i := e - w; i < e; i++ {
-		h = h*s.base + uint64(b[i])
+		h = h*base + uint64(b[i])
 	}
 	for {
-		if s.ends[b[e-1]] {
-			if word, mask := s.slot(h); s.filter[word]&mask == mask {
+		if ends[b[e-1]] {
+			if word, mask := s.slot(h); filter[word]&mask == mask {
 				for _, n := range s.lens {
 					if n <= e && s.contains(b[e-n:e]) {
 						found(e-n, e)
@@ -153,7 +155,7 @@ func (s *Set) scan(b []byte, from int, found func(start, end int)) {
 		if e == len(b) {
 			return
 		}
-		h = h*s.base + uint64(b[e]) - uint64(b[e-w])*s.pow
+		h = h*base + uint64(b[e]) - uint64(b[e-w])*pow
 		e++
 	}
 }

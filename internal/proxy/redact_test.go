@@ -1,0 +1,86 @@
+package proxy
+
+import (
+	"fmt"
+	"net/http"
+	"testing"
+
+	"github.com/gpt-load/gpt-load/internal/secret"
+)
+
+// openAIHeaders are the headers of an OpenAI chat completion as it reaches
+// the proxy (values shortened only where they identify an account),
+// Cloudflare's cookies included: what a 2xx pays the header search on.
+func openAIHeaders() http.Header {
+	return http.Header{
+		"Date":                           {"Sat, 05 Dec 2026 11:16:42 GMT"},
+		"Content-Type":                   {"application/json"},
+		"Access-Control-Expose-Headers":  {"X-Request-ID"},
+		"Openai-Organization":            {"user-abcdefghijklmnopqrstuvwx"},
+		"Openai-Processing-Ms":           {"412"},
+		"Openai-Version":                 {"2020-10-01"},
+		"X-Ratelimit-Limit-Requests":     {"10000"},
+		"X-Ratelimit-Limit-Tokens":       {"30000000"},
+		"X-Ratelimit-Remaining-Requests": {"9999"},
+		"X-Ratelimit-Remaining-Tokens":   {"29999975"},
+		"X-Ratelimit-Reset-Requests":     {"6ms"},
+		"X-Ratelimit-Reset-Tokens":       {"0s"},
+		"X-Request-Id":                   {"req_0123456789abcdef0123456789abcdef"},
+		"Strict-Transport-Security":      {"max-age=31536000; includeSubDomains; preload"},
+		"Cf-Cache-Status":                {"DYNAMIC"},
+		"Set-Cookie": {
+			"__cf_bm=Zx8kT0d3qQ5nP1YfLwB2mVcH7sJ4rA6eG9uK3oI.tN0-1733397402-1.0.1.1-aB3dE5fG7hI9jK1lM3nO5pQ7rS9tU1vW3xY5zA7bC9dE1fG3hI5jK7lM9nO1pQ3rS5tU7vW9xY1zA3bC5dE7f; path=/; expires=Sat, 05-Dec-26 11:46:42 GMT; domain=.api.openai.com; HttpOnly; Secure; SameSite=None",
+			"_cfuvid=Qw3eR5tY7uI9oP1aS3dF5gH7jK9lZ1xC3vB5nM7q-1733397402123-0.0.1.1-604800000; path=/; domain=.api.openai.com; HttpOnly; Secure; SameSite=None",
+		},
+		"X-Content-Type-Options": {"nosniff"},
+		"Server":                 {"cloudflare"},
+		"Cf-Ray":                 {"8ed3c0a1b2c3d4e5-AMS"},
+		"Alt-Svc":                {`h3=":443"; ma=86400`},
+	}
+}
+
+func TestMaskHeader(t *testing.T) {
+	key := "sk-proj-" + fmt.Sprintf("%048d", 7)
+	set := secret.NewSet([]string{key, "AIzaSyA1234567890abcdefghijklmnopqrstu"})
+	h := openAIHeaders()
+	h.Set("Location", "/v1beta/models?key="+key+"&alt=sse")
+	h.Set("X-Api-Key", key)
+	h.Set("X-Echo-"+key, "1") // a name as some servers send it, not canonicalized
+	h["X-Echo-"+key] = []string{"1"}
+	maskHeader(set, h)
+	if got, want := h.Get("Location"), "/v1beta/models?key="+secret.Mask(key)+"&alt=sse"; got != want {
+		t.Errorf("Location = %q; want %q", got, want)
+	}
+	if got := h.Get("X-Api-Key"); got != secret.Mask(key) {
+		t.Errorf("X-Api-Key = %q; want %q", got, secret.Mask(key))
+	}
+	if _, ok := h["X-Echo-"+key]; ok {
+		t.Errorf("a header named with a key was kept")
+	}
+	clean := openAIHeaders()
+	h = openAIHeaders()
+	if n := testing.AllocsPerRun(100, func() { maskHeader(set, h) }); n != 0 {
+		t.Errorf("maskHeader allocations on ordinary headers = %v; want 0", n)
+	}
+	for name, vs := range clean {
+		if fmt.Sprint(h[name]) != fmt.Sprint(vs) {
+			t.Errorf("%s changed to %q; want %q", name, h[name], vs)
+		}
+	}
+}
+
+// BenchmarkMaskHeader is what every answer, a 2xx included, pays to have
+// its headers searched: OpenAI's header set against a pool of a million
+// keys. The long Cloudflare cookies are the only values searched.
+func BenchmarkMaskHeader(b *testing.B) {
+	keys := make([]string, 1000000)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("sk-proj-%048d", i)
+	}
+	set := secret.NewSet(keys)
+	h := openAIHeaders()
+	b.ReportAllocs()
+	for b.Loop() {
+		maskHeader(set, h)
+	}
+}
