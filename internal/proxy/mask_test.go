@@ -413,3 +413,41 @@ func TestMaskLargeGzipErrorBody(t *testing.T) {
 		})
 	}
 }
+
+// TestMaskTrailers: trailers come after the body, past modifyResponse; a
+// key in one, announced or not, reaches the client masked.
+func TestMaskTrailers(t *testing.T) {
+	key := testKeys[0]
+	mask := secret.Mask(key)
+	for _, status := range []int{http.StatusOK, http.StatusUnauthorized} {
+		t.Run(fmt.Sprint(status), func(t *testing.T) {
+			up := testupstream.New(t, func(w http.ResponseWriter, r *http.Request) {
+				k := testupstream.KeyOf(r.Header)
+				w.Header().Set("Trailer", "X-Upstream-Auth")
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(status)
+				io.WriteString(w, `{"ok":true}`)
+				http.NewResponseController(w).Flush() // chunked: trailers follow
+				w.Header().Set("X-Upstream-Auth", "Bearer "+k)
+				w.Header().Set(http.TrailerPrefix+"X-Late", "key="+k)
+			})
+			s := liveMask(t, up.URL, nil)
+			c := client()
+			resp, err := c.Post(s.URL+"/v1/chat/completions", "application/json", strings.NewReader(`{}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.ReadAll(resp.Body)
+			resp.Body.Close()
+			for name, vs := range resp.Trailer {
+				assertNoKeys(t, "trailer "+name, strings.Join(vs, ", "), key)
+			}
+			if got := resp.Trailer.Get("X-Upstream-Auth"); got != "Bearer "+mask {
+				t.Errorf("trailer X-Upstream-Auth = %q; want %q", got, "Bearer "+mask)
+			}
+			if got := resp.Trailer.Get("X-Late"); got != "key="+mask {
+				t.Errorf("trailer X-Late = %q; want %q", got, "key="+mask)
+			}
+		})
+	}
+}

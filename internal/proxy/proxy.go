@@ -176,6 +176,10 @@ type reqState struct {
 	start         time.Time
 	windowFailure string
 	streamFailure string
+	// trailers wraps the answer's body to mask the trailers that come
+	// with its end (redact.go); part of the state so that it costs no
+	// allocation.
+	trailers trailerMasker
 }
 
 // modelName reads the requested model, once.
@@ -483,6 +487,12 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 	st.headersAt = time.Now()
 	h := resp.Header
 	maskHeader(p.redact.set(), h)
+	if resp.Body != nil && resp.Body != http.NoBody && resp.StatusCode != http.StatusSwitchingProtocols {
+		// A 101's body is the upgraded connection, which ReverseProxy
+		// needs as it is.
+		st.trailers = trailerMasker{ReadCloser: resp.Body, resp: resp, p: p}
+		resp.Body = &st.trailers
+	}
 	h[HeaderAttempts] = attemptsValue(st.attempts)
 	if strings.HasPrefix(h.Get("Content-Type"), "text/event-stream") {
 		h["X-Accel-Buffering"] = noBuffering

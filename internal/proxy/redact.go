@@ -217,6 +217,23 @@ func maskHeader(set *secret.Set, h http.Header) {
 	}
 }
 
+// trailerMasker masks pool keys in the trailers of an answer (maskHeader):
+// they arrive with the end of the body, after modifyResponse, and before
+// ReverseProxy copies them to the client.
+type trailerMasker struct {
+	io.ReadCloser
+	resp *http.Response
+	p    *Proxy
+}
+
+func (t *trailerMasker) Read(b []byte) (int, error) {
+	n, err := t.ReadCloser.Read(b)
+	if err == io.EOF && len(t.resp.Trailer) > 0 {
+		maskHeader(t.p.redact.set(), t.resp.Trailer)
+	}
+	return n, err
+}
+
 // readCloser reads from one reader and closes another.
 type readCloser struct {
 	io.Reader
