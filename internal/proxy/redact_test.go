@@ -1,10 +1,14 @@
 package proxy
 
 import (
+	"bytes"
+	"compress/gzip"
 	"fmt"
+	"io"
 	"net/http"
 	"testing"
 
+	"github.com/gpt-load/gpt-load/internal/keymanager"
 	"github.com/gpt-load/gpt-load/internal/secret"
 )
 
@@ -82,5 +86,50 @@ func BenchmarkMaskHeader(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		maskHeader(set, h)
+	}
+}
+
+// BenchmarkReadErrorBody is the whole cost of masking an error body at a
+// million keys, as the attempt loop pays it: read, decode (gzip), search,
+// mask. The body quotes the key sent, as OpenAI's 401 does; "64KiB" puts
+// that answer at the end of 64 KiB of text made of key bytes (every byte
+// could end a key: the search's worst case). The upstream's bytes come
+// from memory, so only the proxy's own work is measured.
+func BenchmarkReadErrorBody(b *testing.B) {
+	keys := make([]string, 1000000)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("sk-proj-%048d", i)
+	}
+	p := &Proxy{redact: newRedactor(keymanager.New(keys, keymanager.Options{}))}
+	typical := []byte(`{"error":{"message":"Incorrect API key provided: ` + keys[len(keys)/2] + `. You can find your API key at https://platform.openai.com/account/api-keys.","type":"invalid_request_error","param":null,"code":"invalid_api_key"}}`)
+	large := append(bytes.Repeat([]byte("abcdefghij0123456789"), (64<<10-len(typical))/20), typical...)
+	gz := func(b []byte) []byte {
+		var buf bytes.Buffer
+		zw := gzip.NewWriter(&buf)
+		zw.Write(b)
+		zw.Close()
+		return buf.Bytes()
+	}
+	for _, tc := range []struct {
+		name, encoding string
+		body           []byte
+	}{
+		{"typical", "", typical},
+		{"typical-gzip", "gzip", gz(typical)},
+		{"64KiB", "", large},
+		{"64KiB-gzip", "gzip", gz(large)},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				resp := &http.Response{StatusCode: http.StatusUnauthorized, Header: http.Header{},
+					Body: io.NopCloser(bytes.NewReader(tc.body)), ContentLength: int64(len(tc.body))}
+				if tc.encoding != "" {
+					resp.Header.Set("Content-Encoding", tc.encoding)
+				}
+				p.readErrorBody(resp)
+				io.Copy(io.Discard, resp.Body)
+			}
+		})
 	}
 }
