@@ -451,3 +451,35 @@ func TestMaskTrailers(t *testing.T) {
 		})
 	}
 }
+
+// TestMaskRedirectBody: a 3xx is neither a success nor an error, and its
+// body often repeats where it points ("Found. Redirecting to …?key=…"):
+// masked too, plain or gzip.
+func TestMaskRedirectBody(t *testing.T) {
+	key := testKeys[0]
+	mask := secret.Mask(key)
+	page := func(k string) string {
+		return `<p>Found. Redirecting to <a href="https://generativelanguage.example/v1beta/models?key=` + k + `">https://generativelanguage.example/v1beta/models?key=` + k + `</a></p>`
+	}
+	for _, enc := range []string{"identity", "gzip"} {
+		t.Run(enc, func(t *testing.T) {
+			up := testupstream.New(t, func(w http.ResponseWriter, r *http.Request) {
+				body := []byte(page(testupstream.KeyOf(r.Header)))
+				if enc == "gzip" {
+					w.Header().Set("Content-Encoding", "gzip")
+					body = gzipped(string(body))
+				}
+				w.Header().Set("Content-Type", "text/html")
+				w.Header().Set("Location", "/elsewhere")
+				w.WriteHeader(http.StatusFound)
+				w.Write(body)
+			})
+			s := liveMask(t, up.URL, nil)
+			resp, raw := getRaw(t, s.URL+"/v1/models", "gzip")
+			plain := checkMasked(t, resp, raw, key)
+			if resp.StatusCode != http.StatusFound || string(plain) != page(mask) {
+				t.Errorf("client got %d %q; want 302 %q", resp.StatusCode, plain, page(mask))
+			}
+		})
+	}
+}

@@ -486,7 +486,11 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 	}
 	st.headersAt = time.Now()
 	h := resp.Header
-	maskHeader(p.redact.set(), h)
+	set := p.redact.set()
+	maskHeader(set, h)
+	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
+		maskRedirectBody(resp, set)
+	}
 	if resp.Body != nil && resp.Body != http.NoBody && resp.StatusCode != http.StatusSwitchingProtocols {
 		// A 101's body is the upgraded connection, which ReverseProxy
 		// needs as it is.

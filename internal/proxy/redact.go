@@ -217,6 +217,51 @@ func maskHeader(set *secret.Set, h http.Header) {
 	}
 }
 
+// maskRedirectBody masks pool keys in the body of a 3xx answer, which
+// often repeats where it points ("Found. Redirecting to …?key=…"). A 3xx is
+// neither classified nor held, so its body is masked as it streams, with
+// no read here; gzip is decoded for it (the client gets plain text, and a
+// body that only claims gzip ends the client's connection early). Its
+// length is unknown until the end: Content-Length goes.
+func maskRedirectBody(resp *http.Response, set *secret.Set) {
+	if resp.Body == nil || resp.Body == http.NoBody || set.Len() == 0 {
+		return
+	}
+	body := resp.Body
+	if encodingOf(resp.Header) == encGzip {
+		body = &lazyGunzip{src: body}
+		resp.Header.Del("Content-Encoding")
+	}
+	// Any other coding is searched as its bytes are.
+	resp.Body = set.RedactReader(body)
+	resp.ContentLength = -1
+	resp.Header.Del("Content-Length")
+}
+
+// lazyGunzip decodes src from its first Read, so that building it reads
+// nothing.
+type lazyGunzip struct {
+	src io.ReadCloser
+	zr  *gzip.Reader
+	err error
+}
+
+func (g *lazyGunzip) Read(p []byte) (int, error) {
+	if g.zr == nil {
+		if g.err != nil {
+			return 0, g.err
+		}
+		g.zr, g.err = gzip.NewReader(g.src)
+		if g.err != nil {
+			g.zr = nil
+			return 0, g.err
+		}
+	}
+	return g.zr.Read(p)
+}
+
+func (g *lazyGunzip) Close() error { return g.src.Close() }
+
 // trailerMasker masks pool keys in the trailers of an answer (maskHeader):
 // they arrive with the end of the body, after modifyResponse, and before
 // ReverseProxy copies them to the client.
