@@ -226,6 +226,7 @@ type redactReader struct {
 	// every key ending in buf[:scanned] was handled.
 	passed, scanned int
 	out             []byte // ready for Read
+	obuf            []byte // out's storage, reused for every chunk
 	chunk           []byte
 	err             error
 }
@@ -257,15 +258,16 @@ func (r *redactReader) Read(p []byte) (int, error) {
 // later key can reach; final: no more input.
 func (r *redactReader) process(final bool) {
 	s, b := r.s, r.buf
-	r.out = r.out[:0]
+	out := r.obuf[:0]
+	defer func() { r.obuf, r.out = out, out }()
 	s.scan(b, r.scanned+1, func(start, end int) {
 		if end <= r.passed {
 			return
 		}
 		if start > r.passed {
-			r.out = append(r.out, b[r.passed:start]...)
+			out = append(out, b[r.passed:start]...)
 		}
-		r.out = AppendMask(r.out, string(b[start:end]))
+		out = AppendMask(out, string(b[start:end]))
 		r.passed = end
 	})
 	r.scanned = len(b)
@@ -283,7 +285,7 @@ func (r *redactReader) process(final bool) {
 		}
 	}
 	if cut > r.passed {
-		r.out = append(r.out, b[r.passed:cut]...)
+		out = append(out, b[r.passed:cut]...)
 		r.passed = cut
 	}
 	// Keep what a later key may start in, and what is not passed on yet.
