@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/gpt-load/gpt-load/internal/secret"
+	"github.com/gpt-load/gpt-load/internal/server"
 	"github.com/gpt-load/gpt-load/internal/testserver"
 	"github.com/gpt-load/gpt-load/internal/testupstream"
 )
@@ -482,4 +483,100 @@ func TestMaskRedirectBody(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestMaskHostileUpstreamInvariant draws, from one seed, upstream answers
+// that echo the key they were sent everywhere they may (headers, trailers,
+// error bodies small and large, plain and gzip, stream error events inside
+// the commit window, redirect bodies), wrapped in every escape, and
+// clients asking for every encoding; no byte any client receives may hold
+// a pool key. Successful bodies are not searched (docs/api.md, "Errors"),
+// so the upstream quotes keys in those only through headers. The seed
+// reproduces a failure.
+func TestMaskHostileUpstreamInvariant(t *testing.T) {
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	wraps := []string{"", `\u0027`, `\n`, "%3D", "key=", "Bearer", "x9", `\"`, "'"}
+	up := testupstream.New(t, func(w http.ResponseWriter, r *http.Request) {
+		s, _ := strconv.ParseUint(r.Header.Get("X-Test-Seed"), 10, 64)
+		rnd := rand.New(rand.NewPCG(s, 1))
+		k := testupstream.KeyOf(r.Header)
+		quoted := wraps[rnd.IntN(len(wraps))] + k + wraps[rnd.IntN(len(wraps))]
+		if rnd.IntN(2) == 0 {
+			w.Header().Set("X-Api-Key", k)
+		}
+		if rnd.IntN(2) == 0 {
+			w.Header().Set("Location", "https://upstream.example/v1/models?key="+k)
+		}
+		w.Header().Set("Trailer", "X-Auth")
+		body := openAIKeyError(quoted)
+		if rnd.IntN(3) == 0 {
+			pad := strings.Repeat("abcdefghij0123456789", 3000+rnd.IntN(10000))
+			body = pad[:rnd.IntN(len(pad))] + body + pad
+		}
+		gz := strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") && rnd.IntN(2) == 0
+		send := func(status int, ct, body string) {
+			w.Header().Set("Content-Type", ct)
+			b := []byte(body)
+			if gz {
+				w.Header().Set("Content-Encoding", []string{"gzip", "GZIP"}[rnd.IntN(2)])
+				b = gzipped(body)
+			}
+			w.WriteHeader(status)
+			w.Write(b)
+			w.Header().Set("X-Auth", quoted)
+		}
+		switch rnd.IntN(7) {
+		case 0:
+			send(http.StatusOK, "application/json", chatReply)
+		case 1:
+			w.Header().Set("X-Auth-Echo", quoted)
+			writeEvents(w, openaiRole, "data: "+openAIKeyError(quoted)+"\n\n")
+		case 2:
+			send(http.StatusFound, "text/html", `<a href="?key=`+quoted+`">moved</a>`)
+		default:
+			send([]int{400, 401, 403, 429, 500, 503}[rnd.IntN(6)], "application/json", body)
+		}
+	})
+	s := testserver.Start(t, testserver.Options{Keys: testKeys, Upstreams: []string{up.URL},
+		Env: map[string]string{"MAX_RETRIES": "1", "LOG_LEVEL": "info"}, Live: true,
+		// Every answer is drawn afresh: no key or target stays benched.
+		Server: server.Options{TargetCooldown: time.Nanosecond}})
+	rnd := rand.New(rand.NewPCG(seed, 2))
+	c := client()
+	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	statuses := map[int]int{}
+	for i := range 60 {
+		if err := s.App.Reload(true); err != nil {
+			t.Fatal(err)
+		}
+		req, _ := http.NewRequest(http.MethodPost, s.URL+"/v1/chat/completions", strings.NewReader(`{"stream":true}`))
+		req.Header.Set("X-Test-Seed", strconv.FormatUint(rnd.Uint64(), 10))
+		if ae := []string{"", "gzip", "br", "gzip, deflate, br, zstd", "GZIP;q=0.5"}[rnd.IntN(5)]; ae != "" {
+			req.Header.Set("Accept-Encoding", ae)
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatalf("seed %d, request %d: %v", seed, i, err)
+		}
+		raw, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatalf("seed %d, request %d: reading: %v", seed, i, err)
+		}
+		for name, vs := range resp.Trailer {
+			assertNoKeys(t, fmt.Sprintf("seed %d, request %d: trailer %s", seed, i, name), strings.Join(vs, ", "))
+		}
+		for name, vs := range resp.Header {
+			assertNoKeys(t, fmt.Sprintf("seed %d, request %d: header %s", seed, i, name), name+strings.Join(vs, ", "))
+		}
+		assertNoKeys(t, fmt.Sprintf("seed %d, request %d (%d): raw body", seed, i, resp.StatusCode), string(raw))
+		assertNoKeys(t, fmt.Sprintf("seed %d, request %d (%d): body", seed, i, resp.StatusCode), string(decodedBody(t, resp.Header, raw)))
+		if t.Failed() {
+			return
+		}
+		statuses[resp.StatusCode]++
+	}
+	t.Logf("statuses %v, upstream attempts %d", statuses, up.Count())
+	assertNoKeys(t, fmt.Sprintf("seed %d: logs", seed), s.Logs.String())
 }
