@@ -66,6 +66,9 @@ type contentEncoding uint8
 const (
 	encIdentity contentEncoding = iota
 	encGzip
+	// encDeflate is decoded too, though never asked for (zlib or raw: the
+	// ambiguity is why), for an upstream that ignores Accept-Encoding.
+	encDeflate
 	encOther // a coding the proxy does not decode, or several
 )
 
@@ -84,6 +87,8 @@ func encodingOf(h http.Header) contentEncoding {
 		return encIdentity
 	case strings.EqualFold(v, "gzip"), strings.EqualFold(v, "x-gzip"):
 		return encGzip
+	case strings.EqualFold(v, "deflate"):
+		return encDeflate
 	}
 	return encOther
 }

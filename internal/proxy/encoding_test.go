@@ -72,6 +72,7 @@ func TestEncodingOf(t *testing.T) {
 		{[]string{"GZIP"}, encGzip},
 		{[]string{" x-gzip "}, encGzip},
 		{[]string{"br"}, encOther},
+		{[]string{"Deflate"}, encDeflate},
 		{[]string{"gzip", "br"}, encOther},
 		{[]string{"gzip, br"}, encOther},
 	} {

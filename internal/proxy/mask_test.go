@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/flate"
 	"compress/gzip"
+	"compress/zlib"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -74,7 +75,11 @@ func decodedBody(t *testing.T, h http.Header, raw []byte) []byte {
 		}
 		return b
 	case "deflate":
-		b, err := io.ReadAll(flate.NewReader(bytes.NewReader(raw)))
+		var zr io.Reader = flate.NewReader(bytes.NewReader(raw))
+		if z, err := zlib.NewReader(bytes.NewReader(raw)); err == nil {
+			zr = z
+		}
+		b, err := io.ReadAll(zr)
 		if err != nil {
 			t.Fatalf("deflate body: %v", err)
 		}
@@ -579,4 +584,41 @@ func TestMaskHostileUpstreamInvariant(t *testing.T) {
 	}
 	t.Logf("statuses %v, upstream attempts %d", statuses, up.Count())
 	assertNoKeys(t, fmt.Sprintf("seed %d: logs", seed), s.Logs.String())
+}
+
+// TestMaskUnsolicitedDeflate: an upstream that ignores Accept-Encoding and
+// answers deflate (zlib-wrapped as RFC 9110 says, or raw as some servers
+// send it) still has its error body searched: deflate is decoded like
+// gzip, small or large.
+func TestMaskUnsolicitedDeflate(t *testing.T) {
+	key := testKeys[0]
+	mask := secret.Mask(key)
+	zlibbed := func(s string) []byte {
+		var b bytes.Buffer
+		zw := zlib.NewWriter(&b)
+		io.WriteString(zw, s)
+		zw.Close()
+		return b.Bytes()
+	}
+	big := strings.Repeat("abcdefghij0123456789", 5<<10)
+	for _, tc := range []struct {
+		name string
+		code func(string) []byte
+	}{{"zlib", zlibbed}, {"raw", deflated}} {
+		for _, body := range []string{openAIKeyError(`\u0027` + key + `\u0027`), big + openAIKeyError(key) + big} {
+			t.Run(fmt.Sprintf("%s/%d", tc.name, len(body)), func(t *testing.T) {
+				up := testupstream.New(t, func(w http.ResponseWriter, r *http.Request) {
+					w.Header().Set("Content-Encoding", "deflate")
+					w.WriteHeader(http.StatusUnauthorized)
+					w.Write(tc.code(strings.ReplaceAll(body, key, testupstream.KeyOf(r.Header))))
+				})
+				s := liveMask(t, up.URL, nil)
+				resp, raw := getRaw(t, s.URL+"/v1/chat/completions", "")
+				plain := checkMasked(t, resp, raw, key)
+				if want := strings.ReplaceAll(body, key, mask); string(plain) != want {
+					t.Errorf("client got %d bytes %.100q; want %d bytes, the body masked", len(plain), plain, len(want))
+				}
+			})
+		}
+	}
 }

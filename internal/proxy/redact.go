@@ -1,8 +1,11 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
+	"compress/flate"
 	"compress/gzip"
+	"compress/zlib"
 	"io"
 	"net/http"
 	"strconv"
@@ -101,12 +104,18 @@ func (p *Proxy) readErrorBody(resp *http.Response) []byte {
 		// More than errorPeek, or an upstream that broke off: the client
 		// gets what there is, then the same end.
 		rest := readCloser{io.MultiReader(bytes.NewReader(head), resp.Body), resp.Body}
-		maskStream(resp, rest, enc == encGzip && state != notGzip, set)
+		if state == undecodable || state == broken && sameBytes(masked, plain) {
+			// Searched as its bytes are: decoding it would only end the
+			// client's connection where the coding breaks, and what
+			// decodes before that holds no key.
+			enc = encIdentity
+		}
+		maskStream(resp, rest, enc, set)
 		return masked
 	}
 	resp.Body.Close() // read to the end: the connection is free again
 	if state == tooLarge {
-		maskStream(resp, io.NopCloser(bytes.NewReader(head)), true, set)
+		maskStream(resp, io.NopCloser(bytes.NewReader(head)), enc, set)
 		return masked
 	}
 	body := head
@@ -136,17 +145,17 @@ func (p *Proxy) readErrorBody(resp *http.Response) []byte {
 	return masked
 }
 
-// maskStream makes resp's body src read through the masking reader, and
-// decoded from gzip first when gz is set (the client then gets plain
-// text). The length is unknown until the end: Content-Length goes.
-// Memory stays bounded whatever the body's size: the gzip window, a read
+// maskStream makes resp's body src read through the masking reader,
+// decoded first when enc is gzip or deflate (the client then gets plain
+// text). The length is unknown until the end: Content-Length goes. Memory
+// stays bounded whatever the body's size: the decoder's window, a read
 // buffer, and the longest key's length held back.
-func maskStream(resp *http.Response, src io.ReadCloser, gz bool, set *secret.Set) {
+func maskStream(resp *http.Response, src io.ReadCloser, enc contentEncoding, set *secret.Set) {
 	body := src
-	if gz {
-		// The head was checked to start a gzip stream: the header is read
-		// from bytes in hand.
-		if zr, err := gzip.NewReader(src); err == nil {
+	if enc == encGzip || enc == encDeflate {
+		// The head was checked to start as enc says: the decoder's header
+		// is read from bytes in hand.
+		if zr, err := decoder(enc, src); err == nil {
 			body = readCloser{zr, src}
 			resp.Header.Del("Content-Encoding")
 		}
@@ -166,31 +175,59 @@ func sameBytes(a, b []byte) bool {
 type decodeState uint8
 
 const (
-	decodedWhole decodeState = iota // all of it (a broken gzip: all that could be)
+	decodedWhole decodeState = iota // all of it (a truncated stream: all there is)
+	broken                          // corrupt: plain is what decodes before that
 	tooLarge                        // more than maxDecoded: plain is its start
-	notGzip                         // claimed gzip, is not; or a coding not decoded
+	undecodable                     // not what it claims; or a coding not decoded here
 )
 
 // decoded is body without its content encoding (at most maxDecoded bytes
 // of it), or nil when that coding is not decoded here or the body does not
-// start as it claims. A truncated or broken gzip gives what could be
+// start as it claims. A truncated or broken stream gives what could be
 // decoded.
 func decoded(enc contentEncoding, body []byte) ([]byte, decodeState) {
 	switch enc {
 	case encIdentity:
 		return body, decodedWhole
-	case encGzip:
-		zr, err := gzip.NewReader(bytes.NewReader(body))
+	case encGzip, encDeflate:
+		zr, err := decoder(enc, bytes.NewReader(body))
 		if err != nil {
-			return nil, notGzip
+			return nil, undecodable
 		}
-		plain, _ := io.ReadAll(io.LimitReader(zr, maxDecoded+1))
-		if len(plain) > maxDecoded {
+		plain, err := io.ReadAll(io.LimitReader(zr, maxDecoded+1))
+		switch {
+		case len(plain) > maxDecoded:
 			return plain[:maxDecoded], tooLarge
+		case err == nil || err == io.ErrUnexpectedEOF:
+			return plain, decodedWhole
+		case len(plain) == 0:
+			// Nothing but an error: not deflate at all (raw deflate has no
+			// header to tell it by).
+			return nil, undecodable
 		}
-		return plain, decodedWhole
+		return plain, broken
 	}
-	return nil, notGzip
+	return nil, undecodable
+}
+
+// decoder reads r decoded from enc, gzip or deflate; an error when r does
+// not start as enc says. Deflate is zlib-wrapped (RFC 9110, section
+// 8.4.1.2) or, as some servers send it, raw: the first two bytes tell.
+func decoder(enc contentEncoding, r io.Reader) (io.Reader, error) {
+	if enc == encGzip {
+		return gzip.NewReader(r)
+	}
+	br := bufio.NewReaderSize(r, 16)
+	if h, err := br.Peek(2); err == nil && isZlibHeader(h[0], h[1]) {
+		return zlib.NewReader(br)
+	}
+	return flate.NewReader(br), nil
+}
+
+// isZlibHeader reports whether cmf and flg start a zlib stream (RFC 1950):
+// method 8 (deflate), a window of at most 32 KiB, and the check bits.
+func isZlibHeader(cmf, flg byte) bool {
+	return cmf&0x0f == 8 && cmf>>4 <= 7 && (uint16(cmf)<<8|uint16(flg))%31 == 0
 }
 
 // maskHeader masks every pool key in h's values, wherever its bytes are
@@ -222,16 +259,17 @@ func maskHeader(set *secret.Set, h http.Header) {
 // maskRedirectBody masks pool keys in the body of a 3xx answer, which
 // often repeats where it points ("Found. Redirecting to …?key=…"). A 3xx is
 // neither classified nor held, so its body is masked as it streams, with
-// no read here; gzip is decoded for it (the client gets plain text, and a
-// body that only claims gzip ends the client's connection early). Its
-// length is unknown until the end: Content-Length goes.
+// no read here; gzip and deflate are decoded for it (the client gets plain
+// text, and a body that only claims the coding ends the client's
+// connection early). Its length is unknown until the end: Content-Length
+// goes.
 func maskRedirectBody(resp *http.Response, set *secret.Set) {
 	if resp.Body == nil || resp.Body == http.NoBody || set.Len() == 0 {
 		return
 	}
 	body := resp.Body
-	if encodingOf(resp.Header) == encGzip {
-		body = &lazyGunzip{src: body}
+	if enc := encodingOf(resp.Header); enc == encGzip || enc == encDeflate {
+		body = &lazyDecoder{enc: enc, src: body}
 		resp.Header.Del("Content-Encoding")
 	}
 	// Any other coding is searched as its bytes are.
@@ -240,29 +278,29 @@ func maskRedirectBody(resp *http.Response, set *secret.Set) {
 	resp.Header.Del("Content-Length")
 }
 
-// lazyGunzip decodes src from its first Read, so that building it reads
+// lazyDecoder decodes src from its first Read, so that building it reads
 // nothing.
-type lazyGunzip struct {
+type lazyDecoder struct {
+	enc contentEncoding
 	src io.ReadCloser
-	zr  *gzip.Reader
+	r   io.Reader
 	err error
 }
 
-func (g *lazyGunzip) Read(p []byte) (int, error) {
-	if g.zr == nil {
-		if g.err != nil {
-			return 0, g.err
+func (d *lazyDecoder) Read(p []byte) (int, error) {
+	if d.r == nil {
+		if d.err != nil {
+			return 0, d.err
 		}
-		g.zr, g.err = gzip.NewReader(g.src)
-		if g.err != nil {
-			g.zr = nil
-			return 0, g.err
+		if d.r, d.err = decoder(d.enc, d.src); d.err != nil {
+			d.r = nil
+			return 0, d.err
 		}
 	}
-	return g.zr.Read(p)
+	return d.r.Read(p)
 }
 
-func (g *lazyGunzip) Close() error { return g.src.Close() }
+func (d *lazyDecoder) Close() error { return d.src.Close() }
 
 // trailerMasker masks pool keys in the trailers of an answer (maskHeader):
 // they arrive with the end of the body, after modifyResponse, and before

@@ -2,10 +2,13 @@ package proxy
 
 import (
 	"bytes"
+	"compress/flate"
 	"compress/gzip"
+	"compress/zlib"
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/gpt-load/gpt-load/internal/keymanager"
@@ -131,5 +134,50 @@ func BenchmarkReadErrorBody(b *testing.B) {
 				io.Copy(io.Discard, resp.Body)
 			}
 		})
+	}
+}
+
+func TestDecoded(t *testing.T) {
+	text := strings.Repeat("The server had an error while processing your request. ", 200)
+	var gz, zl, raw bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	io.WriteString(zw, text)
+	zw.Close()
+	lw := zlib.NewWriter(&zl)
+	io.WriteString(lw, text)
+	lw.Close()
+	fw, _ := flate.NewWriter(&raw, flate.BestSpeed)
+	io.WriteString(fw, text)
+	fw.Close()
+	corrupt := bytes.Clone(gz.Bytes())
+	for i := len(corrupt) / 2; i < len(corrupt); i++ {
+		corrupt[i] ^= 0x5a
+	}
+	for _, tc := range []struct {
+		name     string
+		enc      contentEncoding
+		body     []byte
+		want     decodeState
+		wantText bool // plain is text, whole
+	}{
+		{"identity", encIdentity, []byte(text), decodedWhole, true},
+		{"gzip", encGzip, gz.Bytes(), decodedWhole, true},
+		{"gzip truncated", encGzip, gz.Bytes()[:gz.Len()/2], decodedWhole, false},
+		{"gzip corrupt", encGzip, corrupt, broken, false},
+		{"not gzip", encGzip, []byte(text), undecodable, false},
+		{"deflate zlib", encDeflate, zl.Bytes(), decodedWhole, true},
+		{"deflate raw", encDeflate, raw.Bytes(), decodedWhole, true},
+		{"br", encOther, []byte(text), undecodable, false},
+	} {
+		plain, state := decoded(tc.enc, tc.body)
+		if state != tc.want {
+			t.Errorf("decoded(%s) state = %d; want %d", tc.name, state, tc.want)
+		}
+		if tc.wantText && string(plain) != text {
+			t.Errorf("decoded(%s) = %d bytes; want the %d bytes of text", tc.name, len(plain), len(text))
+		}
+		if state == undecodable && plain != nil {
+			t.Errorf("decoded(%s) = %d bytes; want nil when undecodable", tc.name, len(plain))
+		}
 	}
 }
