@@ -492,10 +492,10 @@ func TestMaskRedirectBody(t *testing.T) {
 
 // TestMaskHostileUpstreamInvariant draws, from one seed, upstream answers
 // that echo the key they were sent everywhere they may (headers, trailers,
-// error bodies small and large, plain and gzip, stream error events inside
-// the commit window, redirect bodies), wrapped in every escape, and
-// clients asking for every encoding; no byte any client receives may hold
-// a pool key. Successful bodies are not searched (docs/api.md, "Errors"),
+// error bodies small and large, plain, gzip and unasked-for deflate,
+// stream error events inside the commit window, redirect bodies), wrapped
+// in every escape, and clients asking for every encoding; no byte any
+// client receives may hold a pool key. Successful bodies are not searched (docs/api.md, "Errors"),
 // so the upstream quotes keys in those only through headers. The seed
 // reproduces a failure.
 func TestMaskHostileUpstreamInvariant(t *testing.T) {
@@ -523,9 +523,14 @@ func TestMaskHostileUpstreamInvariant(t *testing.T) {
 		send := func(status int, ct, body string) {
 			w.Header().Set("Content-Type", ct)
 			b := []byte(body)
-			if gz {
+			switch {
+			case gz:
 				w.Header().Set("Content-Encoding", []string{"gzip", "GZIP"}[rnd.IntN(2)])
 				b = gzipped(body)
+			case rnd.IntN(5) == 0:
+				// Not asked for: an upstream that ignores Accept-Encoding.
+				w.Header().Set("Content-Encoding", "deflate")
+				b = deflated(body)
 			}
 			w.WriteHeader(status)
 			w.Write(b)
