@@ -77,18 +77,30 @@ func TestMaskHeader(t *testing.T) {
 }
 
 // BenchmarkMaskHeader is what every answer, a 2xx included, pays to have
-// its headers searched: OpenAI's header set against a pool of a million
-// keys. The long Cloudflare cookies are the only values searched.
+// its headers searched, against a pool of a million keys: OpenAI's header
+// set (the long Cloudflare cookies are the only values searched), and
+// BenchmarkProxy's, where only lengths are compared.
 func BenchmarkMaskHeader(b *testing.B) {
 	keys := make([]string, 1000000)
 	for i := range keys {
 		keys[i] = fmt.Sprintf("sk-proj-%048d", i)
 	}
 	set := secret.NewSet(keys)
-	h := openAIHeaders()
-	b.ReportAllocs()
-	for b.Loop() {
-		maskHeader(set, h)
+	for _, tc := range []struct {
+		name string
+		h    http.Header
+	}{
+		{"openai", openAIHeaders()},
+		// BenchmarkProxy's upstream: every value shorter than a key.
+		{"plain", http.Header{"Content-Type": {"application/json"}, "Content-Length": {"580"},
+			"Date": {"Sat, 05 Dec 2026 11:16:42 GMT"}}},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				maskHeader(set, tc.h)
+			}
+		})
 	}
 }
 
