@@ -75,6 +75,12 @@ func Logging(log *logrus.Entry, enabled bool, proxied func(*http.Request) bool) 
 				case !rec.wroteHeader && !returned:
 					// next panicked; Recovery, further out, answers 500.
 					status = http.StatusInternalServerError
+				case returned && o.Status != 0 && !o.Start.IsZero():
+					// The proxy's record holds the status the client
+					// effectively got: a stream whose error event was the
+					// answer is that error's status, not 200 (docs/api.md,
+					// "Streaming").
+					status = o.Status
 				case !rec.wroteHeader:
 					status = http.StatusOK
 				}

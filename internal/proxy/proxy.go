@@ -176,6 +176,10 @@ type reqState struct {
 	start         time.Time
 	windowFailure string
 	streamFailure string
+	// trailers wraps the answer's body to mask the trailers that come
+	// with its end (redact.go); part of the state so that it costs no
+	// allocation.
+	trailers trailerMasker
 }
 
 // modelName reads the requested model, once.
@@ -360,6 +364,9 @@ func rewrite(pr *httputil.ProxyRequest) {
 	// answered when it was read, and asking the upstream again would make
 	// each attempt wait for a 100 (docs/key-health.md, "Retries").
 	delete(pr.Out.Header, "Expect")
+	// Only codings the proxy can read, so that no error body escapes the
+	// search for pool keys (encoding.go).
+	pr.Out.Header["Accept-Encoding"] = upstreamAcceptEncoding(pr.In.Header["Accept-Encoding"])
 	// Rewrite starts without the inbound X-Forwarded-*; keep the chain of
 	// earlier proxies and append the client (docs/api.md, "Forwarding").
 	if prior, ok := pr.In.Header["X-Forwarded-For"]; ok {
@@ -467,14 +474,29 @@ func attemptsValue(n int) []string {
 	return []string{strconv.Itoa(n)}
 }
 
-// modifyResponse marks the answer for the client: attempts, no buffering in
-// a proxy in front for event streams, and our CORS in place of the
-// upstream's.
+// modifyResponse marks the answer for the client: pool keys masked in its
+// headers, attempts, no buffering in a proxy in front for event streams,
+// and our CORS in place of the upstream's. A stream whose error event is
+// the answer is recorded with that error's status.
 func (p *Proxy) modifyResponse(resp *http.Response) error {
 	st := stateOf(resp.Request.Context())
 	st.status = resp.StatusCode
+	if es, ok := resp.Body.(*errorStream); ok {
+		st.status = es.status
+	}
 	st.headersAt = time.Now()
 	h := resp.Header
+	set := p.redact.set()
+	maskHeader(set, h)
+	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
+		maskRedirectBody(resp, set)
+	}
+	if resp.Body != nil && resp.Body != http.NoBody && resp.StatusCode != http.StatusSwitchingProtocols {
+		// A 101's body is the upgraded connection, which ReverseProxy
+		// needs as it is.
+		st.trailers = trailerMasker{ReadCloser: resp.Body, resp: resp, p: p}
+		resp.Body = &st.trailers
+	}
 	h[HeaderAttempts] = attemptsValue(st.attempts)
 	if strings.HasPrefix(h.Get("Content-Type"), "text/event-stream") {
 		h["X-Accel-Buffering"] = noBuffering

@@ -154,10 +154,24 @@ func (p *Proxy) commitWindow(ctx context.Context, st *reqState, resp *http.Respo
 	resp.Body = s
 	if end.kind == evError {
 		// The stream, held bytes first, is the answer should this error be
-		// final; while other attempts run, hold keeps it as it is.
-		return resp, windowResult{status: end.status, body: end.body, failed: true}, nil
+		// final; while other attempts run, hold keeps it as it is. It is
+		// given masked (any pool key the error quotes) and recorded with
+		// the error's status (docs/api.md, "Streaming").
+		set := p.redact.set()
+		resp.Body = &errorStream{ReadCloser: set.RedactReader(s), status: end.status}
+		resp.ContentLength = -1
+		resp.Header.Del("Content-Length")
+		return resp, windowResult{status: end.status, body: set.Redact(end.body), failed: true}, nil
 	}
 	return resp, windowResult{}, nil
+}
+
+// errorStream is the body of an event stream whose commit window ended in
+// an error event: modifyResponse records the request with status, the
+// status the same error has as an answer, rather than the stream's 200.
+type errorStream struct {
+	io.ReadCloser
+	status int
 }
 
 // windowEnd is why the window closed without an error.

@@ -51,9 +51,9 @@ func NewTransport(o TransportOptions) (*http.Transport, error) {
 		MaxIdleConns:          0, // no global cap; per host below
 		MaxIdleConnsPerHost:   o.MaxIdlePerHost,
 		ExpectContinueTimeout: time.Second,
-		// The client's Accept-Encoding is passed as is and the answer is
-		// not decoded: compressed stays compressed (docs/api.md,
-		// "Forwarding").
+		// The answer is not decoded: compressed stays compressed. The
+		// Accept-Encoding sent is set by rewrite (encoding.go), to codings
+		// the proxy can read (docs/api.md, "Forwarding").
 		DisableCompression: true,
 		// The 4 KiB default buffers stay: large bodies bypass them (bufio
 		// passes big writes and reads straight through), and with a

@@ -1,6 +1,10 @@
 package secret
 
-import "strings"
+import (
+	"strings"
+
+	"github.com/gpt-load/gpt-load/internal/ascii"
+)
 
 // minSecretLen is the shortest token Redact treats as a key. Real provider
 // keys are far longer (OpenAI 51+, Gemini 39, Anthropic 100+); ordinary words
@@ -43,4 +47,10 @@ func Redact(s string) string {
 	}
 	b.WriteString(s[last:])
 	return b.String()
+}
+
+// isCore reports whether c is a letter, a digit, - or _: what almost every
+// provider key is made of.
+func isCore(c byte) bool {
+	return ascii.IsAlnum(c) || c == '-' || c == '_'
 }
