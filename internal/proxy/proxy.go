@@ -66,6 +66,12 @@ type Options struct {
 	StreamIdleTimeout time.Duration
 	StreamKeepalive   time.Duration
 	StreamWindow      time.Duration
+	// ResponseTimeout bounds an attempt from the start of sending to its
+	// response headers (RESPONSE_TIMEOUT; 0: no bound beyond the
+	// transport's). ErrorBodyTimeout bounds the read of an error body
+	// (0: 10 s). See deadline.go.
+	ResponseTimeout  time.Duration
+	ErrorBodyTimeout time.Duration
 }
 
 // Proxy is the http.Handler that forwards requests. It is safe for
@@ -176,6 +182,8 @@ type reqState struct {
 	start         time.Time
 	windowFailure string
 	streamFailure string
+	// dl bounds the phases of the attempts (deadline.go).
+	dl deadlines
 }
 
 // modelName reads the requested model, once.
@@ -211,7 +219,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		start: start, contentType: r.Header.Get("Content-Type")}
 	st.out.ResponseWriter = w
 	w = &st.out
+	st.dl.st, st.dl.client = st, r.Context()
 	defer p.finish(r, st)
+	defer st.dl.release()
 
 	if p.inflight.Add(1) > int64(p.opts.MaxConcurrent) {
 		p.inflight.Add(-1)
@@ -242,6 +252,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st.trace.GotConn = func(httptrace.GotConnInfo) {
 		st.connected.Store(true)
 		st.gotConns.Add(1)
+		st.dl.armSend(p.opts.ResponseTimeout)
 	}
 	st.trace.WroteRequest = func(i httptrace.WroteRequestInfo) {
 		if i.Err == nil {
@@ -474,6 +485,7 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 	st := stateOf(resp.Request.Context())
 	st.status = resp.StatusCode
 	st.headersAt = time.Now()
+	st.dl.watchBody(resp, p.opts.StreamIdleTimeout)
 	h := resp.Header
 	h[HeaderAttempts] = attemptsValue(st.attempts)
 	if strings.HasPrefix(h.Get("Content-Type"), "text/event-stream") {
