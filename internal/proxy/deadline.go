@@ -42,6 +42,14 @@ const (
 	phaseExpired
 )
 
+// epoch makes now monotonic: times measured from it follow the clock
+// timers run on, whatever the wall clock does. It is never written after
+// initialisation.
+var epoch = time.Now()
+
+// now is the monotonic time in nanoseconds since epoch; never 0 after it.
+func now() int64 { return int64(time.Since(epoch)) + 1 }
+
 // deadlineTimeout is a phase's deadline passing. It is a timeout (a
 // net.Error whose Timeout is true), so the attempt is classified like the
 // transport's own timeouts.
@@ -71,22 +79,21 @@ type deadlines struct {
 	// (the request's goroutine alone writes it).
 	word atomic.Uint64
 	gen  uint64
-	// due is when the armed phase ends (UnixNano), for a timer that fires
-	// late for a phase that has since been replaced.
+	// due is when the armed phase ends (monotonic, see now), for a timer
+	// that fires late for a phase that has since been replaced.
 	due atomic.Int64
-	// cancels are the attempts' contexts' cancel functions; cur points at
-	// the current attempt's, for the callback.
-	cancels [maxAttempts]context.CancelCauseFunc
-	n       int
-	cur     atomic.Pointer[context.CancelCauseFunc]
+	// first and more are the attempts' contexts' cancel functions (a
+	// slice only for retries); cur points at the current attempt's, for
+	// the callback.
+	first context.CancelCauseFunc
+	more  []context.CancelCauseFunc
+	cur   atomic.Pointer[context.CancelCauseFunc]
 
-	// client is the client request's context: a body that breaks off
-	// after the client left is no upstream failure.
-	client context.Context
-	idle   time.Duration // STREAM_IDLE_TIMEOUT, for phaseBody
-	body   idleBody
+	idle time.Duration // STREAM_IDLE_TIMEOUT, for phaseBody
+	// body is the final response's body under watch (idleBody).
+	body io.ReadCloser
 	// waiting is when the pending read of the final body began
-	// (UnixNano), 0 while none is pending: silence is measured from it,
+	// (monotonic, see now), 0 while none is pending: silence is measured from it,
 	// so a slow client is not taken for a silent upstream.
 	waiting atomic.Int64
 }
@@ -95,14 +102,12 @@ type deadlines struct {
 // deadlines of its phases cancel.
 func (d *deadlines) begin(ctx context.Context) context.Context {
 	ctx, cancel := context.WithCancelCause(ctx)
-	if d.n < len(d.cancels) {
-		d.cancels[d.n] = cancel
-		d.cur.Store(&d.cancels[d.n])
-		d.n++
+	if d.first == nil {
+		d.first = cancel
+		d.cur.Store(&d.first)
 	} else {
-		// More attempts than MAX_RETRIES allows: cannot happen, but the
-		// context must still end.
-		d.cur.Store(&cancel)
+		d.more = append(d.more, cancel)
+		d.cur.Store(&d.more[len(d.more)-1])
 	}
 	d.gen++
 	d.word.Store(d.gen << 8) // no phase armed
@@ -112,7 +117,7 @@ func (d *deadlines) begin(ctx context.Context) context.Context {
 // arm starts phase ph, ending after dur.
 func (d *deadlines) arm(ph uint64, dur time.Duration) {
 	d.gen++
-	d.due.Store(time.Now().Add(dur).UnixNano())
+	d.due.Store(now() + int64(dur))
 	d.word.Store(d.gen<<8 | ph)
 	if d.timer == nil {
 		// Made stopped, then set: the callback reads d.timer.
@@ -163,7 +168,7 @@ func (d *deadlines) expire() {
 	w := d.word.Load()
 	switch w & 0xff {
 	case phaseSend, phaseErrorBody:
-		if time.Now().UnixNano() < d.due.Load() {
+		if now() < d.due.Load() {
 			return // fired for a phase since replaced; re-armed
 		}
 		if d.word.CompareAndSwap(w, w&^0xff|phaseExpired) {
@@ -186,11 +191,12 @@ func (d *deadlines) release() {
 	if d.timer != nil {
 		d.timer.Stop()
 	}
-	for i := range d.n {
-		d.cancels[i](nil)
-		d.cancels[i] = nil
+	if d.first != nil {
+		d.first(nil)
 	}
-	d.n = 0
+	for _, cancel := range d.more {
+		cancel(nil)
+	}
 }
 
 // readErrorBody reads an error answer's body for classification
@@ -242,8 +248,8 @@ func (d *deadlines) watchBody(resp *http.Response, idle time.Duration) {
 		return
 	}
 	d.idle = idle
-	d.body = idleBody{rc: resp.Body, d: d}
-	resp.Body = &d.body
+	d.body = resp.Body
+	resp.Body = (*idleBody)(d)
 	d.arm(phaseBody, idle)
 }
 
@@ -252,10 +258,10 @@ func (d *deadlines) watchBody(resp *http.Response, idle time.Duration) {
 func (d *deadlines) checkIdle(w uint64) {
 	next := d.idle
 	if since := d.waiting.Load(); since != 0 {
-		silent := time.Duration(time.Now().UnixNano() - since)
+		silent := time.Duration(now() - since)
 		if silent >= d.idle {
 			if d.word.CompareAndSwap(w, w&^0xff|phaseExpired) {
-				d.body.rc.Close() // the pending read returns with an error
+				d.body.Close() // the pending read returns with an error
 			}
 			return
 		}
@@ -269,45 +275,45 @@ func (d *deadlines) checkIdle(w uint64) {
 	}
 }
 
-// idleBody is the final response's body under STREAM_IDLE_TIMEOUT. Read
-// and Close are called by ReverseProxy's goroutine; the timer only closes
-// rc.
-type idleBody struct {
-	rc io.ReadCloser
-	d  *deadlines
-}
+// idleBody is the final response's body under STREAM_IDLE_TIMEOUT:
+// deadlines seen as a body, so that watching costs no allocation. Read and
+// Close are called by ReverseProxy's goroutine; the timer only closes the
+// body.
+type idleBody deadlines
 
 func (b *idleBody) Read(p []byte) (int, error) {
-	d := b.d
-	d.waiting.Store(time.Now().UnixNano())
-	n, err := b.rc.Read(p)
+	d := (*deadlines)(b)
+	d.waiting.Store(now())
+	n, err := d.body.Read(p)
 	d.waiting.Store(0)
 	switch {
 	case err == nil:
 	case err == io.EOF:
 		d.end(phaseBody)
 	default:
-		err = b.failed(err)
+		err = d.failed(err)
 	}
 	return n, err
 }
 
-// failed names why the body broke off, for the access line.
-func (b *idleBody) failed(err error) error {
-	st := b.d.st
+func (b *idleBody) Close() error {
+	d := (*deadlines)(b)
+	d.end(phaseBody)
+	return d.body.Close()
+}
+
+// failed names why the final body broke off, for the access line.
+func (d *deadlines) failed(err error) error {
+	st := d.st
 	switch {
-	case b.d.end(phaseBody):
+	case d.end(phaseBody):
 		st.streamFailure = reasonStreamIdle
 		return errStreamIdle
 	case errors.Is(err, errErrorBodyStall):
 		st.streamFailure = reasonErrorBodyStall
-	case b.d.client.Err() == nil:
+	case st.ctx.Context.Err() == nil:
+		// Not the client leaving: the upstream broke off.
 		st.streamFailure = reasonStreamBroken
 	}
 	return err
-}
-
-func (b *idleBody) Close() error {
-	b.d.end(phaseBody)
-	return b.rc.Close()
 }

@@ -26,7 +26,12 @@ func attemptContext(req *http.Request, st *reqState) *http.Request {
 	case t == nil:
 		ctx = httptrace.WithClientTrace(ctx, &st.trace)
 	case t != &st.trace: // a retry's clone may already carry it
-		ctx = &traceSwapContext{Context: ctx, old: t, trace: &st.trace}
+		// Every attempt's request has the same context (the one
+		// ReverseProxy made), so one swap serves them all.
+		if st.swap.trace == nil {
+			st.swap = traceSwapContext{Context: ctx, old: t, trace: &st.trace}
+		}
+		ctx = &st.swap
 	}
 	// The attempt's own context, which its deadlines cancel (deadline.go).
 	return req.WithContext(st.dl.begin(ctx))
