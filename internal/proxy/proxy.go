@@ -349,7 +349,7 @@ func (p *Proxy) fail(w http.ResponseWriter, st *reqState, e *apierr.Error) {
 // a temporary file (see body). A larger body is a 413 and a body stalled
 // past SERVER_READ_TIMEOUT a 408, both before anything goes upstream; a
 // body that cannot be read is a 400, or, when the client went away, a
-// plain error.
+// plain error; a body that cannot be written to its file is a 503.
 func (p *Proxy) readBody(r *http.Request) (*body, error) {
 	tooLarge := func() error {
 		return &apierr.Error{Status: http.StatusRequestEntityTooLarge, Code: apierr.CodeRequestTooLarge,
@@ -374,6 +374,14 @@ func (p *Proxy) readBody(r *http.Request) (*body, error) {
 			Message: "the request body did not arrive within SERVER_READ_TIMEOUT", Err: err}
 	case r.Context().Err() != nil:
 		return nil, err
+	}
+	var spool *spoolError
+	if errors.As(err, &spool) {
+		// The proxy's own trouble, not the client's: logged, and a 503
+		// the client may retry (docs/api.md, "Bad input and faults").
+		p.log.WithError(err).Error("request body could not be kept for retries")
+		return nil, &apierr.Error{Status: http.StatusServiceUnavailable, Code: apierr.CodeSpoolFailed,
+			Message: "the proxy could not store the request body; retry later", Err: err}
 	}
 	return nil, &apierr.Error{Status: http.StatusBadRequest, Code: apierr.CodeInvalidRequest,
 		Message: "could not read the request body", Err: err}
