@@ -95,6 +95,9 @@ type Proxy struct {
 	budget   retryBudget
 	queue    keyQueue
 	loop     *loopGuard
+	// afterLook, when set (by tests), runs in nextKey between a look for
+	// a key that found none and the wait for one.
+	afterLook func()
 }
 
 // New returns a proxy that sends requests through base (see NewTransport).
