@@ -3,14 +3,17 @@ package proxy_test
 import (
 	"bufio"
 	"bytes"
+	"crypto/x509"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/gpt-load/gpt-load/internal/config"
 	"github.com/gpt-load/gpt-load/internal/server"
 	"github.com/gpt-load/gpt-load/internal/testserver"
 	"github.com/gpt-load/gpt-load/internal/testupstream"
@@ -216,4 +219,74 @@ func TestUnreadBodyIsATimeout(t *testing.T) {
 	}
 	waitUntil(t, 5*time.Second, "the slot is free", func() bool { return s.Proxy.InFlight() == 0 })
 	waitNoSpoolFiles(t, dir)
+}
+
+// TestDeadlinesOverHTTP2: the same deadlines hold on HTTP/2, the protocol
+// of TLS upstreams, where one connection carries many requests and only
+// the request's own stream may be cancelled: an upstream that never reads
+// a 24 MiB body (flow control stops the sending), and one that stalls in a
+// JSON body. Other requests on the same connection go on.
+func TestDeadlinesOverHTTP2(t *testing.T) {
+	done := make(chan struct{})
+	var proto atomic.Int32
+	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		proto.Store(int32(r.ProtoMajor))
+		switch r.URL.Path {
+		case "/v1/files": // never reads the body
+		case "/v1/chat/completions":
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, `{"id":1`)
+			http.NewResponseController(w).Flush()
+		default:
+			io.Copy(io.Discard, r.Body)
+			io.WriteString(w, `{"ok":true}`)
+			return
+		}
+		select {
+		case <-done:
+		case <-r.Context().Done():
+		}
+	}))
+	up.EnableHTTP2 = true
+	up.StartTLS()
+	t.Cleanup(func() { close(done); up.Close() })
+	roots := x509.NewCertPool()
+	roots.AddCert(up.Certificate())
+	s := testserver.Start(t, testserver.Options{Keys: testKeys, Upstreams: []string{up.URL}, Env: shortTimeouts, Live: true,
+		Configure: func(c *config.Config) { c.UpstreamRootCAs = roots }})
+
+	begin := time.Now()
+	resp, err := timedClient().Post(s.URL+"/v1/files", "application/octet-stream", bytes.NewReader(make([]byte, 24<<20)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if took := time.Since(begin); resp.StatusCode != http.StatusGatewayTimeout || took > 5*time.Second {
+		t.Errorf("unread body: %d after %v; want 504 within 5 s", resp.StatusCode, took)
+	}
+	if p := proto.Load(); p != 2 {
+		t.Fatalf("the upstream saw HTTP/%d; the test is about HTTP/2", p)
+	}
+
+	begin = time.Now()
+	resp, err = timedClient().Post(s.URL+"/v1/chat/completions", "application/json", strings.NewReader(`{}`))
+	if err == nil {
+		_, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+	}
+	if took := time.Since(begin); err == nil || took > 4*time.Second {
+		t.Errorf("stalled JSON body: error %v after %v; want the connection cut within 4 s", err, took)
+	}
+	s.Logs.WaitFor(t, `"error":"stream idle timeout"`, 5*time.Second)
+
+	resp, err = timedClient().Get(s.URL + "/v1/models")
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("after the cut requests: %d; want 200 from the same upstream", resp.StatusCode)
+	}
+	waitUntil(t, 5*time.Second, "requests finished", func() bool { return s.Proxy.InFlight() == 0 })
 }
