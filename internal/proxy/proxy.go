@@ -527,6 +527,13 @@ func attemptsValue(n int) []string {
 func (p *Proxy) modifyResponse(resp *http.Response) error {
 	st := stateOf(resp.Request.Context())
 	st.status = resp.StatusCode
+	if s, ok := resp.Body.(*stream); ok && s.errStatus != 0 {
+		// Every attempt failed inside the commit window: the client gets
+		// the last error event under the 200 already promised, and the
+		// request is recorded with the status that error carries
+		// (docs/api.md, "Streaming").
+		st.status = s.errStatus
+	}
 	st.headersAt = time.Now()
 	st.dl.watchBody(resp, p.opts.StreamIdleTimeout)
 	h := resp.Header

@@ -153,6 +153,7 @@ func (p *Proxy) commitWindow(ctx context.Context, st *reqState, resp *http.Respo
 	}
 	resp.Body = s
 	if end.kind == evError {
+		s.errStatus = end.status
 		// The stream, held bytes first, is the answer should this error be
 		// final; while other attempts run, hold keeps it as it is.
 		return resp, windowResult{status: end.status, body: end.body, failed: true}, nil
@@ -209,6 +210,11 @@ type stream struct {
 	done         atomic.Bool // the stream ended: the watchdog stops
 
 	closeOnce sync.Once
+
+	// errStatus is the status the stream's in-window error event stands
+	// for (0: none): given as the final answer, the request is recorded
+	// with it (modifyResponse).
+	errStatus int
 }
 
 // pump reads the upstream body in its own goroutine, one read per ask into
