@@ -199,7 +199,7 @@ func (d *deadlines) release() {
 	}
 }
 
-// readErrorBody reads an error answer's body for classification
+// readErrorBodyWithin reads an error answer's body for classification
 // (readErrorBody in redact.go) within the error body's deadline:
 // defaultErrorBodyTimeout (Options.ErrorBodyTimeout), or
 // STREAM_IDLE_TIMEOUT when shorter. When it passes, the attempt's context
