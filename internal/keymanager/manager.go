@@ -234,7 +234,7 @@ func (m *Manager) install(all []*Key, now int64) *view {
 		v.wake = v.coolUntil[0]
 	}
 	if models != nil {
-		v.models = models.finish(m.view.Load(), cooling, now)
+		v.models = models.finish(m.view.Load(), v.usable, m.cursor.Load(), cooling, now)
 		for _, r := range v.models {
 			v.wake = min(v.wake, r.ends)
 		}

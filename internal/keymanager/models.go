@@ -2,6 +2,8 @@ package keymanager
 
 import (
 	"math"
+	"slices"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -184,12 +186,10 @@ func (b modelBuild) add(k *Key, pos int, usable bool, now int64) {
 
 // finish decides, for each model, when waiting helps, and carries the
 // cursors of old over so a rebuild does not restart a model's rotation.
-func (b modelBuild) finish(old *view, cooling []coolingKey, now int64) map[string]*modelRot {
+func (b modelBuild) finish(old *view, usable []*Key, shared uint64, cooling []coolingKey, now int64) map[string]*modelRot {
 	for name, r := range b {
 		if old != nil {
-			if o := old.models[name]; o != nil {
-				r.cursor.Store(o.cursor.Load())
-			}
+			r.carry(old, old.models[name], usable, shared, now)
 		}
 		may := false
 		soonest := r.usableEnd
@@ -205,6 +205,57 @@ func (b modelBuild) finish(old *view, cooling []coolingKey, now int64) map[strin
 		}
 	}
 	return b
+}
+
+// carry sets r's cursor so that the key that was next for the model in
+// old (under o, or under the shared cursor when the model had no rotation
+// yet) is next in r. A key leaving the model's rotation shifts the keys
+// after it by one: carried as a bare count, the cursor would then step
+// over the key that took its place, and a request retrying after a model
+// fault would walk from one excluded key's neighbour to the next (every
+// other key denied: four attempts on four denied keys). When the usable
+// keys changed, or the next key was a resting one, the count is carried
+// as it is.
+func (r *modelRot) carry(old *view, o *modelRot, usable []*Key, shared uint64, now int64) {
+	var c uint64
+	if o != nil {
+		c = o.cursor.Load()
+	} else {
+		c = shared
+	}
+	r.cursor.Store(c)
+	if len(usable) != len(old.usable) || len(usable) == 0 ||
+		(&usable[0] != &old.usable[0] && !slices.Equal(usable, old.usable)) {
+		return
+	}
+	// The position, in the usable keys, of the key that was next.
+	var pos uint64
+	if o == nil {
+		total := uint64(len(old.usable) + old.back(now))
+		if pos = c % total; pos >= uint64(len(old.usable)) {
+			return
+		}
+	} else {
+		capable := uint64(len(old.usable) - len(o.excl))
+		total := capable + uint64(old.back(now))
+		if total == 0 {
+			return
+		}
+		i := c % total
+		if i >= capable {
+			return
+		}
+		pos = o.nth(i)
+	}
+	capable := uint64(len(usable) - len(r.excl))
+	if capable == 0 {
+		return
+	}
+	// Its index among the keys not excluded now: the positions excluded
+	// before it no longer count (if it is excluded itself, the index is
+	// that of the next key that is not).
+	idx := pos - uint64(sort.Search(len(r.excl), func(j int) bool { return uint64(r.excl[j]) >= pos }))
+	r.cursor.Store(c - c%capable + idx%capable)
 }
 
 // NextFor is Next for a request for model. While no key is excluded for
