@@ -36,9 +36,24 @@ type redactor struct {
 
 func newRedactor(keys *keymanager.Manager) *redactor {
 	r := &redactor{keys: keys}
+	if keys.Len() > asyncSetKeys {
+		// A large pool's set is built while the server starts listening
+		// (about 0.2 s per million keys: /health answers meanwhile); an
+		// answer that comes first waits for it in set, so none is missed.
+		r.mu.Lock()
+		go func() {
+			defer r.mu.Unlock()
+			r.build()
+		}()
+		return r
+	}
 	r.set()
 	return r
 }
+
+// asyncSetKeys is the pool size above which the first key set is built in
+// the background.
+const asyncSetKeys = 100_000
 
 // set returns the set for the current key list, building it if the list
 // changed since. Building costs about 0.2 s and 12 MB per million keys;
@@ -53,6 +68,14 @@ func (r *redactor) set() *secret.Set {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	return r.build()
+}
+
+// build makes the set for the current key list unless it exists. Caller
+// holds r.mu.
+func (r *redactor) build() *secret.Set {
+	all := r.keys.Keys()
+	first := unsafe.SliceData(all)
 	if ks := r.cur.Load(); ks != nil && ks.first == first && ks.n == len(all) {
 		return ks.set
 	}

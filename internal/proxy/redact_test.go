@@ -193,3 +193,19 @@ func TestDecoded(t *testing.T) {
 		}
 	}
 }
+
+// TestLargePoolSetBuiltInBackground: a large pool's key set is built
+// while the server starts, and an answer that needs it first waits for
+// it: the very first error body is masked like any other.
+func TestLargePoolSetBuiltInBackground(t *testing.T) {
+	n := asyncSetKeys + 1
+	raw := make([]string, n)
+	for i := range raw {
+		raw[i] = fmt.Sprintf("sk-proj-bg-%032d", i)
+	}
+	r := newRedactor(keymanager.New(raw, keymanager.Options{}))
+	body := `{"error":{"message":"Incorrect API key provided: ` + raw[n-1] + `."}}`
+	if got := string(r.set().Redact([]byte(body))); strings.Contains(got, raw[n-1]) {
+		t.Errorf("first answer after start: %s; want the key masked", got)
+	}
+}
