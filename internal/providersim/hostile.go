@@ -42,6 +42,9 @@ func (s *Sim) SetTrace(f func(Attempt)) {
 // bits of it do not follow one another.
 func mix(n uint64) uint64 { return n * 0x9e3779b97f4a7c15 }
 
+// InFlight is the number of work requests being answered now.
+func (s *Sim) InFlight() int64 { return s.inFlight.Load() }
+
 // echoWriter is FaultEchoKey's answer: it adds headers echoing key to
 // every answer, and holds an error answer's body (status >= 400) until
 // finish, which quotes the key in it, compresses it and sends it.
