@@ -1,7 +1,13 @@
 package chaos
 
 import (
+	"bytes"
+	"compress/flate"
+	"compress/gzip"
+	"compress/zlib"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"reflect"
 	"strconv"
@@ -271,6 +277,138 @@ func TestChecks(t *testing.T) {
 				t.Errorf("checkAnswer(%s %d) = %v; want %v", tc.a.Kind, tc.a.Status, got, tc.want)
 			}
 		})
+	}
+}
+
+// TestLeakScanner feeds the clients' key search what gpt-load could let
+// through: a key in a header, split across two reads of a body, after an
+// escape, in a gzip or a deflate body; and what it must not flag.
+func TestLeakScanner(t *testing.T) {
+	keys := []string{"sk-chaos-test-0000", "sk-chaos-test-0001"}
+	k := keys[1]
+	zip := func(coding string, s string) []byte {
+		var b bytes.Buffer
+		var w io.WriteCloser
+		switch coding {
+		case "gzip":
+			w = gzip.NewWriter(&b)
+		case "deflate":
+			w = zlib.NewWriter(&b)
+		default:
+			w, _ = flate.NewWriter(&b, flate.DefaultCompression)
+		}
+		io.WriteString(w, s)
+		w.Close()
+		return b.Bytes()
+	}
+	tests := []struct {
+		name   string
+		header http.Header
+		chunks [][]byte
+		leaks  int
+	}{
+		{"clean", http.Header{"X-Api-Key": {secret.Mask(k)}}, [][]byte{[]byte(`{"error":"` + secret.Mask(k) + `"}`)}, 0},
+		{"a header", http.Header{"Location": {"https://x/?key=" + k}}, nil, 1},
+		{"two headers", http.Header{"X-Api-Key": {k}, "Www-Authenticate": {`Bearer realm="` + keys[0] + `"`}}, nil, 2},
+		{"the body, split across reads", nil, [][]byte{[]byte(`{"m":"\u0027` + k[:7]), []byte(k[7:12]), []byte(k[12:] + `"}`)}, 1},
+		{"the body, after %3D", nil, [][]byte{[]byte(`auth%3D` + k)}, 1},
+		{"a prefix only", nil, [][]byte{[]byte(k[:len(k)-1] + "\n")}, 0},
+		{"gzip", http.Header{"Content-Encoding": {"GZIP"}}, [][]byte{zip("gzip", `{"e":"` + k + `"}`)}, 1},
+		{"deflate", http.Header{"Content-Encoding": {"deflate"}}, [][]byte{zip("deflate", `{"e":"` + k + `"}`)}, 1},
+		{"raw deflate", http.Header{"Content-Encoding": {"deflate"}}, [][]byte{zip("raw", `{"e":"` + k + `"}`)}, 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h := tc.header
+			if h == nil {
+				h = http.Header{}
+			}
+			resp := &http.Response{StatusCode: 500, Header: h, Body: io.NopCloser(&chunkReader{chunks: tc.chunks})}
+			var a Answer
+			sc := newLeakScanner(keys)
+			receive(resp, &a, sc, false, nil)
+			a.Leaks = sc.found
+			if got := len(checkLeaks(Plan{}, a)); got != tc.leaks {
+				t.Errorf("found %d leaks (%v); want %d", got, a.Leaks, tc.leaks)
+			}
+			for _, l := range a.Leaks {
+				if strings.Contains(l, k) || strings.Contains(l, keys[0]) {
+					t.Errorf("the report %q quotes the key", l)
+				}
+			}
+		})
+	}
+}
+
+// chunkReader returns its chunks one Read each.
+type chunkReader struct{ chunks [][]byte }
+
+func (r *chunkReader) Read(b []byte) (int, error) {
+	if len(r.chunks) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(b, r.chunks[0])
+	if n == len(r.chunks[0]) {
+		r.chunks = r.chunks[1:]
+	} else {
+		r.chunks[0] = r.chunks[0][n:]
+	}
+	return n, nil
+}
+
+// TestDeadlineChecks checks (g)'s bound by the faults a request met, and
+// (h).
+func TestDeadlineChecks(t *testing.T) {
+	p := NewPlan(1, 3*time.Second) // REQUEST_TIMEOUT 1, RESPONSE_TIMEOUT 2, STREAM_IDLE_TIMEOUT 2, QUEUE_TIMEOUT 1, MAX_RETRIES 3
+	ans := func(k Kind, n int, took time.Duration, faults ...providersim.Fault) Answer {
+		return Answer{Request: Request{Kind: k, N: n}, Start: time.Second, End: time.Second + took, Status: 200, Faults: faults}
+	}
+	tests := []struct {
+		name  string
+		a     Answer
+		bound time.Duration
+		want  []Invariant
+	}{
+		{"a chat, one attempt, in time", ans(Chat, 0, 7*time.Second, ""), 7 * time.Second, nil},
+		{"a chat, one attempt, within the second of slack", ans(Chat, 0, 7900*time.Millisecond, ""), 7 * time.Second, nil},
+		{"a chat, one attempt, late", ans(Chat, 0, 8100*time.Millisecond, ""), 7 * time.Second, []Invariant{WithinDeadlines}},
+		{"a stalled error body, then a retry", ans(Chat, 0, 18*time.Second, providersim.FaultStallError, ""), 19 * time.Second, nil},
+		{"a stalled error body read past its 10 s", ans(Chat, 0, 21*time.Second, providersim.FaultStallError, ""), 19 * time.Second, []Invariant{WithinDeadlines}},
+		{"a stalled 200 body", ans(Chat, 0, 9*time.Second, providersim.FaultStallBody), 9 * time.Second, nil},
+		{"a stalled stream in its window", ans(Stream, 0, 17*time.Second, providersim.FaultStallBody), 17 * time.Second, nil},
+		{"a body never read, then a retry", ans(LargeChat, 0, 12500*time.Millisecond, providersim.FaultNoRead, ""), 11 * time.Second, []Invariant{WithinDeadlines}},
+		{"a stalled client body", ans(StalledBody, 0, 2500*time.Millisecond), 2 * time.Second, nil},
+		{"a hung request is (d)'s", Answer{Request: Request{Kind: Chat}, Hung: true, End: time.Minute}, 5 * time.Second, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := Deadline(p.Env, tc.a); got != tc.bound {
+				t.Errorf("Deadline = %v; want %v", got, tc.bound)
+			}
+			if got := invariants(checkDeadline(p, tc.a)); !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("checkDeadline = %v; want %v", got, tc.want)
+			}
+		})
+	}
+
+	const mb = 1 << 20
+	memTests := []struct {
+		m    Memory
+		want []Invariant
+	}{
+		{Memory{RSSBase: 40 * mb, RSSAfter: 47 * mb, HeapBase: 8 * mb, HeapAfter: 30 * mb}, nil},
+		{Memory{RSSBase: 40 * mb, RSSAfter: 49 * mb, HeapBase: 8 * mb, HeapAfter: 8 * mb}, []Invariant{MemoryBack}},
+		{Memory{RSSBase: 40 * mb, RSSAfter: 30 * mb}, nil},
+		{Memory{Heap: true, RSSBase: 40 * mb, RSSAfter: 200 * mb, HeapBase: 8 * mb, HeapAfter: 15 * mb}, nil},
+		{Memory{Heap: true, RSSBase: 40 * mb, RSSAfter: 40 * mb, HeapBase: 8 * mb, HeapAfter: 17 * mb}, []Invariant{MemoryBack}},
+	}
+	for _, tc := range memTests {
+		if got := invariants(checkMemory(tc.m)); !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("checkMemory(%+v) = %v; want %v", tc.m, got, tc.want)
+		}
+	}
+	if r, err := rss(); err != nil || r < 1<<20 {
+		t.Errorf("rss() = %d, %v; want this process's resident set", r, err)
 	}
 }
 
