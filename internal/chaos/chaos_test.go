@@ -313,9 +313,9 @@ func TestLeakScanner(t *testing.T) {
 		{"the body, split across reads", nil, [][]byte{[]byte(`{"m":"\u0027` + k[:7]), []byte(k[7:12]), []byte(k[12:] + `"}`)}, 1},
 		{"the body, after %3D", nil, [][]byte{[]byte(`auth%3D` + k)}, 1},
 		{"a prefix only", nil, [][]byte{[]byte(k[:len(k)-1] + "\n")}, 0},
-		{"gzip", http.Header{"Content-Encoding": {"GZIP"}}, [][]byte{zip("gzip", `{"e":"` + k + `"}`)}, 1},
-		{"deflate", http.Header{"Content-Encoding": {"deflate"}}, [][]byte{zip("deflate", `{"e":"` + k + `"}`)}, 1},
-		{"raw deflate", http.Header{"Content-Encoding": {"deflate"}}, [][]byte{zip("raw", `{"e":"` + k + `"}`)}, 1},
+		{"gzip", http.Header{"Content-Encoding": {"GZIP"}}, [][]byte{zip("gzip", `{"e":"`+k+`"}`)}, 1},
+		{"deflate", http.Header{"Content-Encoding": {"deflate"}}, [][]byte{zip("deflate", `{"e":"`+k+`"}`)}, 1},
+		{"raw deflate", http.Header{"Content-Encoding": {"deflate"}}, [][]byte{zip("raw", `{"e":"`+k+`"}`)}, 1},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
