@@ -29,6 +29,7 @@ const (
 	CodeKeysFileUnusable = "keys_file_error"
 	CodeNotFound         = "not_found"
 	CodeLoopDetected     = "loop_detected"
+	CodeSpoolFailed      = "body_storage_unavailable"
 )
 
 // Error is an error with the HTTP status and code it is answered with. It

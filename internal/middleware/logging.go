@@ -83,6 +83,11 @@ func Logging(log *logrus.Entry, enabled bool, proxied func(*http.Request) bool) 
 					status = o.Status
 				case !rec.wroteHeader:
 					status = http.StatusOK
+				case o.Status >= 400 && status < 400:
+					// An error the proxy gave under a 2xx already sent (a
+					// stream's in-window error event as the final answer):
+					// the line carries the error's status.
+					status = o.Status
 				}
 				level := logrus.InfoLevel
 				switch {

@@ -141,7 +141,7 @@ func (p *Proxy) attempt(req *http.Request, st *reqState, key *keymanager.Key, ta
 	st.connected.Store(false)
 	st.sent.Store(false)
 	start := time.Now()
-	resp, err := p.base.RoundTrip(attemptContext(req, st))
+	resp, err := st.dl.answered(p.base.RoundTrip(attemptContext(req, st)))
 	var window windowResult
 	if err == nil && isEventStream(resp) {
 		// Hold the stream until its first output; an error event in it
@@ -153,7 +153,7 @@ func (p *Proxy) attempt(req *http.Request, st *reqState, key *keymanager.Key, ta
 	if err == nil {
 		o.Status, o.Header = resp.StatusCode, resp.Header
 		if resp.StatusCode >= 400 {
-			o.Body = p.readErrorBody(resp)
+			o.Body = p.readErrorBodyWithin(resp, st)
 			// An error naming the model blames the pair (key, model): a
 			// 403/404 for access, a 429 for a per-model quota.
 			switch resp.StatusCode {

@@ -24,6 +24,14 @@ const spoolPrefix = "gpt-load-body-"
 // errBodyTooLarge is returned by readBody for a body over the size limit.
 var errBodyTooLarge = errors.New("request body too large")
 
+// spoolError is the proxy's own failure to keep a body in its temporary
+// file (a full disk, a temp dir that cannot be written): not the client's
+// fault, unlike a body that cannot be read.
+type spoolError struct{ err error }
+
+func (e *spoolError) Error() string { return "spool the request body: " + e.err.Error() }
+func (e *spoolError) Unwrap() error { return e.err }
+
 // body is a request body kept so that every attempt can send the same
 // bytes: in memory up to the memory limit, beyond it in a temporary file.
 // Readers made by reader are independent and may be used concurrently (a
@@ -166,7 +174,7 @@ func readBody(r io.Reader, sizeHint, memLimit, maxSize int64) (*body, error) {
 	// The memory limit is reached and more may follow: spool.
 	f, err := os.CreateTemp("", spoolPrefix+"*")
 	if err != nil {
-		return nil, err
+		return nil, &spoolError{err}
 	}
 	if removedAtCreate {
 		os.Remove(f.Name())
@@ -174,7 +182,7 @@ func readBody(r io.Reader, sizeHint, memLimit, maxSize int64) (*body, error) {
 	b.file = f
 	if _, err := f.Write(buf); err != nil {
 		b.Close()
-		return nil, err
+		return nil, &spoolError{err}
 	}
 	size := int64(len(buf))
 	buf = nil // the in-memory part can go while the rest arrives
@@ -210,9 +218,17 @@ func readSome(r io.Reader, p []byte) (int, error) {
 // copyBufs are the buffers bodies are spooled through.
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
+// onlyWriter also tells the file's write errors from the client's read
+// errors, which io.CopyBuffer returns alike.
 type onlyWriter struct{ w io.Writer }
 
-func (o onlyWriter) Write(p []byte) (int, error) { return o.w.Write(p) }
+func (o onlyWriter) Write(p []byte) (int, error) {
+	n, err := o.w.Write(p)
+	if err != nil {
+		err = &spoolError{err}
+	}
+	return n, err
+}
 
 // isBodyTimeout reports whether err is the server's read deadline expiring
 // while the body was being read (SERVER_READ_TIMEOUT): the client stalled.

@@ -357,7 +357,10 @@ func TestSpooledBodyReplayedAndRemoved(t *testing.T) {
 					}
 					e.Transport.CloseIdleConnections()
 				}()
-				c := &http.Client{Timeout: 500 * time.Millisecond}
+				// Long enough for the 3 MiB to reach the upstream twice
+				// over under the race detector on a busy machine before the
+				// client gives up (500 ms failed about one run in twenty).
+				c := &http.Client{Timeout: 2 * time.Second}
 				if _, err := c.Do(req); err == nil {
 					t.Fatalf("request to a hanging upstream answered; want the client to give up")
 				}

@@ -22,14 +22,19 @@ import (
 // traces (reflection, and allocations) on every request.
 func attemptContext(req *http.Request, st *reqState) *http.Request {
 	ctx := req.Context()
-	t := httptrace.ContextClientTrace(ctx)
-	if t == nil {
-		return req.WithContext(httptrace.WithClientTrace(ctx, &st.trace))
+	switch t := httptrace.ContextClientTrace(ctx); {
+	case t == nil:
+		ctx = httptrace.WithClientTrace(ctx, &st.trace)
+	case t != &st.trace: // a retry's clone may already carry it
+		// Every attempt's request has the same context (the one
+		// ReverseProxy made), so one swap serves them all.
+		if st.swap.trace == nil {
+			st.swap = traceSwapContext{Context: ctx, old: t, trace: &st.trace}
+		}
+		ctx = &st.swap
 	}
-	if t == &st.trace {
-		return req // a retry's clone already carries it
-	}
-	return req.WithContext(&traceSwapContext{Context: ctx, old: t, trace: &st.trace})
+	// The attempt's own context, which its deadlines cancel (deadline.go).
+	return req.WithContext(st.dl.begin(ctx))
 }
 
 // traceSwapContext is its parent with one value swapped: the client trace.

@@ -3,6 +3,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -66,6 +67,12 @@ type Options struct {
 	StreamIdleTimeout time.Duration
 	StreamKeepalive   time.Duration
 	StreamWindow      time.Duration
+	// ResponseTimeout bounds an attempt from the start of sending to its
+	// response headers (RESPONSE_TIMEOUT; 0: no bound beyond the
+	// transport's). ErrorBodyTimeout bounds the read of an error body
+	// (0: 10 s). See deadline.go.
+	ResponseTimeout  time.Duration
+	ErrorBodyTimeout time.Duration
 }
 
 // Proxy is the http.Handler that forwards requests. It is safe for
@@ -88,6 +95,9 @@ type Proxy struct {
 	budget   retryBudget
 	queue    keyQueue
 	loop     *loopGuard
+	// afterLook, when set (by tests), runs in nextKey between a look for
+	// a key that found none and the wait for one.
+	afterLook func()
 }
 
 // New returns a proxy that sends requests through base (see NewTransport).
@@ -180,6 +190,15 @@ type reqState struct {
 	// with its end (redact.go); part of the state so that it costs no
 	// allocation.
 	trailers trailerMasker
+	// dl bounds the phases of the attempts (deadline.go).
+	dl deadlines
+	// ctx is the request's context with st in it; swap is its attempts'
+	// context with st.trace in place of ReverseProxy's (attemptContext);
+	// body0 is the first attempt's reader over a body in memory. They
+	// live here to spare allocations per request.
+	ctx   stateContext
+	swap  traceSwapContext
+	body0 bytes.Reader
 }
 
 // modelName reads the requested model, once.
@@ -206,6 +225,22 @@ func stateOf(ctx context.Context) *reqState {
 	return st
 }
 
+// stateContext is the client request's context carrying its reqState,
+// as context.WithValue would, but made inside the reqState: one
+// allocation less per request, which pays for the attempts' own contexts
+// (deadline.go).
+type stateContext struct {
+	context.Context
+	st *reqState
+}
+
+func (c *stateContext) Value(key any) any {
+	if _, ok := key.(stateKey); ok {
+		return c.st
+	}
+	return c.Context.Value(key)
+}
+
 // ServeHTTP enforces the concurrency and body limits, buffers the body so
 // it can be replayed, and forwards.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -215,7 +250,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		start: start, contentType: r.Header.Get("Content-Type")}
 	st.out.ResponseWriter = w
 	w = &st.out
+	st.dl.st = st
 	defer p.finish(r, st)
+	defer st.dl.release()
 
 	if p.inflight.Add(1) > int64(p.opts.MaxConcurrent) {
 		p.inflight.Add(-1)
@@ -240,12 +277,14 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer body.Close()
 	st.body = body
 	st.bodyRead = time.Now()
-	ctx := context.WithValue(r.Context(), stateKey{}, st)
+	st.ctx = stateContext{Context: r.Context(), st: st}
+	ctx := context.Context(&st.ctx)
 	// The attempts' client trace is installed per attempt (attemptContext),
 	// in place of ReverseProxy's: one trace, no composing of two.
 	st.trace.GotConn = func(httptrace.GotConnInfo) {
 		st.connected.Store(true)
 		st.gotConns.Add(1)
+		st.dl.armSend(p.opts.ResponseTimeout)
 	}
 	st.trace.WroteRequest = func(i httptrace.WroteRequestInfo) {
 		if i.Err == nil {
@@ -317,7 +356,7 @@ func (p *Proxy) fail(w http.ResponseWriter, st *reqState, e *apierr.Error) {
 // a temporary file (see body). A larger body is a 413 and a body stalled
 // past SERVER_READ_TIMEOUT a 408, both before anything goes upstream; a
 // body that cannot be read is a 400, or, when the client went away, a
-// plain error.
+// plain error; a body that cannot be written to its file is a 503.
 func (p *Proxy) readBody(r *http.Request) (*body, error) {
 	tooLarge := func() error {
 		return &apierr.Error{Status: http.StatusRequestEntityTooLarge, Code: apierr.CodeRequestTooLarge,
@@ -342,6 +381,14 @@ func (p *Proxy) readBody(r *http.Request) (*body, error) {
 			Message: "the request body did not arrive within SERVER_READ_TIMEOUT", Err: err}
 	case r.Context().Err() != nil:
 		return nil, err
+	}
+	var spool *spoolError
+	if errors.As(err, &spool) {
+		// The proxy's own trouble, not the client's: logged, and a 503
+		// the client may retry (docs/api.md, "Bad input and faults").
+		p.log.WithError(err).Error("request body could not be kept for retries")
+		return nil, &apierr.Error{Status: http.StatusServiceUnavailable, Code: apierr.CodeSpoolFailed,
+			Message: "the proxy could not store the request body; retry later", Err: err}
 	}
 	return nil, &apierr.Error{Status: http.StatusBadRequest, Code: apierr.CodeInvalidRequest,
 		Message: "could not read the request body", Err: err}
@@ -436,7 +483,14 @@ func (st *reqState) prepare(req *http.Request, key *keymanager.Key, target *upst
 	}
 	body := st.body
 	req.ContentLength = body.Len()
-	req.Body = body.reader()
+	if st.attempts == 0 && body.file == nil {
+		// NopCloser over a bytes.Reader, which net/http knows to be in
+		// memory: the headers go out with the body in one write.
+		st.body0.Reset(body.mem)
+		req.Body = io.NopCloser(&st.body0)
+	} else {
+		req.Body = body.reader()
+	}
 	req.GetBody = func() (io.ReadCloser, error) { return body.reader(), nil }
 }
 
@@ -482,9 +536,14 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 	st := stateOf(resp.Request.Context())
 	st.status = resp.StatusCode
 	if es, ok := resp.Body.(*errorStream); ok {
+		// Every attempt failed inside the commit window: the client gets
+		// the last error event under the 200 already promised, and the
+		// request is recorded with the status that error carries
+		// (docs/api.md, "Streaming").
 		st.status = es.status
 	}
 	st.headersAt = time.Now()
+	st.dl.watchBody(resp, p.opts.StreamIdleTimeout)
 	h := resp.Header
 	set := p.redact.set()
 	maskHeader(set, h)

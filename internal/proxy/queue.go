@@ -77,16 +77,23 @@ func (p *Proxy) nextKey(ctx context.Context, st *reqState, model string) (*keyma
 		return p.keys.NextFor(model)
 	}
 	for {
+		// Taken before looking: a key returned to rotation between the
+		// look and the wait closes this channel, so its wake-up is not
+		// missed (read after the look, it would be the next one's).
+		woken := p.keys.Woken()
 		k, excluded, err := p.keys.NextFor(model)
 		if err == nil || !p.mayWait(st, err) {
 			return k, excluded, err
+		}
+		if p.afterLook != nil {
+			p.afterLook()
 		}
 		var nk *keymanager.NoKeysError
 		errors.As(err, &nk)
 		wake := time.NewTimer(time.Until(nk.RetryAt))
 		select {
 		case <-wake.C:
-		case <-p.keys.Woken():
+		case <-woken:
 		case <-ctx.Done():
 			wake.Stop()
 			return nil, false, ctx.Err()

@@ -1,8 +1,12 @@
 package proxy
 
 import (
+	"net/http"
 	"testing"
+	"testing/synctest"
 	"time"
+
+	"github.com/gpt-load/gpt-load/internal/keymanager"
 )
 
 // TestKeyQueueArrivalOrder checks waiters become the head in the order
@@ -47,4 +51,34 @@ func TestKeyQueueArrivalOrder(t *testing.T) {
 	if q.n.Load() != 0 {
 		t.Errorf("queue length %d after everyone left; want 0", q.n.Load())
 	}
+}
+
+// TestKeyQueueWakeBetweenLookAndWait: a key that returns to rotation
+// after a waiting request looked for one and before it waits wakes it at
+// once, not when the next key's rest ends. In a synctest bubble, so the
+// wait is measured on the bubble's clock, exactly.
+func TestKeyQueueWakeBetweenLookAndWait(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		keys := keymanager.New([]string{"sk-queue-0000000000000000000000000001"}, keymanager.Options{})
+		k := keys.Keys()[0]
+		keys.RateLimited(k, 20*time.Second, "test", http.StatusTooManyRequests)
+		// nextKey needs only these; New would start a log writer
+		// goroutine that outlives the bubble.
+		p := &Proxy{opts: Options{QueueTimeout: 30 * time.Second}, keys: keys}
+		looked := 0
+		p.afterLook = func() {
+			if looked++; looked == 1 {
+				keys.Restore(k) // between the look and the wait
+			}
+		}
+		start := time.Now()
+		st := &reqState{queueDeadline: start.Add(30 * time.Second)}
+		got, _, err := p.nextKey(t.Context(), st, "")
+		if err != nil || got != k {
+			t.Fatalf("nextKey = %v, %v; want the restored key", got, err)
+		}
+		if waited := time.Since(start); waited != 0 {
+			t.Errorf("the request waited %v for a key restored before it waited; want no wait", waited)
+		}
+	})
 }

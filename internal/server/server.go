@@ -70,6 +70,9 @@ type Options struct {
 	// StreamWindow is the commit window's time bound; 0 means 10 s
 	// (docs/api.md, "Streaming"). Tests shorten it.
 	StreamWindow time.Duration
+	// ErrorBodyTimeout bounds the read of an upstream's error body; 0
+	// means 10 s (docs/api.md, "Bad input and faults"). Tests shorten it.
+	ErrorBodyTimeout time.Duration
 	// ResetKeys, when set, replaces what /reset-keys does; tests use it.
 	ResetKeys func() error
 }
@@ -121,6 +124,8 @@ func New(ctx context.Context, cfg *config.Config, keys []string, log *logrus.Ent
 		StreamIdleTimeout: cfg.StreamIdleTimeout,
 		StreamKeepalive:   cfg.StreamKeepalive,
 		StreamWindow:      opts.StreamWindow,
+		ResponseTimeout:   cfg.ResponseTimeout,
+		ErrorBodyTimeout:  opts.ErrorBodyTimeout,
 		Observer:          s.metrics,
 	}, s.keys, s.targets, proxy.ShareConns(s.transport), log)
 	if !cfg.RedisURL.Empty() {

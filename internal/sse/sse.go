@@ -2,7 +2,11 @@
 // standard's "interpreting an event stream" defines it: lines end in CRLF,
 // LF or CR, a line starting with a colon is a comment, "data:" lines join
 // with LF, an empty line ends an event. Bytes may arrive in pieces split at
-// any point, and lines may be of any length.
+// any point, and lines may be of any length: the parser holds at most
+// MaxHeld bytes of a line and of an event's data (64 KiB unless set), and
+// an event with a longer line or more data is not dispatched, so memory
+// stays bounded whatever the stream sends (docs/api.md, "Bad input and
+// faults").
 //
 // It only reads: the proxy never re-frames a stream, it looks at events to
 // decide when to commit one (docs/api.md, "Streaming") and passes the
@@ -26,13 +30,26 @@ type Event struct {
 // bom is U+FEFF in UTF-8; one at the start of the stream is ignored.
 var bom = []byte{0xEF, 0xBB, 0xBF}
 
+// DefaultMaxHeld is Parser.MaxHeld's default.
+const DefaultMaxHeld = 64 << 10
+
 // Parser is an incremental event stream parser. The zero value is ready to
 // use at the start of a stream. It is not safe for concurrent use.
 type Parser struct {
-	line    []byte // the start of a line whose end has not arrived yet
-	partial bool   // line holds a started line (it may still be empty)
-	skipLF  bool   // the last line ended in CR: a leading LF belongs to it
-	started bool   // a line was completed (so a BOM can no longer come)
+	// MaxHeld is the most bytes of one line, and of one event's data, the
+	// parser holds; 0 means DefaultMaxHeld. A longer line (its end
+	// included, a BOM before the first counted) is skipped unread; unless
+	// it is a comment, the event it belongs to is not dispatched, nor is
+	// an event whose data would grow past MaxHeld.
+	MaxHeld int
+
+	line     []byte // the start of a line whose end has not arrived yet
+	partial  bool   // line holds a started line (it may still be empty)
+	overlong bool   // the line being read is longer than MaxHeld: skipped
+	comment  bool   // the overlong line is a comment
+	spoiled  bool   // the event being built will not be dispatched
+	skipLF   bool   // the last line ended in CR: a leading LF belongs to it
+	started  bool   // a line was completed (so a BOM can no longer come)
 
 	typ, data, id []byte
 	hasData       bool
@@ -54,14 +71,15 @@ func (p *Parser) Feed(b []byte, emit func(Event)) {
 	for len(b) > 0 {
 		i := bytes.IndexAny(b, "\r\n")
 		if i < 0 {
-			p.line = append(p.line, b...)
-			p.partial = true
+			p.extend(b)
 			return
 		}
 		line := b[:i]
 		if p.partial {
-			p.line = append(p.line, line...)
+			p.extend(line)
 			line = p.line
+		} else if len(line) > p.max() {
+			p.skipLine(nil, line)
 		}
 		end := 1
 		if b[i] == '\r' {
@@ -73,10 +91,78 @@ func (p *Parser) Feed(b []byte, emit func(Event)) {
 				p.skipLF = true
 			}
 		}
-		p.processLine(line, emit)
-		p.line, p.partial = p.line[:0], false
+		if p.overlong {
+			p.endSkipped()
+		} else {
+			p.processLine(line, emit)
+		}
+		p.line, p.partial, p.overlong = p.line[:0], false, false
 		b = b[i+end:]
 	}
+}
+
+func (p *Parser) max() int {
+	if p.MaxHeld > 0 {
+		return max(p.MaxHeld, len(bom)+1)
+	}
+	return DefaultMaxHeld
+}
+
+// extend adds b to the line being read, unless that makes it longer than
+// MaxHeld: then the line is skipped from here on.
+func (p *Parser) extend(b []byte) {
+	p.partial = true
+	if p.overlong {
+		return
+	}
+	if len(p.line)+len(b) > p.max() {
+		p.skipLine(p.line, b)
+		p.line = p.line[:0]
+		return
+	}
+	p.line = appendBounded(p.line, b, p.max())
+}
+
+// skipLine starts skipping the line that begins with head and goes on
+// with b, noting whether it is a comment.
+func (p *Parser) skipLine(head, b []byte) {
+	p.overlong = true
+	var start [4]byte // a BOM and the first byte after it
+	n := copy(start[:], head)
+	n += copy(start[n:], b)
+	first := start[:n]
+	if !p.started {
+		first = bytes.TrimPrefix(first, bom)
+	}
+	p.comment = len(first) > 0 && first[0] == ':'
+}
+
+// endSkipped ends a skipped line: a comment is counted; any other line
+// spoils its event, whose data is let go.
+func (p *Parser) endSkipped() {
+	p.started = true
+	if p.comment {
+		p.Comments++
+		return
+	}
+	p.inEvent = true
+	p.spoil()
+}
+
+func (p *Parser) spoil() {
+	p.spoiled = true
+	p.data, p.hasData = p.data[:0], false
+}
+
+// appendBounded appends b to dst, growing it to at most limit bytes of
+// capacity (append alone could double it past the limit).
+func appendBounded(dst, b []byte, limit int) []byte {
+	if need := len(dst) + len(b); need > cap(dst) {
+		grown := make([]byte, len(dst), min(max(2*cap(dst), need), limit))
+		copy(grown, dst)
+		dst = grown
+	}
+	return append(dst, b...)
 }
 
 func (p *Parser) processLine(line []byte, emit func(Event)) {
@@ -104,10 +190,18 @@ func (p *Parser) processLine(line []byte, emit func(Event)) {
 	case "event":
 		p.typ = append(p.typ[:0], value...)
 	case "data":
+		need := len(value)
 		if p.hasData {
-			p.data = append(p.data, '\n')
+			need++
 		}
-		p.data = append(p.data, value...)
+		if p.spoiled || len(p.data)+need > p.max() {
+			p.spoil()
+			break
+		}
+		if p.hasData {
+			p.data = appendBounded(p.data, []byte{'\n'}, p.max())
+		}
+		p.data = appendBounded(p.data, value, p.max())
 		p.hasData = true
 	case "id":
 		if bytes.IndexByte(value, 0) < 0 {
@@ -120,10 +214,10 @@ func (p *Parser) processLine(line []byte, emit func(Event)) {
 // dispatch ends the event being built. One without data is dropped, as the
 // standard says, and its type with it.
 func (p *Parser) dispatch(emit func(Event)) {
-	if p.hasData {
+	if p.hasData && !p.spoiled {
 		emit(Event{Type: p.typ, Data: p.data, ID: p.id})
 	}
-	p.typ, p.data, p.hasData, p.inEvent = p.typ[:0], p.data[:0], false, false
+	p.typ, p.data, p.hasData, p.inEvent, p.spoiled = p.typ[:0], p.data[:0], false, false, false
 }
 
 // Pending reports whether the parser is inside an event: a line not yet

@@ -78,16 +78,55 @@ func TestCRAtReadBoundary(t *testing.T) {
 	}
 }
 
+// TestLongLine: a line longer than MaxHeld passes unparsed, in any number
+// of reads: its event is not dispatched, the parser holds no more than
+// MaxHeld of it, and the events around it are parsed as ever.
 func TestLongLine(t *testing.T) {
-	long := strings.Repeat("x", 1<<20)
-	chunks := []string{"data: "}
-	for i := 0; i < len(long); i += 4096 {
-		chunks = append(chunks, long[i:i+4096])
+	for _, tc := range []struct {
+		name, before, after string
+		comments            int
+	}{
+		{"data line", "data: ", "\n\n", 0},
+		{"comment line", ": ", "\n", 1},
+		{"data over several lines", "data: ", "\ndata: more\n\n", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			long := strings.Repeat("x", 1<<20)
+			chunks := []string{"data: first\n\n" + tc.before}
+			for i := 0; i < len(long); i += 4096 {
+				chunks = append(chunks, long[i:i+4096])
+			}
+			chunks = append(chunks, tc.after+"data: last\n\n")
+			var p Parser
+			var got []ev
+			held := 0
+			for _, c := range chunks {
+				p.Feed([]byte(c), func(e Event) { got = append(got, ev{string(e.Type), string(e.Data), string(e.ID)}) })
+				held = max(held, cap(p.line)+cap(p.data)+cap(p.typ)+cap(p.id))
+			}
+			if want := []ev{{"", "first", ""}, {"", "last", ""}}; !reflect.DeepEqual(got, want) {
+				t.Errorf("events = %v; want %v (the long event skipped)", got, want)
+			}
+			if held > DefaultMaxHeld+64 {
+				t.Errorf("parser held %d bytes at most; want at most %d", held, DefaultMaxHeld)
+			}
+			if p.Comments != tc.comments || p.Pending() {
+				t.Errorf("Comments = %d, Pending() = %v; want %d, false", p.Comments, p.Pending(), tc.comments)
+			}
+		})
 	}
-	chunks = append(chunks, "\n\n")
-	got, _ := parseChunks(chunks...)
-	if len(got) != 1 || got[0].Data != long {
-		t.Fatalf("got %d events; want one with the 1 MiB line intact", len(got))
+	// Data that grows past MaxHeld over many short lines spoils its event
+	// alike.
+	var p Parser
+	var n int
+	p.Feed([]byte(strings.Repeat("data: "+strings.Repeat("y", 1000)+"\n", 100)+"\ndata: ok\n\n"), func(e Event) {
+		if string(e.Data) != "ok" {
+			t.Errorf("event of %d bytes dispatched; want only the short one after it", len(e.Data))
+		}
+		n++
+	})
+	if n != 1 || cap(p.data) > DefaultMaxHeld {
+		t.Errorf("%d events, data capacity %d; want 1 and at most %d", n, cap(p.data), DefaultMaxHeld)
 	}
 }
 
@@ -115,24 +154,39 @@ func TestPending(t *testing.T) {
 
 // reference parses a whole stream the plain way: normalise line ends, split,
 // then run the standard's steps line by line. It shares no code with Parser.
-func reference(s string) []ev {
+// A line longer than limit (its BOM counted) is skipped, and spoils its
+// event unless it is a comment; so does data growing past limit.
+func reference(s string, limit int) (out []ev, comments int) {
+	first := len(s)
 	s = strings.TrimPrefix(s, "\uFEFF")
+	bomLen := first - len(s)
 	s = strings.ReplaceAll(s, "\r\n", "\n")
 	s = strings.ReplaceAll(s, "\r", "\n")
 	lines := strings.Split(s, "\n")
 	lines = lines[:len(lines)-1] // the last piece has no line end yet
-	var out []ev
 	var typ, id string
 	var data []string
-	for _, l := range lines {
+	size, spoiled := 0, false
+	for i, l := range lines {
+		n := len(l)
+		if i == 0 {
+			n += bomLen
+		}
 		switch {
+		case n > limit && strings.HasPrefix(l, ":"):
+			comments++
+			continue
+		case n > limit:
+			spoiled, data, size = true, nil, 0
+			continue
 		case l == "":
-			if data != nil {
+			if data != nil && !spoiled {
 				out = append(out, ev{typ, strings.Join(data, "\n"), id})
 			}
-			typ, data = "", nil
+			typ, data, size, spoiled = "", nil, 0, false
 			continue
 		case strings.HasPrefix(l, ":"):
+			comments++
 			continue
 		}
 		name, value, _ := strings.Cut(l, ":")
@@ -141,19 +195,28 @@ func reference(s string) []ev {
 		case "event":
 			typ = value
 		case "data":
+			need := len(value)
+			if data != nil {
+				need++
+			}
+			if spoiled || size+need > limit {
+				spoiled, data, size = true, nil, 0
+				break
+			}
 			data = append(data, value)
+			size += need
 		case "id":
 			if !strings.Contains(value, "\x00") {
 				id = value
 			}
 		}
 	}
-	return out
+	return out, comments
 }
 
 func TestReferenceAgrees(t *testing.T) {
 	for _, tc := range cases {
-		if got := reference(tc.in); !reflect.DeepEqual(got, tc.want) {
+		if got, _ := reference(tc.in, DefaultMaxHeld); !reflect.DeepEqual(got, tc.want) {
 			t.Errorf("reference(%q) = %v; want %v", tc.in, got, tc.want)
 		}
 	}
@@ -168,24 +231,42 @@ func FuzzParser(f *testing.F) {
 	}
 	f.Add([]byte("data: a\r\n\r\ndata: b\r\r"), uint64(7))
 	f.Add([]byte("event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\"}}\n\n"), uint64(3))
+	f.Add([]byte("data: 0123456789abcdef\n\n: 0123456789abcdef\ndata: ok\n\n"), uint64(5))
+	f.Add([]byte("\uFEFF: 0123456789abcdef\ndata: a\ndata: bcdefghijklmn\n\ndata: c\n\n"), uint64(9))
 	f.Fuzz(func(t *testing.T, in []byte, seed uint64) {
-		whole, p := parseChunks(string(in))
-		if want := reference(string(in)); !reflect.DeepEqual(whole, want) {
-			t.Fatalf("Feed(%q) = %v; reference says %v", in, whole, want)
-		}
-		r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
-		var chunks []string
-		for rest := string(in); len(rest) > 0; {
-			n := 1 + r.IntN(len(rest))
-			chunks = append(chunks, rest[:n])
-			rest = rest[n:]
-		}
-		split, q := parseChunks(chunks...)
-		if !reflect.DeepEqual(split, whole) {
-			t.Fatalf("Feed(%q) in reads %q = %v; whole gives %v", in, chunks, split, whole)
-		}
-		if p.Pending() != q.Pending() || p.Comments != q.Comments {
-			t.Fatalf("state after %q differs when split as %q", in, chunks)
+		// The default limit, and one small enough for short inputs to
+		// meet it.
+		for _, limit := range []int{0, 12} {
+			parse := func(chunks ...string) ([]ev, *Parser) {
+				p := &Parser{MaxHeld: limit}
+				var out []ev
+				for _, c := range chunks {
+					p.Feed([]byte(c), func(e Event) { out = append(out, ev{string(e.Type), string(e.Data), string(e.ID)}) })
+				}
+				return out, p
+			}
+			whole, p := parse(string(in))
+			want, comments := reference(string(in), p.max())
+			if !reflect.DeepEqual(whole, want) || p.Comments != comments {
+				t.Fatalf("MaxHeld %d: Feed(%q) = %v, %d comments; reference says %v, %d", limit, in, whole, p.Comments, want, comments)
+			}
+			r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+			var chunks []string
+			for rest := string(in); len(rest) > 0; {
+				n := 1 + r.IntN(len(rest))
+				chunks = append(chunks, rest[:n])
+				rest = rest[n:]
+			}
+			split, q := parse(chunks...)
+			if !reflect.DeepEqual(split, whole) {
+				t.Fatalf("MaxHeld %d: Feed(%q) in reads %q = %v; whole gives %v", limit, in, chunks, split, whole)
+			}
+			if p.Pending() != q.Pending() || p.Comments != q.Comments {
+				t.Fatalf("MaxHeld %d: state after %q differs when split as %q", limit, in, chunks)
+			}
+			if held := cap(q.line) + cap(q.data); held > 2*q.max() {
+				t.Fatalf("MaxHeld %d: parser holds %d bytes after %q", limit, held, in)
+			}
 		}
 	})
 }
