@@ -41,8 +41,9 @@ const (
 	// WithinDeadlines (g), issue 19: no request outlived its configured
 	// deadlines (see Deadline) by more than a second.
 	WithinDeadlines Invariant = "g: every request ended within its configured deadlines + 1 s"
-	// MemoryBack (h), issue 19: once the clients stopped, RSS (the live
-	// heap under -race) is back within 8 MiB of its baseline.
+	// MemoryBack (h), issue 19: once the clients stopped, RSS (its
+	// anonymous part; the live heap under -race) is back within 8 MiB of
+	// its baseline.
 	MemoryBack Invariant = "h: memory back to its baseline"
 )
 
@@ -404,8 +405,9 @@ func checkDeadline(p Plan, a Answer) []Violation {
 			subject, a.Model, a.Start.Seconds(), took.Seconds(), bound, a.Faults, p.faultsIn(a.Start, a.End), end)}}
 }
 
-// Memory is (h)'s reading: the process's resident set (VmRSS) and live
-// heap (after a GC) at the baseline and once the clients stopped.
+// Memory is (h)'s reading: the process's anonymous resident memory
+// (RssAnon, see rss) and live heap (after a GC) at the baseline and once
+// the clients stopped.
 type Memory struct {
 	RSSBase, RSSAfter   uint64
 	HeapBase, HeapAfter uint64

@@ -11,21 +11,38 @@ import (
 	"time"
 )
 
-// rss reads the process's resident set size from /proc/self/status.
+// rss reads the process's anonymous resident memory (RssAnon) from
+// /proc/self/status: the heap, stacks and the runtime's own, without the
+// binary's pages (RssFile), which grow once as code runs for the first
+// time (a gzip writer, an error path) and say nothing of what a request
+// kept. VmRSS, everything resident, where RssAnon is missing (Linux
+// before 4.5).
 func rss() (uint64, error) {
 	f, err := os.Open("/proc/self/status")
 	if err != nil {
 		return 0, err
 	}
 	defer f.Close()
+	var vm uint64
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-			kb, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			return kb << 10, err
+		name, v, _ := strings.Cut(sc.Text(), ":")
+		if name != "RssAnon" && name != "VmRSS" {
+			continue
 		}
+		kb, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+		if err != nil {
+			return 0, err
+		}
+		if name == "RssAnon" {
+			return kb << 10, nil
+		}
+		vm = kb << 10
 	}
-	return 0, errors.New("no VmRSS in /proc/self/status")
+	if vm == 0 {
+		return 0, errors.New("no RssAnon or VmRSS in /proc/self/status")
+	}
+	return vm, nil
 }
 
 // settled collects garbage, returns freed memory to the system and reads
