@@ -5,6 +5,7 @@ import (
 	"compress/flate"
 	"compress/gzip"
 	"compress/zlib"
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -338,6 +339,47 @@ func TestLeakScanner(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestClientsSeeLeaks points the clients at the simulator itself, with
+// no gpt-load in between, in its echo_key mode: what (f) must flag when
+// nothing masks, through the very code the chaos runs use.
+func TestClientsSeeLeaks(t *testing.T) {
+	keys := []string{"sk-chaos-leak-0000", "sk-chaos-leak-0001"}
+	sim, err := providersim.Start(providersim.Config{Models: models, Keys: []providersim.Key{{Key: keys[0]}, {Key: keys[1], State: providersim.KeyRevoked}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sim.Close()
+	sim.SetFault(0, providersim.FaultEchoKey)
+	c := &http.Client{Transport: &keyed{keys: keys}}
+	inHeader, inBody := 0, 0
+	for n := range 12 {
+		a := send(context.Background(), c, sim.URLs()[0], "", Request{N: n, Kind: Chat, Model: models[0]}, 5*time.Second, keys)
+		for _, l := range a.Leaks {
+			if strings.HasPrefix(l, "header") {
+				inHeader++
+			} else {
+				inBody++
+			}
+		}
+	}
+	if inHeader < 12*3 || inBody == 0 {
+		t.Errorf("found %d keys in headers and %d in bodies; want 3 a request in headers and some in error bodies", inHeader, inBody)
+	}
+}
+
+// keyed sends each request with the next key, as gpt-load would.
+type keyed struct {
+	keys []string
+	n    int
+}
+
+func (k *keyed) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+k.keys[k.n%len(k.keys)])
+	k.n++
+	return http.DefaultTransport.RoundTrip(r)
 }
 
 // chunkReader returns its chunks one Read each.

@@ -418,8 +418,23 @@ func (r *Result) Stats() string {
 		}
 		slowest = append(slowest, s)
 	}
+	met := map[providersim.Fault]int{}
+	for _, a := range r.Answers {
+		for _, f := range a.Faults {
+			if f != providersim.FaultNone {
+				met[f]++
+			}
+			if f == providersim.FaultNoRead && a.Kind == LargeChat && a.Size >= 2<<20 {
+				met["no_read of a large body"]++
+			}
+		}
+	}
+	var mets []string
+	for _, f := range slices.Sorted(maps.Keys(met)) {
+		mets = append(mets, fmt.Sprintf("%s %d", f, met[f]))
+	}
 	m := r.Memory
-	return fmt.Sprintf("seed %d: answers %s (hung %d; slowest: %s); provider: %d attempts (%s); %d readings of the keys; memory: RSS %.1f → %.1f MiB, live heap %.1f → %.1f MiB (judged: %s)",
-		r.Plan.Seed, strings.Join(parts, " "), hung, strings.Join(slowest, ", "), r.Sim.Attempts, strings.Join(outs, ", "), r.Readings,
+	return fmt.Sprintf("seed %d: answers %s (hung %d; slowest: %s); provider: %d attempts (%s); faults met by attempts: %s; %d readings of the keys; memory: anonymous RSS %.1f → %.1f MiB, live heap %.1f → %.1f MiB (judged: %s)",
+		r.Plan.Seed, strings.Join(parts, " "), hung, strings.Join(slowest, ", "), r.Sim.Attempts, strings.Join(outs, ", "), strings.Join(mets, ", "), r.Readings,
 		mib(m.RSSBase), mib(m.RSSAfter), mib(m.HeapBase), mib(m.HeapAfter), map[bool]string{false: "RSS", true: "heap"}[m.Heap])
 }
