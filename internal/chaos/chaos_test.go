@@ -407,30 +407,35 @@ func TestDeadlineChecks(t *testing.T) {
 	}
 	tests := []struct {
 		name  string
-		a     Answer
+		a     Answer // its End is set by the test
 		bound time.Duration
-		want  []Invariant
 	}{
-		{"a chat, one attempt, in time", ans(Chat, 0, 7*time.Second, ""), 7 * time.Second, nil},
-		{"a chat, one attempt, within the second of slack", ans(Chat, 0, 7900*time.Millisecond, ""), 7 * time.Second, nil},
-		{"a chat, one attempt, late", ans(Chat, 0, 8100*time.Millisecond, ""), 7 * time.Second, []Invariant{WithinDeadlines}},
-		{"a stalled error body, then a retry", ans(Chat, 0, 18*time.Second, providersim.FaultStallError, ""), 19 * time.Second, nil},
-		{"a stalled error body read past its 10 s", ans(Chat, 0, 21*time.Second, providersim.FaultStallError, ""), 19 * time.Second, []Invariant{WithinDeadlines}},
-		{"a stalled 200 body", ans(Chat, 0, 9*time.Second, providersim.FaultStallBody), 9 * time.Second, nil},
-		{"a stalled stream in its window", ans(Stream, 0, 17*time.Second, providersim.FaultStallBody), 17 * time.Second, nil},
-		{"a body never read, then a retry", ans(LargeChat, 0, 12500*time.Millisecond, providersim.FaultNoRead, ""), 11 * time.Second, []Invariant{WithinDeadlines}},
-		{"a stalled client body", ans(StalledBody, 0, 2500*time.Millisecond), 2 * time.Second, nil},
-		{"a hung request is (d)'s", Answer{Request: Request{Kind: Chat}, Hung: true, End: time.Minute}, 5 * time.Second, nil},
+		{"a chat, one attempt", ans(Chat, 0, 0, ""), 7 * time.Second},
+		{"a stalled error body, then a retry", ans(Chat, 0, 0, providersim.FaultStallError, ""), 19 * time.Second},
+		{"a stalled 200 body", ans(Chat, 0, 0, providersim.FaultStallBody), 9 * time.Second},
+		{"a stalled stream in its window", ans(Stream, 0, 0, providersim.FaultStallBody), 17 * time.Second},
+		{"a body never read, then a retry", ans(LargeChat, 0, 0, providersim.FaultNoRead, ""), 13 * time.Second},
+		{"a stalled client body", ans(StalledBody, 0, 0), 4 * time.Second},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := Deadline(p.Env, tc.a); got != tc.bound {
 				t.Errorf("Deadline = %v; want %v", got, tc.bound)
 			}
-			if got := invariants(checkDeadline(p, tc.a)); !reflect.DeepEqual(got, tc.want) {
-				t.Errorf("checkDeadline = %v; want %v", got, tc.want)
+			for _, c := range []struct {
+				took time.Duration
+				want []Invariant
+			}{{tc.bound, nil}, {tc.bound + deadlineSlack - 100*time.Millisecond, nil}, {tc.bound + deadlineSlack + 100*time.Millisecond, []Invariant{WithinDeadlines}}} {
+				a := tc.a
+				a.End = a.Start + c.took
+				if got := invariants(checkDeadline(p, a)); !reflect.DeepEqual(got, c.want) {
+					t.Errorf("checkDeadline after %v = %v; want %v", c.took, got, c.want)
+				}
 			}
 		})
+	}
+	if got := checkDeadline(p, Answer{Request: Request{Kind: Chat}, Hung: true, End: time.Minute}); len(got) != 0 {
+		t.Errorf("checkDeadline(hung) = %v; want none: (d)'s", got)
 	}
 
 	const mb = 1 << 20

@@ -385,6 +385,13 @@ func Deadline(env map[string]string, a Answer) time.Duration {
 	return d
 }
 
+// deadlineSlack is what (g) allows over Deadline: 1 s, as issue 19 asks;
+// under -race 3 s, since the race detector slows gpt-load's every step
+// (5 to 15 times) on a machine it shares, and a 408 after
+// SERVER_READ_TIMEOUT was seen to come 1.3 s late there and never
+// without it.
+const deadlineSlack = time.Second + raceSlack
+
 // checkDeadline applies (g) to one request. A request the client gave up
 // on is (d)'s.
 func checkDeadline(p Plan, a Answer) []Violation {
@@ -392,7 +399,7 @@ func checkDeadline(p Plan, a Answer) []Violation {
 		return nil
 	}
 	took, bound := a.End-a.Start, Deadline(p.Env, a)
-	if took <= bound+time.Second {
+	if took <= bound+deadlineSlack {
 		return nil
 	}
 	subject := fmt.Sprintf("request #%d %s", a.N, a.Kind)
@@ -401,8 +408,8 @@ func checkDeadline(p Plan, a Answer) []Violation {
 		end += " (" + a.Err + ")"
 	}
 	return []Violation{{WithinDeadlines, subject,
-		fmt.Sprintf("%s (model %s) sent at %.2fs took %.1fs, over its deadline %v + 1 s: attempts met %v (faults meanwhile: %s); ended with %s",
-			subject, a.Model, a.Start.Seconds(), took.Seconds(), bound, a.Faults, p.faultsIn(a.Start, a.End), end)}}
+		fmt.Sprintf("%s (model %s) sent at %.2fs took %.1fs, over its deadline %v + %v: attempts met %v (faults meanwhile: %s); ended with %s",
+			subject, a.Model, a.Start.Seconds(), took.Seconds(), bound, deadlineSlack, a.Faults, p.faultsIn(a.Start, a.End), end)}}
 }
 
 // Memory is (h)'s reading: the process's anonymous resident memory

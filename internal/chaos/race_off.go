@@ -2,5 +2,10 @@
 
 package chaos
 
+import "time"
+
+// raceSlack is added to (g)'s slack (see deadlineSlack).
+const raceSlack time.Duration = 0
+
 // raceEnabled: built without -race; (h) judges RSS.
 const raceEnabled = false
