@@ -402,6 +402,8 @@ func (r *chunkReader) Read(b []byte) (int, error) {
 // (h).
 func TestDeadlineChecks(t *testing.T) {
 	p := NewPlan(1, 3*time.Second) // REQUEST_TIMEOUT 1, RESPONSE_TIMEOUT 2, STREAM_IDLE_TIMEOUT 2, QUEUE_TIMEOUT 1, MAX_RETRIES 3
+	n, _ := strconv.Atoi(readTimeout)
+	rt := time.Duration(n) * time.Second // SERVER_READ_TIMEOUT
 	ans := func(k Kind, n int, took time.Duration, faults ...providersim.Fault) Answer {
 		return Answer{Request: Request{Kind: k, N: n}, Start: time.Second, End: time.Second + took, Status: 200, Faults: faults}
 	}
@@ -414,8 +416,8 @@ func TestDeadlineChecks(t *testing.T) {
 		{"a stalled error body, then a retry", ans(Chat, 0, 0, providersim.FaultStallError, ""), 19 * time.Second},
 		{"a stalled 200 body", ans(Chat, 0, 0, providersim.FaultStallBody), 9 * time.Second},
 		{"a stalled stream in its window", ans(Stream, 0, 0, providersim.FaultStallBody), 17 * time.Second},
-		{"a body never read, then a retry", ans(LargeChat, 0, 0, providersim.FaultNoRead, ""), 13 * time.Second},
-		{"a stalled client body", ans(StalledBody, 0, 0), 4 * time.Second},
+		{"a body never read, then a retry", ans(LargeChat, 0, 0, providersim.FaultNoRead, ""), 9*time.Second + rt},
+		{"a stalled client body", ans(StalledBody, 0, 0), rt},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

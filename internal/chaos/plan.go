@@ -146,8 +146,9 @@ func NewPlan(seed uint64, d time.Duration) Plan {
 		// Short timeouts, so a stall ends within seconds, and a client
 		// bound (see Bound) that a hang cannot hide under.
 		"REQUEST_TIMEOUT": "1", "RESPONSE_TIMEOUT": "2", "STREAM_IDLE_TIMEOUT": "2",
-		// SERVER_READ_TIMEOUT leaves room for an 8 MiB body under -race.
-		"SERVER_READ_TIMEOUT": "4", "QUEUE_TIMEOUT": "1",
+		// SERVER_READ_TIMEOUT leaves room to read an 8 MiB body (see
+		// readTimeout).
+		"SERVER_READ_TIMEOUT": readTimeout, "QUEUE_TIMEOUT": "1",
 		"MAX_REQUEST_BODY_SIZE": strconv.Itoa(maxBodyMiB), "MAX_RETRIES": "3", "BLACKLIST_THRESHOLD": "1",
 		// Blacklists stay put for the final reading: no re-check.
 		"KEY_RECHECK_INTERVAL": "0", "KEY_COOLDOWN": "1", "MODEL_COOLDOWN": "60",
