@@ -402,8 +402,7 @@ func (r *chunkReader) Read(b []byte) (int, error) {
 // (h).
 func TestDeadlineChecks(t *testing.T) {
 	p := NewPlan(1, 3*time.Second) // REQUEST_TIMEOUT 1, RESPONSE_TIMEOUT 2, STREAM_IDLE_TIMEOUT 2, QUEUE_TIMEOUT 1, MAX_RETRIES 3
-	n, _ := strconv.Atoi(readTimeout)
-	rt := time.Duration(n) * time.Second // SERVER_READ_TIMEOUT
+	rt := 4 * time.Second          // SERVER_READ_TIMEOUT
 	ans := func(k Kind, n int, took time.Duration, faults ...providersim.Fault) Answer {
 		return Answer{Request: Request{Kind: k, N: n}, Start: time.Second, End: time.Second + took, Status: 200, Faults: faults}
 	}
