@@ -271,6 +271,10 @@ func TestChecks(t *testing.T) {
 		{"unknown model ending on a healthy key's 401", ans(UnknownModel, 0, 401, `{"error":{"message":"Incorrect API key provided: `+pv(0)+`.","type":"invalid_request_error","param":null,"code":"invalid_api_key"}}`), []Invariant{MistakesAsProvider}},
 		{"flagged retried onto a key denied the model", ans(Flagged, 0, 403, "{\"error\":{\"message\":\"Project `proj_sim` does not have access to model `gpt-4o`\",\"type\":\"invalid_request_error\",\"param\":null,\"code\":\"model_not_found\"}}"), []Invariant{MistakesAsProvider}},
 		{"hung", Answer{Request: Request{Kind: Chat}, Hung: true}, []Invariant{Answered}},
+		{"flagged as a 200 cut short during a fault", cut(ans(Flagged, 1500*time.Millisecond, 200, `{"id":"chatcmpl-stalled",`)), nil},
+		{"flagged as a 200 cut short with no fault", cut(ans(Flagged, 2500*time.Millisecond, 200, `{"id":"chatcmpl-stalled",`)), []Invariant{MistakesAsProvider}},
+		{"unknown model, padded past 4 KiB", padded(t, Answer{Request: Request{Kind: UnknownModel, Model: "gpt-5o"}},
+			`{"error":{"message":"The model `+"`gpt-5o`"+` does not exist or you do not have access to it.","type":"invalid_request_error","param":null,"code":"model_not_found"},"pad":"`+strings.Repeat("x", 64<<10)+`","key_hint":"k"}`), nil},
 	}
 	for _, tc := range answerTests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -458,6 +462,23 @@ func TestDeadlineChecks(t *testing.T) {
 	if r, err := rss(); err != nil || r < 1<<20 {
 		t.Errorf("rss() = %d, %v; want this process's resident set", r, err)
 	}
+}
+
+// cut makes a's body end short, as a stalled upstream's cut does.
+func cut(a Answer) Answer {
+	a.Err = "body: unexpected EOF"
+	return a
+}
+
+// padded has the client receive body as a 404 into a.
+func padded(t *testing.T, a Answer, body string) Answer {
+	t.Helper()
+	resp := &http.Response{StatusCode: 404, Header: http.Header{}, Body: io.NopCloser(strings.NewReader(body))}
+	receive(resp, &a, newLeakScanner(nil), false, nil)
+	if len(a.Body) > keepBody {
+		t.Fatalf("kept %d bytes of the body; want at most %d", len(a.Body), keepBody)
+	}
+	return a
 }
 
 func invariants(vs []Violation) []Invariant {

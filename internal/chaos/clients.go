@@ -7,6 +7,7 @@ import (
 	"compress/gzip"
 	"compress/zlib"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -164,8 +165,8 @@ func receive(resp *http.Response, a *Answer, sc *leakScanner, leave bool, cancel
 	coded := codingOf(resp.Header)
 	var kept []byte // the body's start: keepBody bytes, or keepCoded when coded
 	limit := keepBody
-	if coded != "" {
-		limit = keepCoded
+	if coded != "" || resp.StatusCode >= 400 {
+		limit = keepCoded // an error body is judged whole (see shortJSON)
 	}
 	buf := make([]byte, 32<<10)
 	var err error
@@ -190,7 +191,30 @@ func receive(resp *http.Response, a *Answer, sc *leakScanner, leave bool, cancel
 			a.Body = plain
 		}
 	}
+	if len(a.Body) > keepBody {
+		a.Body = shortJSON(a.Body)
+	}
 	a.Body = a.Body[:min(len(a.Body), keepBody):min(len(a.Body), keepBody)]
+}
+
+// shortJSON is a JSON object b without its members over 1 KiB (an
+// upstream's padding), so that its start still parses as the error it
+// is; b itself when it is no JSON object.
+func shortJSON(b []byte) []byte {
+	var m map[string]json.RawMessage
+	if json.Unmarshal(b, &m) != nil {
+		return b
+	}
+	for k, v := range m {
+		if len(v) > 1<<10 {
+			delete(m, k)
+		}
+	}
+	out, err := json.Marshal(m)
+	if err != nil {
+		return b
+	}
+	return out
 }
 
 // codingOf is "gzip" or "deflate" when the body says it is coded so,

@@ -3,6 +3,7 @@ package chaos
 import (
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"slices"
 	"strconv"
 	"strings"
@@ -201,13 +202,18 @@ func checkAnswer(p Plan, a Answer) []Violation {
 	// Upstream trouble explains other answers: while a fault or a storm
 	// was on, the upstream's own fault answer passed on (401, 429, 5xx),
 	// gpt-load's 502 upstream_unavailable or 504 upstream_timeout, or a
-	// closed connection. Not gpt-load's 503 no_available_keys: a target's
+	// closed connection, or a 200 cut short. Not gpt-load's 503 no_available_keys: a target's
 	// fault benches the target, never the keys.
 	slack := 250 * time.Millisecond
 	own := proxyCode(a.Body)
 	if a.Kind != Oversized && a.Kind != OversizedCh && a.Kind != StalledBody && p.faultOrStormDuring(a.Start-slack, a.End+slack) {
 		switch {
 		case a.Status == 0:
+			return nil
+		case a.Status == http.StatusOK && a.Err != "" && own == "":
+			// A 200 whose body the upstream stalled, committed and then
+			// cut (the client's connection ended without the final
+			// chunk, SPEC §18): no SDK takes it for an answer.
 			return nil
 		case own == "":
 			if a.Status == 401 || a.Status == 429 || a.Status >= 500 {
