@@ -23,13 +23,15 @@ type Attempt struct {
 	Header http.Header
 	Target int
 	// Fault is the target's fault mode when the request arrived.
-	Fault      Fault
-	Start, End time.Time
+	Fault Fault
+	At    time.Time
 }
 
-// SetTrace has f called at the end of every work request (chat
-// completions, transcriptions), from the handler's goroutine; nil stops
-// it. f must be safe for concurrent use.
+// SetTrace has f called as every work request (chat completions,
+// transcriptions) arrives, with the fault mode it is about to meet, from
+// the handler's goroutine (at the start, so that a stall that outlasts
+// the caller's interest is reported too); nil stops it. f must be safe
+// for concurrent use.
 func (s *Sim) SetTrace(f func(Attempt)) {
 	if f == nil {
 		s.trace.Store(nil)

@@ -431,8 +431,7 @@ func (s *Sim) work(w http.ResponseWriter, r *http.Request, t *target, kind int) 
 	k := s.keys[raw]
 	f := t.faultNow(el)
 	if tr := s.trace.Load(); tr != nil {
-		began := time.Now()
-		defer func() { (*tr)(Attempt{Header: r.Header, Target: t.idx, Fault: f, Start: began, End: time.Now()}) }()
+		(*tr)(Attempt{Header: r.Header, Target: t.idx, Fault: f, At: time.Now()})
 	}
 	if f != FaultNone {
 		if s.misbehave(w, r, t, k, sec, f) {
