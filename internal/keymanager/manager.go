@@ -60,6 +60,9 @@ type Manager struct {
 	// zero, choosing a key for a model costs nothing extra.
 	withModels atomic.Int64
 	modelTTL   time.Duration
+	// served holds the models some key served while the model had
+	// exclusions: the proof that a resting key may serve it (NextFor).
+	served servedModels
 }
 
 // view is an immutable rotation: all keys, the usable ones, the resting
@@ -571,6 +574,7 @@ func (m *Manager) Reset(keys []string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.withModels.Store(0)
+	m.served.clear()
 	m.install(newKeys(keys, nil), m.now().UnixNano())
 	m.wake()
 }

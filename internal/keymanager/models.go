@@ -2,6 +2,7 @@ package keymanager
 
 import (
 	"math"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -258,7 +259,10 @@ func (m *Manager) NextFor(model string) (k *Key, excluded bool, err error) {
 			}
 		}
 	}
-	if r.retryAt != 0 {
+	if r.retryAt != 0 && m.served.has(model) {
+		// A key that served the model rests: wait for it. Without that
+		// proof (a client's unknown model, which every key answering
+		// refused), the provider's own answer beats a 503.
 		return nil, false, noKeysAt(r.retryAt, now)
 	}
 	k, err = v.pick(&r.cursor, now)
@@ -283,3 +287,59 @@ func (m *Manager) scanFor(v *view, model string, first *Key, now int64) (*Key, b
 // AnyModelExcluded reports whether some key was ever excluded for a model
 // (since the last reset): until then no request needs its model read.
 func (m *Manager) AnyModelExcluded() bool { return m.withModels.Load() != 0 }
+
+// maxServedModels bounds the models remembered as served: names come
+// from clients, but only those a provider answered with a success.
+const maxServedModels = 4096
+
+// servedModels is the set of models some key served while the model had
+// exclusions. The zero value is empty and ready; it is safe for
+// concurrent use.
+type servedModels struct {
+	mu sync.RWMutex
+	m  map[string]struct{}
+	n  atomic.Int32
+}
+
+func (s *servedModels) has(model string) bool {
+	if s.n.Load() == 0 {
+		return false
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	_, ok := s.m[model]
+	return ok
+}
+
+func (s *servedModels) clear() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.m = nil
+	s.n.Store(0)
+}
+
+// ServedModel records that a key served a request for model. It costs
+// nothing while the model has no exclusions: only then does "a resting
+// key may serve it" need the proof (NextFor).
+func (m *Manager) ServedModel(model string) {
+	if model == "" || m.withModels.Load() == 0 {
+		return
+	}
+	if m.view.Load().models[model] == nil {
+		return
+	}
+	s := &m.served
+	if s.has(model) {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.m[model]; ok || len(s.m) >= maxServedModels {
+		return
+	}
+	if s.m == nil {
+		s.m = map[string]struct{}{}
+	}
+	s.m[model] = struct{}{}
+	s.n.Store(int32(len(s.m)))
+}

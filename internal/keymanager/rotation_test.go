@@ -212,6 +212,7 @@ func TestNextForWaitsForRestingKey(t *testing.T) {
 		wantErr      bool
 		wantRetry    time.Duration
 		wantExcluded bool
+		neverServed  bool
 	}{
 		{
 			name:    "resting key not excluded",
@@ -250,6 +251,13 @@ func TestNextForWaitsForRestingKey(t *testing.T) {
 			wantExcluded: true,
 		},
 		{
+			name:         "resting key, but no key ever served the model",
+			excl:         []time.Duration{time.Hour, 0},
+			rest:         []time.Duration{0, time.Minute},
+			neverServed:  true,
+			wantExcluded: true,
+		},
+		{
 			name:         "every key excluded",
 			excl:         []time.Duration{time.Hour, time.Hour},
 			rest:         []time.Duration{0, 0},
@@ -278,6 +286,11 @@ func TestNextForWaitsForRestingKey(t *testing.T) {
 				}
 				if size == "large" {
 					settle(t, m)
+				}
+				if !tt.neverServed {
+					// Some key served the model: a resting key may serve
+					// it again (the proof NextFor waits on).
+					m.ServedModel("gpt-4o")
 				}
 				for range 3 {
 					k, excluded, err := m.NextFor("gpt-4o")

@@ -99,6 +99,10 @@ func (t attemptTransport) RoundTrip(out *http.Request) (*http.Response, error) {
 
 		switch v.Fault {
 		case classify.Success:
+			if st.modelRead {
+				// Proof that a resting key may serve the model (NextFor).
+				p.keys.ServedModel(st.model)
+			}
 			if st.suspect != nil && st.suspect != key {
 				// Another key served what the suspect refused.
 				p.health.suspected(st.suspect, target, st.suspectReason)

@@ -292,7 +292,7 @@ func TestLoopAnswered508(t *testing.T) {
 	}
 }
 
-// TestModelsOnlyCapableKeyResting: the one key that may serve gpt-4o is
+// TestModelsOnlyCapableKeyResting: the one key that has served gpt-4o is
 // resting, the other is excluded for it. The client gets 503 with the
 // resting key's Retry-After (or, under QUEUE_TIMEOUT, waits for it), not
 // the excluded key's "model does not exist".
@@ -301,15 +301,14 @@ func TestModelsOnlyCapableKeyResting(t *testing.T) {
 		name       string
 		retryAfter string
 		vars       map[string]string
-		want       int
+		queue      bool
 	}{
-		{"no queue: 503 with Retry-After", "30", nil, http.StatusServiceUnavailable},
-		{"queue: waits for the key", "1", map[string]string{"QUEUE_TIMEOUT": "10"}, http.StatusOK},
+		{"no queue: 503 with Retry-After", "30", nil, false},
+		{"queue: waits for the key", "1", map[string]string{"QUEUE_TIMEOUT": "10"}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			keys := evidenceKeys("capable", 2)
 			var limited atomic.Bool
-			limited.Store(true)
 			up := testupstream.New(t, func(w http.ResponseWriter, r *http.Request) {
 				switch testupstream.KeyOf(r.Header) {
 				case keys[0]:
@@ -324,24 +323,69 @@ func TestModelsOnlyCapableKeyResting(t *testing.T) {
 				}
 			})
 			e := start(t, keys, []string{up.URL}, tc.vars)
-			// keys[0] rests, keys[1] is excluded for gpt-4o.
-			resp, body := do(t, http.MethodPost, e.URL+"/v1/chat/completions", chat("gpt-4o"))
-			if resp.StatusCode != tc.want {
-				t.Fatalf("first request: %d %s; want %d", resp.StatusCode, body, tc.want)
+			// keys[0] serves gpt-4o, keys[1] is excluded for it.
+			for i := range 2 {
+				if resp, body := do(t, http.MethodPost, e.URL+"/v1/chat/completions", chat("gpt-4o")); resp.StatusCode != 200 {
+					t.Fatalf("warm-up %d: %d %s", i, resp.StatusCode, body)
+				}
 			}
-			if tc.want != http.StatusServiceUnavailable {
+			// Now keys[0] is limited: this request meets its 429.
+			limited.Store(true)
+			resp, body := do(t, http.MethodPost, e.URL+"/v1/chat/completions", chat("gpt-4o"))
+			if tc.queue {
+				if resp.StatusCode != 200 {
+					t.Errorf("under QUEUE_TIMEOUT: %d %s; want 200 once the key is back", resp.StatusCode, body)
+				}
 				return
 			}
+			if resp.StatusCode == 404 {
+				t.Errorf("request meeting the limit: 404 %s; want the capable key's answer, not the excluded key's", body)
+			}
 			for i := range 2 {
+				resp, body = do(t, http.MethodPost, e.URL+"/v1/chat/completions", chat("gpt-4o"))
 				if resp.StatusCode != 503 || !strings.Contains(body, "no_available_keys") {
 					t.Errorf("request %d: %d %s; want 503 no_available_keys", i, resp.StatusCode, body)
 				}
 				if ra := resp.Header.Get("Retry-After"); ra == "" || ra == "0" {
 					t.Errorf("request %d: Retry-After %q; want the resting key's seconds", i, ra)
 				}
-				resp, body = do(t, http.MethodPost, e.URL+"/v1/chat/completions", chat("gpt-4o"))
 			}
 		})
+	}
+}
+
+// TestUnknownModelWhileAKeyRests: a client's typo of a model name, refused
+// by every key asked, while another key rests. No key has shown it can
+// serve the name, so the client gets the provider's own 404, not a 503
+// that blames the keys. Found by the chaos harness (seeds 19 and 158).
+func TestUnknownModelWhileAKeyRests(t *testing.T) {
+	keys := evidenceKeys("typo", 3)
+	var limited atomic.Bool
+	up := testupstream.New(t, func(w http.ResponseWriter, r *http.Request) {
+		k := testupstream.KeyOf(r.Header)
+		if k == keys[2] && limited.Load() {
+			w.Header().Set("Retry-After", "30")
+			w.WriteHeader(429)
+			io.WriteString(w, openAIRateLimit)
+			return
+		}
+		if m := modelOf(r); m == "gtp-4o" {
+			w.WriteHeader(404)
+			io.WriteString(w, modelNotFound(m))
+		}
+	})
+	e := start(t, keys, []string{up.URL}, map[string]string{"MAX_RETRIES": "3"})
+	limited.Store(true)
+	// The first request walks the keys: keys[0] and [1] refuse the name,
+	// keys[2] comes to rest on its 429, and its answer is the last.
+	if resp, body := do(t, http.MethodPost, e.URL+"/v1/chat/completions", chat("gtp-4o")); resp.StatusCode == 503 {
+		t.Fatalf("first request: 503 %s; want an upstream answer", body)
+	}
+	for i := range 3 {
+		resp, body := do(t, http.MethodPost, e.URL+"/v1/chat/completions", chat("gtp-4o"))
+		if resp.StatusCode != 404 || !strings.Contains(body, "model_not_found") {
+			t.Errorf("request %d: %d %s; want the provider's 404", i, resp.StatusCode, body)
+		}
 	}
 }
 

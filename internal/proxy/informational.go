@@ -25,13 +25,20 @@ func attemptContext(req *http.Request, st *reqState) *http.Request {
 	switch t := httptrace.ContextClientTrace(ctx); {
 	case t == nil:
 		ctx = httptrace.WithClientTrace(ctx, &st.trace)
-	case t != &st.trace: // a retry's clone may already carry it
+	case t == &st.trace:
+		// A retry's clone may already carry it.
+	default:
 		// Every attempt's request has the same context (the one
-		// ReverseProxy made), so one swap serves them all.
+		// ReverseProxy made), so one swap in st serves them all; it is
+		// never rewritten, as earlier attempts may still read it.
 		if st.swap.trace == nil {
 			st.swap = traceSwapContext{Context: ctx, old: t, trace: &st.trace}
 		}
-		ctx = &st.swap
+		if st.swap.Context == ctx && st.swap.old == t {
+			ctx = &st.swap
+		} else {
+			ctx = &traceSwapContext{Context: ctx, old: t, trace: &st.trace}
+		}
 	}
 	// The attempt's own context, which its deadlines cancel (deadline.go).
 	return req.WithContext(st.dl.begin(ctx))
