@@ -448,11 +448,13 @@ func TestDeadlineChecks(t *testing.T) {
 		m    Memory
 		want []Invariant
 	}{
-		{Memory{RSSBase: 40 * mb, RSSAfter: 47 * mb, HeapBase: 8 * mb, HeapAfter: 30 * mb}, nil},
-		{Memory{RSSBase: 40 * mb, RSSAfter: 49 * mb, HeapBase: 8 * mb, HeapAfter: 8 * mb}, []Invariant{MemoryBack}},
-		{Memory{RSSBase: 40 * mb, RSSAfter: 30 * mb}, nil},
-		{Memory{Heap: true, RSSBase: 40 * mb, RSSAfter: 200 * mb, HeapBase: 8 * mb, HeapAfter: 15 * mb}, nil},
-		{Memory{Heap: true, RSSBase: 40 * mb, RSSAfter: 40 * mb, HeapBase: 8 * mb, HeapAfter: 17 * mb}, []Invariant{MemoryBack}},
+		{Memory{RSSBase: 40 * mb, RSSAfter: 51 * mb, HeapBase: 8 * mb, HeapAfter: 11 * mb}, nil},
+		{Memory{RSSBase: 40 * mb, RSSAfter: 53 * mb, HeapBase: 8 * mb, HeapAfter: 8 * mb}, []Invariant{MemoryBack}},
+		{Memory{RSSBase: 40 * mb, RSSAfter: 41 * mb, HeapBase: 8 * mb, HeapAfter: 13 * mb}, []Invariant{MemoryBack}},
+		{Memory{RSSBase: 40 * mb, RSSAfter: 120 * mb, HeapBase: 8 * mb, HeapAfter: 80 * mb}, []Invariant{MemoryBack, MemoryBack}},
+		{Memory{RSSBase: 40 * mb, RSSAfter: 30 * mb, HeapBase: 8 * mb, HeapAfter: 7 * mb}, nil},
+		{Memory{Heap: true, RSSBase: 40 * mb, RSSAfter: 200 * mb, HeapBase: 8 * mb, HeapAfter: 11 * mb}, nil},
+		{Memory{Heap: true, RSSBase: 40 * mb, RSSAfter: 40 * mb, HeapBase: 8 * mb, HeapAfter: 13 * mb}, []Invariant{MemoryBack}},
 	}
 	for _, tc := range memTests {
 		if got := invariants(checkMemory(tc.m)); !reflect.DeepEqual(got, tc.want) {

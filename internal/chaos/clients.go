@@ -194,7 +194,10 @@ func receive(resp *http.Response, a *Answer, sc *leakScanner, leave bool, cancel
 	if len(a.Body) > keepBody {
 		a.Body = shortJSON(a.Body)
 	}
-	a.Body = a.Body[:min(len(a.Body), keepBody):min(len(a.Body), keepBody)]
+	// A copy: the buffer read into may be up to keepCoded long, and a
+	// decoded body longer still; the run keeps every answer until (h) is
+	// read.
+	a.Body = bytes.Clone(a.Body[:min(len(a.Body), keepBody)])
 }
 
 // shortJSON is a JSON object b without its members over 1 KiB (an

@@ -42,9 +42,9 @@ const (
 	// WithinDeadlines (g), issue 19: no request outlived its configured
 	// deadlines (see Deadline) by more than a second.
 	WithinDeadlines Invariant = "g: every request ended within its configured deadlines + 1 s"
-	// MemoryBack (h), issue 19: once the clients stopped, RSS (its
-	// anonymous part; the live heap under -race) is back within 8 MiB of
-	// its baseline.
+	// MemoryBack (h), issue 19: once the clients stopped, the live heap is
+	// back within 4 MiB of its baseline and RSS (its anonymous part; not
+	// under -race) within 12 MiB (see heapSlack).
 	MemoryBack Invariant = "h: memory back to its baseline"
 )
 
@@ -424,32 +424,47 @@ func checkDeadline(p Plan, a Answer) []Violation {
 type Memory struct {
 	RSSBase, RSSAfter   uint64
 	HeapBase, HeapAfter uint64
-	// Heap makes the heap the judged figure (under -race, whose shadow
-	// memory makes RSS grow with what was ever touched).
+	// DetailBase and DetailAfter are the runtime's account of the rest,
+	// for the report.
+	DetailBase, DetailAfter string
+	// Heap makes the heap the only judged figure (under -race, whose
+	// shadow memory makes RSS grow with what was ever touched).
 	Heap bool
 }
 
-// memorySlack is how far above its baseline (h) lets memory stay: what
-// the harness itself keeps of a run (the answers' headers and 4 KiB
-// bodies, gpt-load's log in memory, the simulator's counters, a few
-// hundred KiB to 2 MiB) and the runtime's granularity in returning
-// memory (spans, stacks), with room to spare; a request's body kept for
-// good (from 0.5 MiB, most 2 MiB and more), or issue 19's 65 MiB, is
-// over it within a few requests.
-const memorySlack = 8 << 20
+// How far above its baseline (h) lets memory stay. The live heap, judged
+// always, 4 MiB: what the harness itself keeps of a run (each answer's
+// headers and first 4 KiB, gpt-load's log in memory, the simulator's
+// counters) is under 1.5 MiB in 100 seeds, so a request's body kept for
+// good (0.5 MiB and more, most 2 MiB and more) shows within a few
+// requests, and issue 19's 65 MiB at once. RSS (anonymous), judged
+// without -race, 12 MiB: in 114 runs without any leak it came back within
+// +8.1 MiB of its baseline, the runtime's own growth (heap fragmentation
+// up to 3 MiB, goroutine stacks and GC metadata up to 1.5 MiB) and the
+// 2 MiB steps of transparent huge pages that FreeOSMemory leaves whole
+// making up the difference; the first seed of a process is the worst.
+const (
+	heapSlack = 4 << 20
+	rssSlack  = 12 << 20
+)
 
-// checkMemory applies (h).
+// checkMemory applies (h): the live heap, and RSS unless under -race.
 func checkMemory(m Memory) []Violation {
-	base, after, what := m.RSSBase, m.RSSAfter, "RSS"
-	if m.Heap {
-		base, after, what = m.HeapBase, m.HeapAfter, "live heap"
+	var vs []Violation
+	add := func(what string, base, after, slack uint64) {
+		if after <= base+slack {
+			return
+		}
+		vs = append(vs, Violation{MemoryBack, what,
+			fmt.Sprintf("%s %.1f MiB once the clients stopped, %.1f MiB over its baseline %.1f MiB (allowed: %.0f MiB); anonymous RSS %.1f → %.1f MiB, live heap %.1f → %.1f MiB (runtime before: %s; after: %s)",
+				what, mib(after), mib(after)-mib(base), mib(base), mib(slack), mib(m.RSSBase), mib(m.RSSAfter), mib(m.HeapBase), mib(m.HeapAfter),
+				m.DetailBase, m.DetailAfter)})
 	}
-	if after <= base+memorySlack {
-		return nil
+	add("live heap", m.HeapBase, m.HeapAfter, heapSlack)
+	if !m.Heap {
+		add("RSS", m.RSSBase, m.RSSAfter, rssSlack)
 	}
-	return []Violation{{MemoryBack, what,
-		fmt.Sprintf("%s %.1f MiB once the clients stopped, %.1f MiB over its baseline %.1f MiB (allowed: 8 MiB); RSS %.1f → %.1f MiB, live heap %.1f → %.1f MiB",
-			what, mib(after), mib(after)-mib(base), mib(base), mib(m.RSSBase), mib(m.RSSAfter), mib(m.HeapBase), mib(m.HeapAfter))}}
+	return vs
 }
 
 func mib(n uint64) float64 { return float64(n) / (1 << 20) }

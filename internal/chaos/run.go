@@ -112,7 +112,7 @@ func Run(t testing.TB, p Plan) *Result {
 	client.CloseIdleConnections()
 	sim.Unstall() // closes its idle connections
 	res.Memory.Heap = raceEnabled
-	res.Memory.RSSBase, res.Memory.HeapBase = settled()
+	res.Memory.RSSBase, res.Memory.HeapBase, res.Memory.DetailBase = settledDetail()
 
 	// Which fault modes each request's upstream attempts met.
 	met := make([][]providersim.Fault, len(p.Requests))
@@ -434,7 +434,8 @@ func (r *Result) Stats() string {
 		mets = append(mets, fmt.Sprintf("%s %d", f, met[f]))
 	}
 	m := r.Memory
-	return fmt.Sprintf("seed %d: answers %s (hung %d; slowest: %s); provider: %d attempts (%s); faults met by attempts: %s; %d readings of the keys; memory: anonymous RSS %.1f → %.1f MiB, live heap %.1f → %.1f MiB (judged: %s)",
+	return fmt.Sprintf("seed %d: answers %s (hung %d; slowest: %s); provider: %d attempts (%s); faults met by attempts: %s; %d readings of the keys; memory: anonymous RSS %.1f → %.1f MiB, live heap %.1f → %.1f MiB (judged: %s; runtime before: %s; after: %s)",
 		r.Plan.Seed, strings.Join(parts, " "), hung, strings.Join(slowest, ", "), r.Sim.Attempts, strings.Join(outs, ", "), strings.Join(mets, ", "), r.Readings,
-		mib(m.RSSBase), mib(m.RSSAfter), mib(m.HeapBase), mib(m.HeapAfter), map[bool]string{false: "RSS", true: "heap"}[m.Heap])
+		mib(m.RSSBase), mib(m.RSSAfter), mib(m.HeapBase), mib(m.HeapAfter), map[bool]string{false: "RSS and heap", true: "heap"}[m.Heap],
+		m.DetailBase, m.DetailAfter)
 }
