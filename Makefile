@@ -124,7 +124,7 @@ scenarios: ## gpt-load against the provider simulator through the scenarios of i
 CHAOS_SEEDS    ?= 100
 CHAOS_DURATION ?= 4s
 .PHONY: chaos
-chaos: ## the chaos invariant harness: CHAOS_SEEDS (100) seeds of CHAOS_DURATION (4s) each, about 12 min (longer while invariants break); CHAOS_SEED=n reruns one (see docs/chaos.md)
+chaos: ## the chaos invariant harness: CHAOS_SEEDS (100) seeds of CHAOS_DURATION (4s) each, about 13 min (longer while invariants break); CHAOS_SEED=n reruns one (see docs/chaos.md)
 	CHAOS_SEEDS=$(CHAOS_SEEDS) CHAOS_DURATION=$(CHAOS_DURATION) go test -count=1 -timeout 0 -run '^TestChaos$$' ./internal/chaos
 
 .PHONY: validate-keys

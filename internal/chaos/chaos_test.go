@@ -1,7 +1,14 @@
 package chaos
 
 import (
+	"bytes"
+	"compress/flate"
+	"compress/gzip"
+	"compress/zlib"
+	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"reflect"
 	"strconv"
@@ -264,6 +271,10 @@ func TestChecks(t *testing.T) {
 		{"unknown model ending on a healthy key's 401", ans(UnknownModel, 0, 401, `{"error":{"message":"Incorrect API key provided: `+pv(0)+`.","type":"invalid_request_error","param":null,"code":"invalid_api_key"}}`), []Invariant{MistakesAsProvider}},
 		{"flagged retried onto a key denied the model", ans(Flagged, 0, 403, "{\"error\":{\"message\":\"Project `proj_sim` does not have access to model `gpt-4o`\",\"type\":\"invalid_request_error\",\"param\":null,\"code\":\"model_not_found\"}}"), []Invariant{MistakesAsProvider}},
 		{"hung", Answer{Request: Request{Kind: Chat}, Hung: true}, []Invariant{Answered}},
+		{"flagged as a 200 cut short during a fault", cut(ans(Flagged, 1500*time.Millisecond, 200, `{"id":"chatcmpl-stalled",`)), nil},
+		{"flagged as a 200 cut short with no fault", cut(ans(Flagged, 2500*time.Millisecond, 200, `{"id":"chatcmpl-stalled",`)), []Invariant{MistakesAsProvider}},
+		{"unknown model, padded past 4 KiB", padded(t, Answer{Request: Request{Kind: UnknownModel, Model: "gpt-5o"}},
+			`{"error":{"message":"The model `+"`gpt-5o`"+` does not exist or you do not have access to it.","type":"invalid_request_error","param":null,"code":"model_not_found"},"pad":"`+strings.Repeat("x", 64<<10)+`","key_hint":"k"}`), nil},
 	}
 	for _, tc := range answerTests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -272,6 +283,204 @@ func TestChecks(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestLeakScanner feeds the clients' key search what gpt-load could let
+// through: a key in a header, split across two reads of a body, after an
+// escape, in a gzip or a deflate body; and what it must not flag.
+func TestLeakScanner(t *testing.T) {
+	keys := []string{"sk-chaos-test-0000", "sk-chaos-test-0001"}
+	k := keys[1]
+	zip := func(coding string, s string) []byte {
+		var b bytes.Buffer
+		var w io.WriteCloser
+		switch coding {
+		case "gzip":
+			w = gzip.NewWriter(&b)
+		case "deflate":
+			w = zlib.NewWriter(&b)
+		default:
+			w, _ = flate.NewWriter(&b, flate.DefaultCompression)
+		}
+		io.WriteString(w, s)
+		w.Close()
+		return b.Bytes()
+	}
+	tests := []struct {
+		name   string
+		header http.Header
+		chunks [][]byte
+		leaks  int
+	}{
+		{"clean", http.Header{"X-Api-Key": {secret.Mask(k)}}, [][]byte{[]byte(`{"error":"` + secret.Mask(k) + `"}`)}, 0},
+		{"a header", http.Header{"Location": {"https://x/?key=" + k}}, nil, 1},
+		{"two headers", http.Header{"X-Api-Key": {k}, "Www-Authenticate": {`Bearer realm="` + keys[0] + `"`}}, nil, 2},
+		{"the body, split across reads", nil, [][]byte{[]byte(`{"m":"\u0027` + k[:7]), []byte(k[7:12]), []byte(k[12:] + `"}`)}, 1},
+		{"the body, after %3D", nil, [][]byte{[]byte(`auth%3D` + k)}, 1},
+		{"a prefix only", nil, [][]byte{[]byte(k[:len(k)-1] + "\n")}, 0},
+		{"gzip", http.Header{"Content-Encoding": {"GZIP"}}, [][]byte{zip("gzip", `{"e":"`+k+`"}`)}, 1},
+		{"deflate", http.Header{"Content-Encoding": {"deflate"}}, [][]byte{zip("deflate", `{"e":"`+k+`"}`)}, 1},
+		{"raw deflate", http.Header{"Content-Encoding": {"deflate"}}, [][]byte{zip("raw", `{"e":"`+k+`"}`)}, 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h := tc.header
+			if h == nil {
+				h = http.Header{}
+			}
+			resp := &http.Response{StatusCode: 500, Header: h, Body: io.NopCloser(&chunkReader{chunks: tc.chunks})}
+			var a Answer
+			sc := newLeakScanner(keys)
+			receive(resp, &a, sc, false, nil)
+			a.Leaks = sc.found
+			if got := len(checkLeaks(Plan{}, a)); got != tc.leaks {
+				t.Errorf("found %d leaks (%v); want %d", got, a.Leaks, tc.leaks)
+			}
+			for _, l := range a.Leaks {
+				if strings.Contains(l, k) || strings.Contains(l, keys[0]) {
+					t.Errorf("the report %q quotes the key", l)
+				}
+			}
+		})
+	}
+}
+
+// TestClientsSeeLeaks points the clients at the simulator itself, with
+// no gpt-load in between, in its echo_key mode: what (f) must flag when
+// nothing masks, through the very code the chaos runs use.
+func TestClientsSeeLeaks(t *testing.T) {
+	keys := []string{"sk-chaos-leak-0000", "sk-chaos-leak-0001"}
+	sim, err := providersim.Start(providersim.Config{Models: models, Keys: []providersim.Key{{Key: keys[0]}, {Key: keys[1], State: providersim.KeyRevoked}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sim.Close()
+	sim.SetFault(0, providersim.FaultEchoKey)
+	c := &http.Client{Transport: &keyed{keys: keys}}
+	inHeader, inBody := 0, 0
+	for n := range 12 {
+		a := send(context.Background(), c, sim.URLs()[0], "", Request{N: n, Kind: Chat, Model: models[0]}, 5*time.Second, keys)
+		for _, l := range a.Leaks {
+			if strings.HasPrefix(l, "header") {
+				inHeader++
+			} else {
+				inBody++
+			}
+		}
+	}
+	if inHeader < 12*3 || inBody == 0 {
+		t.Errorf("found %d keys in headers and %d in bodies; want 3 a request in headers and some in error bodies", inHeader, inBody)
+	}
+}
+
+// keyed sends each request with the next key, as gpt-load would.
+type keyed struct {
+	keys []string
+	n    int
+}
+
+func (k *keyed) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+k.keys[k.n%len(k.keys)])
+	k.n++
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+// chunkReader returns its chunks one Read each.
+type chunkReader struct{ chunks [][]byte }
+
+func (r *chunkReader) Read(b []byte) (int, error) {
+	if len(r.chunks) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(b, r.chunks[0])
+	if n == len(r.chunks[0]) {
+		r.chunks = r.chunks[1:]
+	} else {
+		r.chunks[0] = r.chunks[0][n:]
+	}
+	return n, nil
+}
+
+// TestDeadlineChecks checks (g)'s bound by the faults a request met, and
+// (h).
+func TestDeadlineChecks(t *testing.T) {
+	p := NewPlan(1, 3*time.Second) // REQUEST_TIMEOUT 1, RESPONSE_TIMEOUT 2, STREAM_IDLE_TIMEOUT 2, QUEUE_TIMEOUT 1, MAX_RETRIES 3
+	rt := 4 * time.Second          // SERVER_READ_TIMEOUT
+	ans := func(k Kind, n int, took time.Duration, faults ...providersim.Fault) Answer {
+		return Answer{Request: Request{Kind: k, N: n}, Start: time.Second, End: time.Second + took, Status: 200, Faults: faults}
+	}
+	tests := []struct {
+		name  string
+		a     Answer // its End is set by the test
+		bound time.Duration
+	}{
+		{"a chat, one attempt", ans(Chat, 0, 0, ""), 7 * time.Second},
+		{"a stalled error body, then a retry", ans(Chat, 0, 0, providersim.FaultStallError, ""), 19 * time.Second},
+		{"a stalled 200 body", ans(Chat, 0, 0, providersim.FaultStallBody), 9 * time.Second},
+		{"a stalled stream in its window", ans(Stream, 0, 0, providersim.FaultStallBody), 17 * time.Second},
+		{"a body never read, then a retry", ans(LargeChat, 0, 0, providersim.FaultNoRead, ""), 9*time.Second + rt},
+		{"a stalled client body", ans(StalledBody, 0, 0), rt},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := Deadline(p.Env, tc.a); got != tc.bound {
+				t.Errorf("Deadline = %v; want %v", got, tc.bound)
+			}
+			for _, c := range []struct {
+				took time.Duration
+				want []Invariant
+			}{{tc.bound, nil}, {tc.bound + deadlineSlack - 100*time.Millisecond, nil}, {tc.bound + deadlineSlack + 100*time.Millisecond, []Invariant{WithinDeadlines}}} {
+				a := tc.a
+				a.End = a.Start + c.took
+				if got := invariants(checkDeadline(p, a)); !reflect.DeepEqual(got, c.want) {
+					t.Errorf("checkDeadline after %v = %v; want %v", c.took, got, c.want)
+				}
+			}
+		})
+	}
+	if got := checkDeadline(p, Answer{Request: Request{Kind: Chat}, Hung: true, End: time.Minute}); len(got) != 0 {
+		t.Errorf("checkDeadline(hung) = %v; want none: (d)'s", got)
+	}
+
+	const mb = 1 << 20
+	memTests := []struct {
+		m    Memory
+		want []Invariant
+	}{
+		{Memory{RSSBase: 40 * mb, RSSAfter: 51 * mb, HeapBase: 8 * mb, HeapAfter: 11 * mb}, nil},
+		{Memory{RSSBase: 40 * mb, RSSAfter: 53 * mb, HeapBase: 8 * mb, HeapAfter: 8 * mb}, []Invariant{MemoryBack}},
+		{Memory{RSSBase: 40 * mb, RSSAfter: 41 * mb, HeapBase: 8 * mb, HeapAfter: 13 * mb}, []Invariant{MemoryBack}},
+		{Memory{RSSBase: 40 * mb, RSSAfter: 120 * mb, HeapBase: 8 * mb, HeapAfter: 80 * mb}, []Invariant{MemoryBack, MemoryBack}},
+		{Memory{RSSBase: 40 * mb, RSSAfter: 30 * mb, HeapBase: 8 * mb, HeapAfter: 7 * mb}, nil},
+		{Memory{Heap: true, RSSBase: 40 * mb, RSSAfter: 200 * mb, HeapBase: 8 * mb, HeapAfter: 11 * mb}, nil},
+		{Memory{Heap: true, RSSBase: 40 * mb, RSSAfter: 40 * mb, HeapBase: 8 * mb, HeapAfter: 13 * mb}, []Invariant{MemoryBack}},
+	}
+	for _, tc := range memTests {
+		if got := invariants(checkMemory(tc.m)); !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("checkMemory(%+v) = %v; want %v", tc.m, got, tc.want)
+		}
+	}
+	if r, err := rss(); err != nil || r < 1<<20 {
+		t.Errorf("rss() = %d, %v; want this process's resident set", r, err)
+	}
+}
+
+// cut makes a's body end short, as a stalled upstream's cut does.
+func cut(a Answer) Answer {
+	a.Err = "body: unexpected EOF"
+	return a
+}
+
+// padded has the client receive body as a 404 into a.
+func padded(t *testing.T, a Answer, body string) Answer {
+	t.Helper()
+	resp := &http.Response{StatusCode: 404, Header: http.Header{}, Body: io.NopCloser(strings.NewReader(body))}
+	receive(resp, &a, newLeakScanner(nil), false, nil)
+	if len(a.Body) > keepBody {
+		t.Fatalf("kept %d bytes of the body; want at most %d", len(a.Body), keepBody)
+	}
+	return a
 }
 
 func invariants(vs []Violation) []Invariant {

@@ -3,7 +3,9 @@ package chaos
 import (
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -33,6 +35,17 @@ const (
 	// 4xx (status and body); a body gpt-load must not send upstream gets
 	// gpt-load's 408 or 413.
 	MistakesAsProvider Invariant = "e: every client mistake answered with the provider's own 4xx"
+	// NoKeyReceived (f), issue 19: no byte any client received (every
+	// header, every body byte, streams included, and a gzip or deflate
+	// body decoded too) contains a pool key.
+	NoKeyReceived Invariant = "f: no pool key in any byte a client received"
+	// WithinDeadlines (g), issue 19: no request outlived its configured
+	// deadlines (see Deadline) by more than a second.
+	WithinDeadlines Invariant = "g: every request ended within its configured deadlines + 1 s"
+	// MemoryBack (h), issue 19: once the clients stopped, the live heap is
+	// back within 4 MiB of its baseline and RSS (its anonymous part; not
+	// under -race) within 12 MiB (see heapSlack).
+	MemoryBack Invariant = "h: memory back to its baseline"
 )
 
 // Excused is not an invariant: it names what the spec's rules allow
@@ -41,7 +54,8 @@ const (
 const Excused Invariant = "excused by the spec"
 
 // Invariants are all of them, in report order.
-var Invariants = []Invariant{HealthyInRotation, CoolingOnlyWhenLimited, BadKeysOut, Answered, MistakesAsProvider}
+var Invariants = []Invariant{HealthyInRotation, CoolingOnlyWhenLimited, BadKeysOut, Answered, MistakesAsProvider,
+	NoKeyReceived, WithinDeadlines, MemoryBack}
 
 // Violation is one thing that did not hold.
 type Violation struct {
@@ -188,13 +202,18 @@ func checkAnswer(p Plan, a Answer) []Violation {
 	// Upstream trouble explains other answers: while a fault or a storm
 	// was on, the upstream's own fault answer passed on (401, 429, 5xx),
 	// gpt-load's 502 upstream_unavailable or 504 upstream_timeout, or a
-	// closed connection. Not gpt-load's 503 no_available_keys: a target's
+	// closed connection, or a 200 cut short. Not gpt-load's 503 no_available_keys: a target's
 	// fault benches the target, never the keys.
 	slack := 250 * time.Millisecond
 	own := proxyCode(a.Body)
 	if a.Kind != Oversized && a.Kind != OversizedCh && a.Kind != StalledBody && p.faultOrStormDuring(a.Start-slack, a.End+slack) {
 		switch {
 		case a.Status == 0:
+			return nil
+		case a.Status == http.StatusOK && a.Err != "" && own == "":
+			// A 200 whose body the upstream stalled, committed and then
+			// cut (the client's connection ended without the final
+			// chunk, SPEC §18): no SDK takes it for an answer.
 			return nil
 		case own == "":
 			if a.Status == 401 || a.Status == 429 || a.Status >= 500 {
@@ -307,3 +326,145 @@ func oneLine(b []byte) string {
 	}
 	return s
 }
+
+// checkLeaks applies (f) to one request: each place the client's scanner
+// found a pool key in what it received.
+func checkLeaks(p Plan, a Answer) []Violation {
+	var vs []Violation
+	for _, l := range a.Leaks {
+		subject := fmt.Sprintf("request #%d %s", a.N, a.Kind)
+		vs = append(vs, Violation{NoKeyReceived, subject + " " + l,
+			fmt.Sprintf("%s (model %s) sent at %.2fs (faults meanwhile: %s; attempts met %v) got status %d with a pool key in %s",
+				subject, a.Model, a.Start.Seconds(), p.faultsIn(a.Start, a.End), a.Faults, a.Status, l)})
+	}
+	return vs
+}
+
+// errorBodyRead is how long gpt-load reads an upstream's error body
+// before it classifies the answer by its status (SPEC §18: 10 s; the
+// proxy's defaultErrorBodyTimeout). commitWindow is the time bound of a
+// stream's commit window (SPEC §20).
+const (
+	errorBodyRead = 10 * time.Second
+	commitWindow  = 10 * time.Second
+)
+
+// Deadline is the longest request a may take under the configured
+// timeouts (SPEC §18), given the fault modes its upstream attempts met
+// (as the simulator traced them): each of MAX_RETRIES+1 attempts'
+// connect (REQUEST_TIMEOUT, whether or not it reached a listener); for
+// each attempt that did, RESPONSE_TIMEOUT from the start of sending to
+// the headers, plus the error-body read where the target stalled an error
+// body, and the silence allowed in a body where it stalled a 200's
+// (STREAM_IDLE_TIMEOUT, or for a stream the commit window, whichever is
+// longer); the wait for a key (QUEUE_TIMEOUT); and, for a body gpt-load
+// must read whole first (a large one, or one it refuses),
+// SERVER_READ_TIMEOUT. Everything else (the simulator's 10 ms answers,
+// its 40 ms streams) is left to the second of slack (g) allows.
+func Deadline(env map[string]string, a Answer) time.Duration {
+	sec := func(name string) time.Duration {
+		n, _ := strconv.Atoi(env[name])
+		return time.Duration(n) * time.Second
+	}
+	switch a.Kind {
+	case StalledBody, Oversized, OversizedCh:
+		return sec("SERVER_READ_TIMEOUT")
+	}
+	retries, _ := strconv.Atoi(env["MAX_RETRIES"])
+	d := time.Duration(retries+1)*sec("REQUEST_TIMEOUT") + sec("QUEUE_TIMEOUT")
+	if a.Kind == LargeChat {
+		d += sec("SERVER_READ_TIMEOUT")
+	}
+	for _, f := range a.Faults {
+		d += sec("RESPONSE_TIMEOUT")
+		switch f {
+		case providersim.FaultStallError:
+			d += errorBodyRead
+		case providersim.FaultStallBody:
+			if a.Request.stream() {
+				d += max(commitWindow, sec("STREAM_IDLE_TIMEOUT"))
+			} else {
+				d += sec("STREAM_IDLE_TIMEOUT")
+			}
+		}
+	}
+	return d
+}
+
+// deadlineSlack is what (g) allows over Deadline: 1 s, as issue 19 asks;
+// under -race 3 s, since the race detector slows gpt-load's every step
+// (5 to 15 times) on a machine it shares, and a 408 after
+// SERVER_READ_TIMEOUT was seen to come 1.3 s late there and never
+// without it.
+const deadlineSlack = time.Second + raceSlack
+
+// checkDeadline applies (g) to one request. A request the client gave up
+// on is (d)'s.
+func checkDeadline(p Plan, a Answer) []Violation {
+	if a.Hung {
+		return nil
+	}
+	took, bound := a.End-a.Start, Deadline(p.Env, a)
+	if took <= bound+deadlineSlack {
+		return nil
+	}
+	subject := fmt.Sprintf("request #%d %s", a.N, a.Kind)
+	end := fmt.Sprintf("status %d", a.Status)
+	if a.Err != "" {
+		end += " (" + a.Err + ")"
+	}
+	return []Violation{{WithinDeadlines, subject,
+		fmt.Sprintf("%s (model %s) sent at %.2fs took %.1fs, over its deadline %v + %v: attempts met %v (faults meanwhile: %s); ended with %s",
+			subject, a.Model, a.Start.Seconds(), took.Seconds(), bound, deadlineSlack, a.Faults, p.faultsIn(a.Start, a.End), end)}}
+}
+
+// Memory is (h)'s reading: the process's anonymous resident memory
+// (RssAnon, see rss) and live heap (after a GC) at the baseline and once
+// the clients stopped.
+type Memory struct {
+	RSSBase, RSSAfter   uint64
+	HeapBase, HeapAfter uint64
+	// DetailBase and DetailAfter are the runtime's account of the rest,
+	// for the report.
+	DetailBase, DetailAfter string
+	// Heap makes the heap the only judged figure (under -race, whose
+	// shadow memory makes RSS grow with what was ever touched).
+	Heap bool
+}
+
+// How far above its baseline (h) lets memory stay. The live heap, judged
+// always, 4 MiB: what the harness itself keeps of a run (each answer's
+// headers and first 4 KiB, gpt-load's log in memory, the simulator's
+// counters) is under 1.5 MiB in 100 seeds, so a request's body kept for
+// good (0.5 MiB and more, most 2 MiB and more) shows within a few
+// requests, and issue 19's 65 MiB at once. RSS (anonymous), judged
+// without -race, 12 MiB: in 114 runs without any leak it came back within
+// +8.1 MiB of its baseline, the runtime's own growth (heap fragmentation
+// up to 3 MiB, goroutine stacks and GC metadata up to 1.5 MiB) and the
+// 2 MiB steps of transparent huge pages that FreeOSMemory leaves whole
+// making up the difference; the first seed of a process is the worst.
+const (
+	heapSlack = 4 << 20
+	rssSlack  = 12 << 20
+)
+
+// checkMemory applies (h): the live heap, and RSS unless under -race.
+func checkMemory(m Memory) []Violation {
+	var vs []Violation
+	add := func(what string, base, after, slack uint64) {
+		if after <= base+slack {
+			return
+		}
+		vs = append(vs, Violation{MemoryBack, what,
+			fmt.Sprintf("%s %.1f MiB once the clients stopped, %.1f MiB over its baseline %.1f MiB (allowed: %.0f MiB); anonymous RSS %.1f → %.1f MiB, live heap %.1f → %.1f MiB (runtime before: %s; after: %s)",
+				what, mib(after), mib(after)-mib(base), mib(base), mib(slack), mib(m.RSSBase), mib(m.RSSAfter), mib(m.HeapBase), mib(m.HeapAfter),
+				m.DetailBase, m.DetailAfter)})
+	}
+	add("live heap", m.HeapBase, m.HeapAfter, heapSlack)
+	if !m.Heap {
+		add("RSS", m.RSSBase, m.RSSAfter, rssSlack)
+	}
+	return vs
+}
+
+func mib(n uint64) float64 { return float64(n) / (1 << 20) }

@@ -36,6 +36,7 @@ type Kind string
 const (
 	Chat          Kind = "chat"          // a chat completion
 	Stream        Kind = "stream"        // a streamed chat completion, read to the end
+	LargeChat     Kind = "large_chat"    // a chat completion with a body of 0.5 to 7.5 MiB (1.5 under -race)
 	Transcription Kind = "transcription" // multipart /v1/audio/transcriptions
 	CancelStream  Kind = "cancel_stream" // a stream the client leaves after its first bytes
 	Flagged       Kind = "flagged"       // content the provider's moderation refuses, whatever the key
@@ -53,7 +54,7 @@ const (
 // send upstream).
 func (k Kind) Mistake() bool {
 	switch k {
-	case Chat, Stream, Transcription, CancelStream:
+	case Chat, Stream, LargeChat, Transcription, CancelStream:
 		return false
 	}
 	return true
@@ -64,7 +65,7 @@ var kindWeights = []struct {
 	kind   Kind
 	weight int
 }{
-	{Chat, 30}, {Stream, 15}, {Transcription, 8}, {CancelStream, 5},
+	{Chat, 30}, {Stream, 15}, {LargeChat, 4}, {Transcription, 8}, {CancelStream, 5},
 	{Flagged, 6}, {ForeignFile, 6}, {UnknownModel, 5}, {BadJSON, 5}, {WrongPath, 4},
 	{Oversized, 2}, {OversizedCh, 2}, {StalledBody, 3},
 }
@@ -75,6 +76,22 @@ type Request struct {
 	At    time.Duration // from the start of traffic
 	Kind  Kind
 	Model string
+	Size  int // of a large chat's body, in bytes
+}
+
+// maxLarge is the largest large chat body, just under the limit.
+const maxLarge = maxBodyMiB<<20 - 512<<10
+
+// stream reports whether r asks for a stream (some of the mistakes do,
+// see httpRequest).
+func (r Request) stream() bool {
+	switch r.Kind {
+	case Stream, CancelStream:
+		return true
+	case ForeignFile, UnknownModel:
+		return r.N%2 == 0
+	}
+	return false
 }
 
 // FaultStep puts Target in Fault from At on (FaultNone ends a fault).
@@ -123,8 +140,9 @@ func NewPlan(seed uint64, d time.Duration) Plan {
 		// Short timeouts, so a stall ends within seconds, and a client
 		// bound (see Bound) that a hang cannot hide under.
 		"REQUEST_TIMEOUT": "1", "RESPONSE_TIMEOUT": "2", "STREAM_IDLE_TIMEOUT": "2",
-		"SERVER_READ_TIMEOUT": "2", "QUEUE_TIMEOUT": "1",
-		"MAX_REQUEST_BODY_SIZE": "1", "MAX_RETRIES": "3", "BLACKLIST_THRESHOLD": "1",
+		// SERVER_READ_TIMEOUT leaves room to read an 8 MiB body.
+		"SERVER_READ_TIMEOUT": "4", "QUEUE_TIMEOUT": "1",
+		"MAX_REQUEST_BODY_SIZE": strconv.Itoa(maxBodyMiB), "MAX_RETRIES": "3", "BLACKLIST_THRESHOLD": "1",
 		// Blacklists stay put for the final reading: no re-check.
 		"KEY_RECHECK_INTERVAL": "0", "KEY_COOLDOWN": "1", "MODEL_COOLDOWN": "60",
 		"LOG_LEVEL": "warn", "LOG_ENABLE_REQUEST": "false",
@@ -228,6 +246,13 @@ func NewPlan(seed uint64, d time.Duration) Plan {
 			r.Model = "whisper-1"
 		case UnknownModel:
 			r.Model = []string{"gpt-4o-minii", "gpt-5o", "gtp-4o"}[rng.IntN(3)]
+		case LargeChat:
+			r.Model = models[rng.IntN(2)]
+			if rng.IntN(3) == 0 { // held in memory
+				r.Size = 512<<10 + rng.IntN(448<<10)
+			} else { // spooled, and (without -race) more than socket buffers hold
+				r.Size = maxLarge/2 + rng.IntN(maxLarge/2)
+			}
 		default:
 			r.Model = models[rng.IntN(2)]
 		}

@@ -26,6 +26,7 @@ type Result struct {
 	Readings   int               // of gpt-load's keys during the run
 	Violations []Violation       // deduplicated by invariant and subject, first seen first
 	Counts     map[Invariant]int // violations before deduplication
+	Memory     Memory            // (h)'s readings
 }
 
 // Bound is how long a client waits for a request before it counts as
@@ -33,9 +34,11 @@ type Result struct {
 // connect (REQUEST_TIMEOUT, MAX_RETRIES+1 times), one attempt that is not
 // retried (RESPONSE_TIMEOUT for the headers, then STREAM_IDLE_TIMEOUT of
 // silence in the body; for a stream, after at most §20's 10 s commit
-// window), the wait for a key (QUEUE_TIMEOUT), and 2 s of slack for a
-// loaded machine. A body the client stalls gets SERVER_READ_TIMEOUT and
-// the slack.
+// window), one error body read to its 10 s deadline (a stalled 5xx body,
+// §18, issue 19), the wait for a key (QUEUE_TIMEOUT), and 2 s of slack
+// for a loaded machine. A body the client stalls gets
+// SERVER_READ_TIMEOUT and the slack. Invariant (g) judges each request's
+// time more closely, by the faults it met (Deadline).
 func Bound(env map[string]string, k Kind) time.Duration {
 	sec := func(name string) time.Duration {
 		n, _ := strconv.Atoi(env[name])
@@ -47,9 +50,12 @@ func Bound(env map[string]string, k Kind) time.Duration {
 	}
 	retries, _ := strconv.Atoi(env["MAX_RETRIES"])
 	b := time.Duration(retries+1)*sec("REQUEST_TIMEOUT") + sec("RESPONSE_TIMEOUT") + sec("STREAM_IDLE_TIMEOUT") +
-		sec("QUEUE_TIMEOUT") + slack
+		errorBodyRead + sec("QUEUE_TIMEOUT") + slack
 	if k == Stream || k == CancelStream || k == UnknownModel || k == ForeignFile {
-		b += 10 * time.Second // some of these ask for a stream
+		b += commitWindow // some of these ask for a stream
+	}
+	if k == LargeChat {
+		b += sec("SERVER_READ_TIMEOUT") // the body is read whole before the first attempt
 	}
 	return b
 }
@@ -58,6 +64,15 @@ func Bound(env map[string]string, k Kind) time.Duration {
 // http.Server, on loopback), plays the fault schedule and the requests,
 // reads gpt-load's keys every 200 ms and at the end, and checks the
 // invariants. Servers are closed when t's cleanup runs.
+//
+// gpt-load runs in this process, with the simulator and the clients, so
+// (h)'s memory is the process's: the baseline is read once both servers
+// served a few requests (a chat, a stream, a large body) and the clients'
+// connections were closed; the final reading once every request ended,
+// the simulator's stalls were ended (Unstall) and every idle connection
+// (clients to gpt-load, gpt-load to the simulator) was closed, after a GC
+// and debug.FreeOSMemory. What the harness keeps of the run (answers,
+// readings, gpt-load's log in memory) is small against the slack.
 func Run(t testing.TB, p Plan) *Result {
 	t.Helper()
 	sim, err := providersim.Start(p.Sim)
@@ -92,6 +107,24 @@ func Run(t testing.TB, p Plan) *Result {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	answers := make([]Answer, len(p.Requests))
+	warmUpServers(ctx, client, srv.URL, srv.Addr, keys)
+	client.CloseIdleConnections()
+	sim.Unstall() // closes its idle connections
+	res.Memory.Heap = raceEnabled
+	res.Memory.RSSBase, res.Memory.HeapBase, res.Memory.DetailBase = settledDetail()
+
+	// Which fault modes each request's upstream attempts met.
+	met := make([][]providersim.Fault, len(p.Requests))
+	sim.SetTrace(func(at providersim.Attempt) {
+		n, err := strconv.Atoi(at.Header.Get(providersim.TraceHeader))
+		if err != nil || n < 0 || n >= len(met) {
+			return
+		}
+		mu.Lock()
+		met[n] = append(met[n], at.Fault)
+		mu.Unlock()
+	})
 	sim.Reset() // the clock starts with the traffic
 	start := time.Now()
 	var wg sync.WaitGroup
@@ -147,7 +180,6 @@ func Run(t testing.TB, p Plan) *Result {
 	}()
 
 	// The clients, open loop.
-	answers := make([]Answer, len(p.Requests))
 	var cw sync.WaitGroup
 	for i, r := range p.Requests {
 		if !sleepUntil(ctx, start.Add(r.At)) {
@@ -157,7 +189,7 @@ func Run(t testing.TB, p Plan) *Result {
 		go func() {
 			defer cw.Done()
 			began := time.Since(start)
-			a := send(ctx, client, srv.URL, srv.Addr, r, Bound(p.Env, r.Kind))
+			a := send(ctx, client, srv.URL, srv.Addr, r, Bound(p.Env, r.Kind), keys)
 			a.Start, a.End = began, time.Since(start)
 			answers[i] = a
 		}()
@@ -166,9 +198,16 @@ func Run(t testing.TB, p Plan) *Result {
 	close(readingsDone)
 	cancel()
 	wg.Wait()
+	mu.Lock()
+	for i := range answers {
+		answers[i].Faults = met[i]
+	}
+	mu.Unlock()
 	res.Answers = answers
 	for _, a := range answers {
 		add(checkAnswer(p, a))
+		add(checkLeaks(p, a))
+		add(checkDeadline(p, a))
 	}
 
 	// The final reading: /stats?keys=1, then /blacklist, then the
@@ -186,6 +225,20 @@ func Run(t testing.TB, p Plan) *Result {
 	add(checkKeys(p, end, views, res.Sim))
 	add(checkKeys(p, end, listed, res.Sim))
 	add(checkBadKeys(p, views, res.Sim))
+
+	// (h): every request ended; end the simulator's stalls (gpt-load's
+	// attempts on them, if any still run, then end too) and close every
+	// idle connection, then read memory until it settles.
+	sim.SetTrace(nil)
+	sim.Unstall()
+	client.CloseIdleConnections()
+	ctl.CloseIdleConnections()
+	for end := time.Now().Add(5 * time.Second); sim.InFlight() > 0 && time.Now().Before(end); {
+		time.Sleep(50 * time.Millisecond)
+	}
+	sim.Unstall() // the idle connections of attempts that just ended
+	memoryAfter(&res.Memory)
+	add(checkMemory(res.Memory))
 	if res.Failed() && os.Getenv("CHAOS_LOG") != "" && srv.Logs != nil {
 		// For diagnosis: gpt-load's own account of the keys and targets.
 		for line := range strings.SplitSeq(srv.Logs.String(), "\n") {
@@ -195,6 +248,19 @@ func Run(t testing.TB, p Plan) *Result {
 		}
 	}
 	return res
+}
+
+// warmUpServers sends a few requests through gpt-load before the
+// baseline of (h) is read, so that what any first request builds once
+// (connections' buffers, the spool's temporary directory, the large
+// bodies' shared filler, the proxy's pools) is in it: chats, a stream and
+// a large chat, one after the other, each on its own key by rotation.
+func warmUpServers(ctx context.Context, c *http.Client, base, addr string, keys []string) {
+	for i, k := range []Kind{Chat, Chat, Stream, LargeChat} {
+		r := Request{N: i, Kind: k, Model: models[0], Size: 1 << 20}
+		send(ctx, c, base, addr, r, 5*time.Second, keys)
+	}
+	padding()
 }
 
 func sleepUntil(ctx context.Context, at time.Time) bool {
@@ -352,6 +418,24 @@ func (r *Result) Stats() string {
 		}
 		slowest = append(slowest, s)
 	}
-	return fmt.Sprintf("seed %d: answers %s (hung %d; slowest: %s); provider: %d attempts (%s); %d readings of the keys",
-		r.Plan.Seed, strings.Join(parts, " "), hung, strings.Join(slowest, ", "), r.Sim.Attempts, strings.Join(outs, ", "), r.Readings)
+	met := map[providersim.Fault]int{}
+	for _, a := range r.Answers {
+		for _, f := range a.Faults {
+			if f != providersim.FaultNone {
+				met[f]++
+			}
+			if f == providersim.FaultNoRead && a.Kind == LargeChat && a.Size >= 2<<20 {
+				met["no_read of a large body"]++
+			}
+		}
+	}
+	var mets []string
+	for _, f := range slices.Sorted(maps.Keys(met)) {
+		mets = append(mets, fmt.Sprintf("%s %d", f, met[f]))
+	}
+	m := r.Memory
+	return fmt.Sprintf("seed %d: answers %s (hung %d; slowest: %s); provider: %d attempts (%s); faults met by attempts: %s; %d readings of the keys; memory: anonymous RSS %.1f → %.1f MiB, live heap %.1f → %.1f MiB (judged: %s; runtime before: %s; after: %s)",
+		r.Plan.Seed, strings.Join(parts, " "), hung, strings.Join(slowest, ", "), r.Sim.Attempts, strings.Join(outs, ", "), strings.Join(mets, ", "), r.Readings,
+		mib(m.RSSBase), mib(m.RSSAfter), mib(m.HeapBase), mib(m.HeapAfter), map[bool]string{false: "RSS and heap", true: "heap"}[m.Heap],
+		m.DetailBase, m.DetailAfter)
 }

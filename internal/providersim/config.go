@@ -267,13 +267,17 @@ func (c Config) validate() error {
 	for i, e := range c.Episodes {
 		switch e.Kind {
 		case EpisodeStorm:
-		case EpisodeDown, Episode503, string(FaultResetBefore), string(FaultResetAfter), string(FaultStallHeaders),
-			string(FaultStallBody), string(Fault5xx), string(FaultGateway401):
+		case EpisodeDown, Episode503:
 			if e.Target < 0 || e.Target >= c.Targets {
 				errs = append(errs, fmt.Errorf("episodes[%d]: target %d: want 0 to %d", i, e.Target, c.Targets-1))
 			}
 		default:
-			errs = append(errs, fmt.Errorf("episodes[%d]: kind %q: want %q, %q, %q or a fault mode (%s)", i, e.Kind, EpisodeStorm, EpisodeDown, Episode503, faultList))
+			switch {
+			case !episodeFault(e.Kind):
+				errs = append(errs, fmt.Errorf("episodes[%d]: kind %q: want %q, %q, %q or a fault mode (%s)", i, e.Kind, EpisodeStorm, EpisodeDown, Episode503, faultList))
+			case e.Target < 0 || e.Target >= c.Targets:
+				errs = append(errs, fmt.Errorf("episodes[%d]: target %d: want 0 to %d", i, e.Target, c.Targets-1))
+			}
 		}
 		if e.For <= 0 || e.At < 0 {
 			errs = append(errs, fmt.Errorf("episodes[%d]: want at >= 0 and for > 0", i))

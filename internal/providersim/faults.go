@@ -2,6 +2,7 @@ package providersim
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -31,9 +32,29 @@ const (
 	// the client leaving or the simulator closing.
 	FaultStallHeaders Fault = "stall_headers"
 	// FaultStallBody sends a 200's headers (an event stream when the
-	// request asked for one), then nothing, as long as FaultStallHeaders
-	// would; the body then ends short.
+	// request asked for one; otherwise JSON, in turn with a Content-Length
+	// promised and chunked with the body's first bytes sent), then
+	// nothing, as long as FaultStallHeaders would; the body then ends
+	// short.
 	FaultStallBody Fault = "stall_body"
+	// FaultStallError reads the body, sends a 500's or a 503's headers and
+	// the first bytes of its JSON body (in turn with a Content-Length and
+	// chunked), then nothing, as long as FaultStallHeaders would.
+	FaultStallError Fault = "stall_error"
+	// FaultNoRead never reads the request body: it holds the connection,
+	// reading nothing, as long as FaultStallHeaders would, then closes it.
+	// A body larger than the socket buffers (a few MiB on loopback) then
+	// cannot be sent in full.
+	FaultNoRead Fault = "no_read"
+	// FaultEchoKey answers as the provider would, but every answer's
+	// headers echo the key it was sent (X-Api-Key, a Location with
+	// ?key=, WWW-Authenticate's realm), every error body quotes it, raw
+	// and after escapes (a JSON \u0027, \n, %3D), a third of the work
+	// requests get a 500 or 503 quoting it, and error bodies come
+	// compressed (gzip, GZIP, zlib deflate, raw deflate, or plain; some
+	// padded past 64 KiB compressed), whether the request asked for the
+	// coding or not: an upstream that leaks and ignores Accept-Encoding.
+	FaultEchoKey Fault = "echo_key"
 	// Fault5xx answers 500, 502 and 503 in turn, with OpenAI's bodies.
 	Fault5xx Fault = "5xx"
 	// FaultGateway401 is a gateway in front of the provider that answers
@@ -46,10 +67,23 @@ const (
 )
 
 var faultList = strings.Join([]string{string(FaultResetBefore), string(FaultResetAfter), string(FaultStallHeaders),
-	string(FaultStallBody), string(Fault5xx), string(FaultGateway401)}, ", ")
+	string(FaultStallBody), string(FaultStallError), string(FaultNoRead), string(Fault5xx), string(FaultGateway401),
+	string(FaultEchoKey)}, ", ")
 
 // Faults are every fault mode but FaultNone, for drawing one at random.
-var Faults = []Fault{FaultResetBefore, FaultResetAfter, FaultStallHeaders, FaultStallBody, Fault5xx, FaultGateway401, FaultDown}
+var Faults = []Fault{FaultResetBefore, FaultResetAfter, FaultStallHeaders, FaultStallBody, FaultStallError, FaultNoRead,
+	Fault5xx, FaultGateway401, FaultEchoKey, FaultDown}
+
+// episodeFault reports whether kind names a fault mode an episode may
+// use (every one but FaultNone and FaultDown).
+func episodeFault(kind string) bool {
+	for _, f := range Faults {
+		if f != FaultDown && string(f) == kind {
+			return true
+		}
+	}
+	return false
+}
 
 // SetFault puts target i in fault mode f until the next SetFault or
 // Reset; FaultNone ends it. FaultDown closes the target's listener and
@@ -126,17 +160,48 @@ func (s *Sim) misbehave(w http.ResponseWriter, r *http.Request, t *target, k *ke
 		stream := bytes.Contains(readAll(r), []byte(`"stream":true`))
 		s.record(t, k, sec, Stalled)
 		h := w.Header()
-		if stream {
+		chunked := s.serial.Add(1)%2 == 0
+		switch {
+		case stream:
 			h.Set("Content-Type", "text/event-stream")
-		} else {
+		case chunked:
+			h.Set("Content-Type", "application/json") // chunked: no length
+		default:
 			h.Set("Content-Type", "application/json")
 			h.Set("Content-Length", "512") // promised, never sent
 		}
 		w.WriteHeader(http.StatusOK)
+		if chunked && !stream {
+			io.WriteString(w, `{"id":"chatcmpl-stalled","object":"chat.completion",`)
+		}
 		http.NewResponseController(w).Flush()
 		s.stall(r)
 		// Close the connection with the body short (no final chunk): the
 		// client sees an unexpected EOF.
+		panic(http.ErrAbortHandler)
+	case FaultStallError:
+		readAll(r)
+		s.record(t, k, sec, Stalled)
+		n := s.serial.Add(1)
+		status, e := http.StatusInternalServerError, errServer()
+		if n%2 == 0 {
+			status, e = http.StatusServiceUnavailable, errOverloaded()
+		}
+		b, _ := json.Marshal(e)
+		h := w.Header()
+		h.Set("Content-Type", "application/json")
+		if n%4 < 2 {
+			h.Set("Content-Length", strconv.Itoa(len(b))) // promised, never sent in full
+		}
+		w.WriteHeader(status)
+		w.Write(b[:len(b)/2])
+		http.NewResponseController(w).Flush()
+		s.stall(r)
+		panic(http.ErrAbortHandler)
+	case FaultNoRead:
+		// Nothing read: the client's body waits in the socket buffers.
+		s.record(t, k, sec, Stalled)
+		s.stall(r)
 		panic(http.ErrAbortHandler)
 	case Fault5xx:
 		readAll(r)
@@ -161,15 +226,48 @@ func (s *Sim) misbehave(w http.ResponseWriter, r *http.Request, t *target, k *ke
 	return true
 }
 
-// stall waits until StallMax passes, the client leaves or the target is
-// closed (which cancels the request's context).
+// stall waits until StallMax passes, the client leaves (which a server
+// sees only once the request body was read), the target is closed
+// (which cancels the request's context) or Unstall is called.
 func (s *Sim) stall(r *http.Request) {
 	tm := time.NewTimer(s.cfg.StallMax.D())
 	defer tm.Stop()
 	select {
 	case <-tm.C:
 	case <-r.Context().Done():
+	case <-s.unstalled():
 	}
+}
+
+// Unstall ends every stall in progress at once (their connections are
+// closed without an answer), and every later one as it starts, until
+// the next Reset: for a runner that wants the simulator's handlers done
+// once its clients stopped. It also closes the targets' idle
+// connections.
+func (s *Sim) Unstall() {
+	s.mu.Lock()
+	ch := s.unstall
+	s.mu.Unlock()
+	select {
+	case <-ch:
+	default:
+		close(ch)
+	}
+	for _, t := range s.targets {
+		t.mu.Lock()
+		if t.srv != nil {
+			// Closes the idle connections; new ones are kept alive again.
+			t.srv.SetKeepAlivesEnabled(false)
+			t.srv.SetKeepAlivesEnabled(true)
+		}
+		t.mu.Unlock()
+	}
+}
+
+func (s *Sim) unstalled() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.unstall
 }
 
 // resetConn ends the connection with a TCP RST, no answer. Without a

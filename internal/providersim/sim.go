@@ -115,6 +115,9 @@ type Sim struct {
 	stopEpis context.CancelFunc
 	// storm is the Retry-After of a storm set by SetStorm; -1: none.
 	storm atomic.Int64
+	// unstall is closed by Unstall, replaced by Reset (guarded by mu).
+	unstall chan struct{}
+	trace   atomic.Pointer[func(Attempt)]
 
 	counts     counts
 	modelsReqs atomic.Int64
@@ -226,6 +229,7 @@ func (s *Sim) Reset() {
 	}
 	now := time.Now()
 	s.start.Store(now.UnixNano())
+	s.unstall = make(chan struct{})
 	for _, w := range s.windows {
 		w.reset(now)
 	}
@@ -425,8 +429,30 @@ func (s *Sim) work(w http.ResponseWriter, r *http.Request, t *target, kind int) 
 
 	raw := bearer(r)
 	k := s.keys[raw]
-	if f := t.faultNow(el); f != FaultNone {
+	f := t.faultNow(el)
+	if tr := s.trace.Load(); tr != nil {
+		(*tr)(Attempt{Header: r.Header, Target: t.idx, Fault: f, At: time.Now()})
+	}
+	if f != FaultNone {
 		if s.misbehave(w, r, t, k, sec, f) {
+			return
+		}
+	}
+	preview := maskKey(raw)
+	if f == FaultEchoKey {
+		n := mix(s.serial.Add(1))
+		ew := &echoWriter{ResponseWriter: w, key: raw, n: n,
+			gzipOK: strings.Contains(strings.ToLower(r.Header.Get("Accept-Encoding")), "gzip")}
+		defer ew.finish()
+		w, preview = ew, raw
+		if n>>32%3 == 0 {
+			readAll(r)
+			s.record(t, k, sec, ServerError)
+			if n>>36%2 == 0 {
+				writeError(w, http.StatusInternalServerError, errServer())
+			} else {
+				writeError(w, http.StatusServiceUnavailable, errOverloaded())
+			}
 			return
 		}
 	}
@@ -445,7 +471,7 @@ func (s *Sim) work(w http.ResponseWriter, r *http.Request, t *target, kind int) 
 	}
 	if k == nil || k.cfg.State == KeyRevoked {
 		s.record(t, k, sec, Revoked)
-		writeError(w, http.StatusUnauthorized, errInvalidKey(maskKey(raw)))
+		writeError(w, http.StatusUnauthorized, errInvalidKey(preview))
 		return
 	}
 	var p parsed
@@ -526,7 +552,7 @@ func (s *Sim) work(w http.ResponseWriter, r *http.Request, t *target, kind int) 
 
 // parseChat reads a chat request's JSON; a mistake is answered here.
 func (s *Sim) parseChat(w http.ResponseWriter, r *http.Request, t *target, k *keyState, sec int) (parsed, bool) {
-	b, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	b, err := io.ReadAll(io.LimitReader(r.Body, maxBody))
 	var req chatBody
 	if err == nil {
 		err = json.Unmarshal(b, &req)
