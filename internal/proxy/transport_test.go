@@ -72,10 +72,12 @@ func TestHTTP2StreamsOverflowToFewConnections(t *testing.T) {
 	}
 	// A dial whose request found a connection while it queued can still
 	// slip through in the moment between one connection's handshake and
-	// its first streams: allow a couple.
+	// its first streams: 6 to 8 on a quiet machine, 11 once under a full
+	// parallel -race run. Twice the need still tells sharing (without it,
+	// every request dials: 60) from a slip or two.
 	t.Logf("%d connections for %d requests at %d streams each", accepted.Load(), n, perConn)
-	if got, need := accepted.Load(), int64(n/perConn); got < need || got > need+3 {
-		t.Errorf("upstream accepted %d connections for %d concurrent requests at %d streams each; want %d to %d", got, n, perConn, need, need+3)
+	if got, need := accepted.Load(), int64(n/perConn); got < need || got > 2*need {
+		t.Errorf("upstream accepted %d connections for %d concurrent requests at %d streams each; want %d to %d", got, n, perConn, need, 2*need)
 	}
 }
 
