@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -16,27 +17,21 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gpt-load/gpt-load/internal/procstat"
 	"github.com/gpt-load/gpt-load/internal/testupstream"
 )
 
 // rssBytes reads a process's resident set size from /proc.
 func rssBytes(t *testing.T, pid int) int64 {
 	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	n, err := procstat.RSS(pid)
+	if errors.Is(err, procstat.ErrUnsupported) {
+		t.Skip(err)
+	}
 	if err != nil {
-		t.Skipf("no /proc here: %v", err)
+		t.Fatal(err)
 	}
-	for line := range strings.SplitSeq(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			if err != nil {
-				t.Fatalf("VmRSS line %q: %v", line, err)
-			}
-			return kb << 10
-		}
-	}
-	t.Fatalf("no VmRSS in /proc/%d/status", pid)
-	return 0
+	return n
 }
 
 // TestRSSBoundedByBodyMemoryLimit runs the real binary and measures its

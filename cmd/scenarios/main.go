@@ -38,6 +38,7 @@ import (
 	"time"
 
 	"github.com/gpt-load/gpt-load/internal/providersim"
+	"github.com/gpt-load/gpt-load/internal/wait"
 )
 
 func main() {
@@ -294,7 +295,7 @@ func runScenario(ctx context.Context, s scenario, bin, dir string, d time.Durati
 	go func() {
 		defer close(probed)
 		for _, off := range s.probes {
-			if !sleepUntil(ctx, start.Add(off)) {
+			if !wait.Until(ctx, start.Add(off)) {
 				return
 			}
 			p := &probe{offset: off, at: time.Now()}
@@ -329,17 +330,6 @@ func countBenchings(logPath string) int {
 		return -1
 	}
 	return strings.Count(string(b), `msg="upstream benched`)
-}
-
-func sleepUntil(ctx context.Context, at time.Time) bool {
-	t := time.NewTimer(time.Until(at))
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }
 
 // proxyKeys reads every key's state from gpt-load's /stats?keys=1, and

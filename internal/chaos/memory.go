@@ -1,15 +1,13 @@
 package chaos
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
-	"os"
 	"runtime"
 	"runtime/debug"
-	"strconv"
-	"strings"
 	"time"
+
+	"github.com/gpt-load/gpt-load/internal/procstat"
 )
 
 // rss reads the process's anonymous resident memory (RssAnon) from
@@ -19,31 +17,11 @@ import (
 // kept. VmRSS, everything resident, where RssAnon is missing (Linux
 // before 4.5).
 func rss() (uint64, error) {
-	f, err := os.Open("/proc/self/status")
-	if err != nil {
-		return 0, err
+	n, err := procstat.Field(0, "RssAnon")
+	if err != nil && !errors.Is(err, procstat.ErrUnsupported) {
+		n, err = procstat.RSS(0)
 	}
-	defer f.Close()
-	var vm uint64
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		name, v, _ := strings.Cut(sc.Text(), ":")
-		if name != "RssAnon" && name != "VmRSS" {
-			continue
-		}
-		kb, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-		if err != nil {
-			return 0, err
-		}
-		if name == "RssAnon" {
-			return kb << 10, nil
-		}
-		vm = kb << 10
-	}
-	if vm == 0 {
-		return 0, errors.New("no RssAnon or VmRSS in /proc/self/status")
-	}
-	return vm, nil
+	return uint64(max(n, 0)), err
 }
 
 // settled collects garbage, returns freed memory to the system and reads

@@ -16,6 +16,7 @@ import (
 
 	"github.com/gpt-load/gpt-load/internal/providersim"
 	"github.com/gpt-load/gpt-load/internal/testserver"
+	"github.com/gpt-load/gpt-load/internal/wait"
 )
 
 // Result is one seed's run.
@@ -147,7 +148,7 @@ func Run(t testing.TB, p Plan) *Result {
 		}
 		slices.SortStableFunc(steps, func(a, b step) int { return int(a.at - b.at) })
 		for _, s := range steps {
-			if !sleepUntil(ctx, start.Add(s.at)) {
+			if !wait.Until(ctx, start.Add(s.at)) {
 				return
 			}
 			s.do()
@@ -182,7 +183,7 @@ func Run(t testing.TB, p Plan) *Result {
 	// The clients, open loop.
 	var cw sync.WaitGroup
 	for i, r := range p.Requests {
-		if !sleepUntil(ctx, start.Add(r.At)) {
+		if !wait.Until(ctx, start.Add(r.At)) {
 			break
 		}
 		cw.Add(1)
@@ -261,17 +262,6 @@ func warmUpServers(ctx context.Context, c *http.Client, base, addr string, keys 
 		send(ctx, c, base, addr, r, 5*time.Second, keys)
 	}
 	padding()
-}
-
-func sleepUntil(ctx context.Context, at time.Time) bool {
-	tm := time.NewTimer(time.Until(at))
-	defer tm.Stop()
-	select {
-	case <-tm.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }
 
 // readKeys reads every key of gpt-load's /stats?keys=1.

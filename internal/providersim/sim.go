@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/gpt-load/gpt-load/internal/secret"
+	"github.com/gpt-load/gpt-load/internal/wait"
 )
 
 // Outcome is how the simulator answered one chat attempt.
@@ -274,25 +275,14 @@ func (s *Sim) elapsed() time.Duration {
 // same address at its end.
 func (s *Sim) runDown(ctx context.Context, start time.Time, e Episode) {
 	t := s.targets[e.Target]
-	if !sleepUntil(ctx, start.Add(e.At.D())) {
+	if !wait.Until(ctx, start.Add(e.At.D())) {
 		return
 	}
 	t.down()
-	if !sleepUntil(ctx, start.Add(e.At.D()+e.For.D())) {
+	if !wait.Until(ctx, start.Add(e.At.D()+e.For.D())) {
 		return
 	}
 	t.up()
-}
-
-func sleepUntil(ctx context.Context, at time.Time) bool {
-	tm := time.NewTimer(time.Until(at))
-	defer tm.Stop()
-	select {
-	case <-tm.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }
 
 func (t *target) serve(ln net.Listener) {

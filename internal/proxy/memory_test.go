@@ -2,19 +2,19 @@ package proxy_test
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"runtime"
 	"runtime/debug"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/gpt-load/gpt-load/internal/procstat"
 	"github.com/gpt-load/gpt-load/internal/testupstream"
 )
 
@@ -35,21 +35,14 @@ func measure(t *testing.T) memory {
 // selfRSS reads this process's resident set size from /proc.
 func selfRSS(t *testing.T) int64 {
 	t.Helper()
-	b, err := os.ReadFile("/proc/self/status")
+	n, err := procstat.RSS(0)
+	if errors.Is(err, procstat.ErrUnsupported) {
+		t.Skip(err)
+	}
 	if err != nil {
-		t.Skipf("no /proc here: %v", err)
+		t.Fatal(err)
 	}
-	for line := range strings.SplitSeq(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			if err != nil {
-				t.Fatalf("VmRSS line %q: %v", line, err)
-			}
-			return kb << 10
-		}
-	}
-	t.Fatal("no VmRSS in /proc/self/status")
-	return 0
+	return n
 }
 
 // checkGrowth fails when heap or RSS grew past limit from base to now.

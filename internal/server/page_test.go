@@ -5,15 +5,13 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"os"
 	"runtime"
 	"slices"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/gpt-load/gpt-load/internal/apierr/apierrtest"
+	"github.com/gpt-load/gpt-load/internal/procstat"
 	"github.com/gpt-load/gpt-load/internal/secret"
 	appserver "github.com/gpt-load/gpt-load/internal/server"
 )
@@ -248,15 +246,6 @@ func TestStatsKeysMillion(t *testing.T) {
 // rss is the process's resident set size in bytes from /proc, 0 where that
 // is not available.
 func rss() uint64 {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for line := range strings.SplitSeq(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, _ := strconv.ParseUint(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
+	n, _ := procstat.RSS(0)
+	return uint64(max(n, 0))
 }
