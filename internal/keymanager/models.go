@@ -1,6 +1,7 @@
 package keymanager
 
 import (
+	"maps"
 	"math"
 	"slices"
 	"sort"
@@ -344,29 +345,27 @@ func (m *Manager) AnyModelExcluded() bool { return m.withModels.Load() != 0 }
 const maxServedModels = 4096
 
 // servedModels is the set of models some key served while the model had
-// exclusions. The zero value is empty and ready; it is safe for
-// concurrent use.
+// exclusions, copy-on-write: reads (every success while the model has
+// exclusions) take no lock. The zero value is empty and ready; it is safe
+// for concurrent use.
 type servedModels struct {
-	mu sync.RWMutex
-	m  map[string]struct{}
-	n  atomic.Int32
+	mu  sync.Mutex // serialises writers
+	set atomic.Pointer[map[string]struct{}]
 }
 
 func (s *servedModels) has(model string) bool {
-	if s.n.Load() == 0 {
+	p := s.set.Load()
+	if p == nil {
 		return false
 	}
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	_, ok := s.m[model]
+	_, ok := (*p)[model]
 	return ok
 }
 
 func (s *servedModels) clear() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.m = nil
-	s.n.Store(0)
+	s.set.Store(nil)
 }
 
 // ServedModel records that a key served a request for model. It costs
@@ -385,12 +384,13 @@ func (m *Manager) ServedModel(model string) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.m[model]; ok || len(s.m) >= maxServedModels {
-		return
+	cur := map[string]struct{}{}
+	if p := s.set.Load(); p != nil {
+		if _, ok := (*p)[model]; ok || len(*p) >= maxServedModels {
+			return
+		}
+		cur = maps.Clone(*p)
 	}
-	if s.m == nil {
-		s.m = map[string]struct{}{}
-	}
-	s.m[model] = struct{}{}
-	s.n.Store(int32(len(s.m)))
+	cur[model] = struct{}{}
+	s.set.Store(&cur)
 }
