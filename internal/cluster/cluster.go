@@ -6,10 +6,12 @@ package cluster
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -53,10 +55,16 @@ func (quietLog) Printf(context.Context, string, ...any) {}
 type Options struct {
 	URL    string // redis:// or rediss://
 	Prefix string // namespace of every Redis key
-	Log    *logrus.Entry
+	// FingerprintSecret keys the fingerprints that name keys in Redis
+	// (REDIS_FINGERPRINT_SECRET); empty: unkeyed, and New warns.
+	FingerprintSecret string
+	Log               *logrus.Entry
 	// OnReset is called when another replica reset the keys (/reset-keys):
 	// it re-reads the keys file and clears every key's state locally.
 	OnReset func() error
+	// Now is the clock the key manager and the balancer use; nil means
+	// time.Now. Only durations measured on it are shared.
+	Now func() time.Time
 }
 
 // Counters are this replica's request counters, read to publish deltas.
@@ -67,10 +75,13 @@ type Counters interface {
 // Cluster is one replica's link to the shared state. It is safe for
 // concurrent use.
 type Cluster struct {
-	rdb      *redis.Client
-	prefix   string
+	rdb      redis.UniversalClient
+	base     string // "{" + prefix + "}": every name shares one hash slot
+	channel  string
+	secret   []byte
 	replica  string
 	log      *logrus.Entry
+	now      func() time.Time
 	keys     *keymanager.Manager
 	targets  *upstream.Balancer
 	counters Counters
@@ -79,14 +90,20 @@ type Cluster struct {
 	byFP     atomic.Pointer[map[string]*keymanager.Key]
 	targetFP map[string]*upstream.Target
 
+	// mu guards what the request path touches: the queued changes, the
+	// versions this replica has seen, and the epoch.
 	mu             sync.Mutex
-	pendingKeys    map[*keymanager.Key]struct{}
-	pendingTargets map[*upstream.Target]struct{}
+	pendingKeys    map[*keymanager.Key]change
+	pendingTargets map[*upstream.Target]change
+	knownKeys      map[*keymanager.Key]int64
+	knownTargets   map[*upstream.Target]int64
+	epoch          int64 // the reset epoch this replica is in
+	epochKnown     bool  // epoch was read from Redis at least once
+	gen            string
 	wake           chan struct{}
 
-	// applyMu orders other replicas' changes and a resync: a change that
-	// arrives while the shared state is loaded is applied after it, not
-	// overwritten by the older state just read.
+	// applyMu orders the application of verdicts (replies, messages, a
+	// resync) and resets.
 	applyMu sync.Mutex
 
 	up atomic.Bool
@@ -104,10 +121,25 @@ type Cluster struct {
 }
 
 // Fingerprint identifies a key in Redis without revealing it: the first 16
-// bytes of its SHA-256, in hex.
-func Fingerprint(raw string) string {
-	sum := sha256.Sum256([]byte(raw))
-	return hex.EncodeToString(sum[:16])
+// bytes of its HMAC-SHA-256 under secret, in hex; with no secret, of its
+// plain SHA-256, which anyone reading Redis can compare with a guess.
+func Fingerprint(secret, raw string) string {
+	if secret == "" {
+		sum := sha256.Sum256([]byte(raw))
+		return hex.EncodeToString(sum[:16])
+	}
+	h := hmac.New(sha256.New, []byte(secret))
+	h.Write([]byte(raw))
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+func (c *Cluster) fingerprint(raw string) string {
+	if c.secret == nil {
+		return Fingerprint("", raw)
+	}
+	h := hmac.New(sha256.New, c.secret)
+	h.Write([]byte(raw))
+	return hex.EncodeToString(h.Sum(nil)[:16])
 }
 
 // New connects to Redis, loads the shared state (waiting a short while for
@@ -125,18 +157,30 @@ func New(ctx context.Context, opts Options, keys *keymanager.Manager, targets *u
 	ro.DialTimeout = opTimeout
 	ro.ReadTimeout = opTimeout
 	ro.WriteTimeout = opTimeout
+	base := "{" + opts.Prefix + "}"
 	c := &Cluster{
-		rdb: redis.NewClient(ro), prefix: opts.Prefix, replica: newReplicaID(), log: opts.Log,
+		rdb: redis.NewClient(ro), base: base, channel: base + "events", replica: newReplicaID(), log: opts.Log,
+		now:  opts.Now,
 		keys: keys, targets: targets, counters: counters, onReset: opts.OnReset,
 		targetFP:       map[string]*upstream.Target{},
-		pendingKeys:    map[*keymanager.Key]struct{}{},
-		pendingTargets: map[*upstream.Target]struct{}{},
+		pendingKeys:    map[*keymanager.Key]change{},
+		pendingTargets: map[*upstream.Target]change{},
+		knownKeys:      map[*keymanager.Key]int64{},
+		knownTargets:   map[*upstream.Target]int64{},
 		wake:           make(chan struct{}, 1),
 		reconnected:    make(chan struct{}, 1),
 	}
+	if c.now == nil {
+		c.now = time.Now
+	}
+	if opts.FingerprintSecret != "" {
+		c.secret = []byte(opts.FingerprintSecret)
+	} else {
+		c.log.Warn("REDIS_FINGERPRINT_SECRET is not set: keys are named in Redis by a plain SHA-256, so whoever can read Redis can confirm a guessed key; set the same secret on every replica")
+	}
 	c.cluster.Store(&outcome.Totals{})
 	for _, t := range targets.Targets() {
-		c.targetFP[Fingerprint(t.String())] = t
+		c.targetFP[c.fingerprint(t.String())] = t
 	}
 	c.KeysChanged()
 
@@ -186,28 +230,58 @@ func (c *Cluster) Up() bool { return c.up.Load() }
 func (c *Cluster) ClusterTotals() outcome.Totals { return *c.cluster.Load() }
 
 // KeysChanged rebuilds the fingerprint index after the key set changed
-// (reload, reset).
-func (c *Cluster) KeysChanged() {
+// (reload, reset) and forgets what it knew of keys that left.
+func (c *Cluster) KeysChanged() { c.keysChanged(false) }
+
+// KeysReloaded is KeysChanged after a reload (SIGHUP): a key the reload
+// added is active everywhere, whatever Redis holds from before it was
+// removed, and stays so across reconnects until it fails again (§17).
+func (c *Cluster) KeysReloaded() { c.keysChanged(true) }
+
+func (c *Cluster) keysChanged(readd bool) {
 	all := c.keys.Keys()
+	old := c.byFP.Load()
 	m := make(map[string]*keymanager.Key, len(all))
+	var added []*keymanager.Key
 	for _, k := range all {
-		m[Fingerprint(k.Secret().Reveal())] = k
+		fp := c.fingerprint(k.Secret().Reveal())
+		m[fp] = k
+		if readd && old != nil && (*old)[fp] == nil {
+			added = append(added, k)
+		}
 	}
 	c.byFP.Store(&m)
+	c.mu.Lock()
+	for k := range c.knownKeys {
+		if m[c.fingerprint(k.Secret().Reveal())] != k {
+			delete(c.knownKeys, k)
+		}
+	}
+	for _, k := range added {
+		c.pendingKeys[k] = change{op: opReadd, epoch: c.epoch}
+	}
+	c.mu.Unlock()
+	if len(added) > 0 {
+		c.poke()
+	}
 }
 
 // KeyChanged queues a key's new state for Redis. It never blocks.
-func (c *Cluster) KeyChanged(k *keymanager.Key, _ keymanager.Snapshot) {
+func (c *Cluster) KeyChanged(k *keymanager.Key, s keymanager.Snapshot) {
+	ch := keyChange(k, s)
 	c.mu.Lock()
-	c.pendingKeys[k] = struct{}{}
+	ch.epoch, ch.basis = c.epoch, c.knownKeys[k]
+	c.pendingKeys[k] = ch
 	c.mu.Unlock()
 	c.poke()
 }
 
 // TargetChanged queues a target's new state for Redis. It never blocks.
 func (c *Cluster) TargetChanged(t *upstream.Target) {
+	ch := targetChange(t)
 	c.mu.Lock()
-	c.pendingTargets[t] = struct{}{}
+	ch.epoch, ch.basis = c.epoch, c.knownTargets[t]
+	c.pendingTargets[t] = ch
 	c.mu.Unlock()
 	c.poke()
 }
@@ -219,13 +293,13 @@ func (c *Cluster) poke() {
 	}
 }
 
-// Redis key names.
-func (c *Cluster) keyKey(fp string) string    { return c.prefix + "key:" + fp }
-func (c *Cluster) targetKey(fp string) string { return c.prefix + "target:" + fp }
-func (c *Cluster) countersKey() string        { return c.prefix + "counters" }
-func (c *Cluster) channel() string            { return c.prefix + "events" }
-func (c *Cluster) leaseKey() string           { return c.prefix + "recheck-lease" }
-func (c *Cluster) resetKey() string           { return c.prefix + "reset-at" }
+// Redis names. They share the hash tag {prefix}, so that a deployment's
+// names live in one slot of a Redis Cluster and a script may touch several.
+func (c *Cluster) keyKey(fp string) string    { return c.base + "key:" + fp }
+func (c *Cluster) targetKey(fp string) string { return c.base + "target:" + fp }
+func (c *Cluster) countersKey() string        { return c.base + "counters" }
+func (c *Cluster) leaseKey() string           { return c.base + "recheck-lease" }
+func (c *Cluster) metaKey() string            { return c.base + "meta" }
 
 // setUp records the connection state and logs transitions once each.
 func (c *Cluster) setUp(up bool, err error) {
@@ -294,32 +368,45 @@ func (c *Cluster) writer(ctx context.Context) {
 	}
 }
 
-// flush writes queued key and target states, publishes them, and adds the
-// counter deltas. What fails stays queued.
+// liftMemory is how long Redis remembers a lift (a re-check that passed, a
+// re-add): long enough that a replica back from an outage does not write
+// back a blacklist decided before it, short enough that the records of a
+// large pool do not pile up.
+const liftMemory = 24 * time.Hour
+
+// flush sends the queued changes through the change script, applies the
+// verdicts Redis returns, and adds the counter deltas. What fails stays
+// queued unless something newer was queued meanwhile.
 func (c *Cluster) flush(ctx context.Context) error {
 	c.mu.Lock()
 	keys, targets := c.pendingKeys, c.pendingTargets
-	c.pendingKeys, c.pendingTargets = map[*keymanager.Key]struct{}{}, map[*upstream.Target]struct{}{}
+	c.pendingKeys, c.pendingTargets = map[*keymanager.Key]change{}, map[*upstream.Target]change{}
 	c.mu.Unlock()
 
 	now := c.counters.Totals()
 	delta := now.Sub(c.flushed)
 
+	byFP := *c.byFP.Load()
 	pipe := c.rdb.Pipeline()
-	var events []event
-	for k := range keys {
-		e := keyEvent(c.replica, k)
-		c.writeKey(ctx, pipe, e)
-		events = append(events, e)
+	type sent struct {
+		key    *keymanager.Key
+		target *upstream.Target
+		cmd    *redis.Cmd
 	}
-	for t := range targets {
-		e := targetEvent(c.replica, t)
-		e.Reason = c.withoutKeys(e.Reason)
-		c.writeTarget(ctx, pipe, e)
-		events = append(events, e)
+	var out []sent
+	for k, ch := range keys {
+		fp := c.fingerprint(k.Secret().Reveal())
+		if byFP[fp] != k {
+			// A key object the replica no longer holds: a request in
+			// flight across a reset or reload decided on it.
+			continue
+		}
+		out = append(out, sent{key: k, cmd: c.send(ctx, pipe, kindKey, fp, c.keyKey(fp), ch)})
 	}
-	for _, e := range events {
-		pipe.Publish(ctx, c.channel(), e.encode())
+	for t, ch := range targets {
+		ch.reason = c.withoutKeys(ch.reason)
+		fp := c.fingerprint(t.String())
+		out = append(out, sent{target: t, cmd: c.send(ctx, pipe, kindTarget, fp, c.targetKey(fp), ch)})
 	}
 	if delta != (outcome.Totals{}) {
 		pipe.HIncrBy(ctx, c.countersKey(), "total", delta.Total)
@@ -334,66 +421,56 @@ func (c *Cluster) flush(ctx context.Context) error {
 	}
 	c.flushed = now
 	c.cluster.Store(parseTotals(totals.Val()))
+	c.applyMu.Lock()
+	defer c.applyMu.Unlock()
+	for _, s := range out {
+		text, _ := s.cmd.Val().(string)
+		v, ok := decode(text)
+		if !ok {
+			continue
+		}
+		c.mu.Lock()
+		behind := v.Epoch > c.epoch
+		c.mu.Unlock()
+		if behind {
+			// The change was dropped: a reset came first.
+			c.resetTo(v.Epoch)
+			continue
+		}
+		if s.key != nil {
+			c.adoptKey(s.key, v)
+		} else {
+			c.adoptTarget(s.target, v)
+		}
+	}
 	return nil
 }
 
-func (c *Cluster) requeue(keys map[*keymanager.Key]struct{}, targets map[*upstream.Target]struct{}) {
+// send queues one change through the change script on pipe. A rest's
+// deadline leaves as the time left on this replica's clock.
+func (c *Cluster) send(ctx context.Context, pipe redis.Pipeliner, kind, fp, name string, ch change) *redis.Cmd {
+	var rest int64
+	if ch.op == opRest {
+		rest = ch.until.Sub(c.now()).Milliseconds()
+	}
+	return changeScript.Eval(ctx, pipe, []string{name, c.metaKey()},
+		ch.op, ch.epoch, ch.basis, c.replica, ch.reason, ch.status, ch.fails, rest,
+		c.channel, fp, kind, liftMemory.Milliseconds())
+}
+
+func (c *Cluster) requeue(keys map[*keymanager.Key]change, targets map[*upstream.Target]change) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for k := range keys {
-		c.pendingKeys[k] = struct{}{}
+	for k, ch := range keys {
+		if _, newer := c.pendingKeys[k]; !newer {
+			c.pendingKeys[k] = ch
+		}
 	}
-	for t := range targets {
-		c.pendingTargets[t] = struct{}{}
+	for t, ch := range targets {
+		if _, newer := c.pendingTargets[t]; !newer {
+			c.pendingTargets[t] = ch
+		}
 	}
-}
-
-// activeTTL is how long a key's return to rotation stays recorded in
-// Redis: long enough that a replica back from an outage learns that a
-// blacklist it holds was lifted after it, short enough that the records of
-// a large pool do not pile up.
-const activeTTL = 24 * time.Hour
-
-// writeKeyScript stores a key's state unless Redis holds a newer change,
-// or a blacklist that a cooling change may not lower. KEYS[1] is the
-// hash; ARGV: at, state, reason, status, since, until, fails, and the
-// expiry in unix milliseconds (0: none).
-var writeKeyScript = redis.NewScript(`
-local cur = redis.call('HMGET', KEYS[1], 'at', 'state')
-if cur[1] then
-  local at = tonumber(cur[1])
-  if at and at > tonumber(ARGV[1]) then return 0 end
-  if cur[2] == 'blacklisted' and ARGV[2] == 'cooling' then return 0 end
-end
-redis.call('HSET', KEYS[1], 'at', ARGV[1], 'state', ARGV[2], 'reason', ARGV[3], 'status', ARGV[4],
-  'since', ARGV[5], 'until', ARGV[6], 'fails', ARGV[7])
-if ARGV[8] == '0' then redis.call('PERSIST', KEYS[1]) else redis.call('PEXPIREAT', KEYS[1], ARGV[8]) end
-return 1
-`)
-
-// writeKey stores a key's state: a hash for a benched key, expiring with a
-// cooling deadline; a return to rotation is kept for activeTTL, so that
-// its time orders it against older blacklists.
-func (c *Cluster) writeKey(ctx context.Context, pipe redis.Pipeliner, e event) {
-	expire := e.Until
-	switch {
-	case e.State == stateActive:
-		expire = time.Now().Add(activeTTL).UnixMilli()
-	case e.State == stateBlacklisted:
-		expire = 0
-	}
-	writeKeyScript.Eval(ctx, pipe, []string{c.keyKey(e.FP)},
-		e.At, e.State, e.Reason, e.Status, e.Since, e.Until, e.Fails, expire)
-}
-
-func (c *Cluster) writeTarget(ctx context.Context, pipe redis.Pipeliner, e event) {
-	name := c.targetKey(e.FP)
-	if e.State == stateActive {
-		pipe.Del(ctx, name)
-		return
-	}
-	pipe.HSet(ctx, name, e.fields())
-	pipe.PExpireAt(ctx, name, time.UnixMilli(e.Until))
 }
 
 func parseTotals(m map[string]string) *outcome.Totals {
@@ -416,29 +493,39 @@ func (c *Cluster) AcquireRecheck(ctx context.Context, ttl time.Duration) bool {
 	return ok
 }
 
-// Reset tells every replica that the keys were reset here: their shared
-// state is deleted and the others re-read their keys files.
+// Reset starts a new epoch in Redis after this replica's /reset-keys:
+// every replica resets, and a change decided before it (in Redis's order),
+// even one queued by a replica cut off at the time, is dropped. Cut off
+// from Redis, the reset stays on this replica and an error says so.
 func (c *Cluster) Reset(ctx context.Context) error {
 	c.KeysChanged()
 	c.mu.Lock()
-	c.pendingKeys = map[*keymanager.Key]struct{}{}
+	c.pendingKeys = map[*keymanager.Key]change{}
+	clear(c.knownKeys)
 	c.mu.Unlock()
 	if !c.up.Load() {
-		return errors.New("redis is down: the reset stays on this replica")
+		return ErrResetNotShared
 	}
 	ctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
-	// The time of the reset stays, so a replica that was away learns that
-	// the states it holds from before were cleared, and does not write
-	// them back as it would to a Redis that lost its data.
-	if err := c.rdb.Set(ctx, c.resetKey(), time.Now().UnixMicro(), 0).Err(); err != nil {
-		return err
+	e, err := resetScript.Run(ctx, c.rdb, []string{c.metaKey()}, c.channel, c.replica).Int64()
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrResetNotShared, err)
 	}
-	if err := c.deleteMatching(ctx, match(c.prefix+"key:")); err != nil {
-		return err
+	c.mu.Lock()
+	c.epoch = max(c.epoch, e)
+	c.mu.Unlock()
+	// The states of older epochs count as absent; deleting them only
+	// frees the memory.
+	if err := c.dropOlder(ctx, match(c.base+"key:"), e); err != nil {
+		c.log.WithError(err).Debug("reset: old key states not all deleted; they are ignored")
 	}
-	return c.rdb.Publish(ctx, c.channel(), event{From: c.replica, Kind: kindReset}.encode()).Err()
+	return nil
 }
+
+// ErrResetNotShared is Reset's error when Redis could not be told: the
+// reset holds on this replica only.
+var ErrResetNotShared = errors.New("redis is unreachable: the reset holds on this replica only")
 
 // match is the SCAN pattern of every name that starts with prefix. Glob
 // characters in REDIS_PREFIX are escaped: "dep*:" must not match "dep1:"'s
@@ -454,23 +541,32 @@ func match(prefix string) string {
 	return b.String() + "*"
 }
 
-func (c *Cluster) deleteMatching(ctx context.Context, pattern string) error {
+// dropOlderScript deletes the states in KEYS stored under an epoch older
+// than ARGV[1]; the newer ones (decided after a reset) stay.
+var dropOlderScript = redis.NewScript(`
+for _, k in ipairs(KEYS) do
+  if tonumber(redis.call('HGET', k, 'epoch') or '-1') < tonumber(ARGV[1]) then redis.call('DEL', k) end
+end
+return 0
+`)
+
+// dropOlder deletes the states under pattern stored before epoch.
+func (c *Cluster) dropOlder(ctx context.Context, pattern string, epoch int64) error {
+	names, err := c.scan(ctx, pattern)
+	for len(names) > 0 && err == nil {
+		batch := names[:min(len(names), 1000)]
+		names = names[len(batch):]
+		err = dropOlderScript.Run(ctx, c.rdb, batch, epoch).Err()
+	}
+	return err
+}
+
+// scan lists the names that match pattern.
+func (c *Cluster) scan(ctx context.Context, pattern string) ([]string, error) {
 	iter := c.rdb.Scan(ctx, 0, pattern, 1000).Iterator()
-	var batch []string
+	var names []string
 	for iter.Next(ctx) {
-		batch = append(batch, iter.Val())
-		if len(batch) == 1000 {
-			if err := c.rdb.Del(ctx, batch...).Err(); err != nil {
-				return err
-			}
-			batch = batch[:0]
-		}
+		names = append(names, iter.Val())
 	}
-	if err := iter.Err(); err != nil {
-		return err
-	}
-	if len(batch) > 0 {
-		return c.rdb.Del(ctx, batch...).Err()
-	}
-	return nil
+	return names, iter.Err()
 }

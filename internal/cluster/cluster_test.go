@@ -20,6 +20,17 @@ import (
 // defaultPrefix is REDIS_PREFIX's default.
 const defaultPrefix = "gpt-load:"
 
+// fpSecret is the REDIS_FINGERPRINT_SECRET test replicas share.
+const fpSecret = "test-fingerprint-secret"
+
+// keyName is where a replica under prefix stores key's state in Redis.
+func keyName(prefix, key string) string {
+	return "{" + prefix + "}key:" + cluster.Fingerprint(fpSecret, key)
+}
+
+// channelName is the channel replicas under prefix publish on.
+func channelName(prefix string) string { return "{" + prefix + "}events" }
+
 // redisClient is a direct client to rs for looking at what the replicas
 // stored, closed at the end of the test.
 func redisClient(t testing.TB, rs *testredis.Server) *redis.Client {
@@ -192,7 +203,7 @@ func TestResetKeysOnOneResetsAll(t *testing.T) {
 		return a.blacklist(t).Count == 0
 	})
 	t.Logf("a applied b's reset after %v", took)
-	if names := rdb.Keys(context.Background(), defaultPrefix+"key:*").Val(); len(names) != 0 {
+	if names := rdb.Keys(context.Background(), "{"+defaultPrefix+"}key:*").Val(); len(names) != 0 {
 		t.Errorf("Redis still holds key states after the reset: %v", names)
 	}
 
@@ -286,7 +297,7 @@ func TestRedisOutageKeepsServingAndResyncs(t *testing.T) {
 	t.Logf("both replicas reconnected %v after Redis restarted", took)
 	// Messages are only heard once subscribed again: that must follow.
 	took = waitFor(t, propagation, "both replicas subscribe again", func() bool {
-		return rdb.PubSubNumSub(context.Background(), defaultPrefix+"events").Val()[defaultPrefix+"events"] == 2
+		return rdb.PubSubNumSub(context.Background(), channelName(defaultPrefix)).Val()[channelName(defaultPrefix)] == 2
 	})
 	t.Logf("both replicas resubscribed %v later", took)
 	waitFor(t, 5*time.Second, "b shows the key a blacklisted during the outage", func() bool {
@@ -322,7 +333,7 @@ func TestLateReplicaLoadsStateBeforeServing(t *testing.T) {
 	rdb := redisClient(t, f.Redis)
 	a := f.replica(t, "a")
 	blacklistThrough(t, a, bad)
-	stored := defaultPrefix + "key:" + cluster.Fingerprint(bad)
+	stored := keyName(defaultPrefix, bad)
 	waitFor(t, propagation, "a writes the blacklisting to Redis", func() bool {
 		return rdb.Exists(context.Background(), stored).Val() == 1
 	})

@@ -90,6 +90,9 @@ type replicaOpts struct {
 	Recheck time.Duration
 	// TargetCooldown is a benched target's first cooldown; 0: default.
 	TargetCooldown time.Duration
+	// Clock is the replica's clock; nil: time.Now. Replicas' clocks may
+	// differ by minutes (SPEC §17).
+	Clock func() time.Time
 }
 
 // startReplica builds a replica as cmd/gpt-load does, from environment
@@ -98,12 +101,13 @@ type replicaOpts struct {
 func startReplica(t testing.TB, name string, o replicaOpts) *replica {
 	t.Helper()
 	env := map[string]string{
-		"KEYS_FILE":          o.KeysFile,
-		"OPENAI_BASE_URL":    strings.Join(o.Upstreams, ","),
-		"REDIS_URL":          o.RedisURL,
-		"LOG_LEVEL":          "debug",
-		"LOG_FORMAT":         "json",
-		"LOG_ENABLE_REQUEST": "false",
+		"KEYS_FILE":                o.KeysFile,
+		"OPENAI_BASE_URL":          strings.Join(o.Upstreams, ","),
+		"REDIS_URL":                o.RedisURL,
+		"REDIS_FINGERPRINT_SECRET": fpSecret,
+		"LOG_LEVEL":                "debug",
+		"LOG_FORMAT":               "json",
+		"LOG_ENABLE_REQUEST":       "false",
 	}
 	if o.Prefix != "" {
 		env["REDIS_PREFIX"] = o.Prefix
@@ -116,7 +120,7 @@ func startReplica(t testing.TB, name string, o replicaOpts) *replica {
 		configure = func(cfg *config.Config) { cfg.KeyRecheckInterval = o.Recheck }
 	}
 	s := testserver.Start(t, testserver.Options{KeysFile: o.KeysFile, Env: env, Configure: configure,
-		LogFields: logrus.Fields{"replica": name}, Server: server.Options{TargetCooldown: o.TargetCooldown}})
+		LogFields: logrus.Fields{"replica": name}, Server: server.Options{TargetCooldown: o.TargetCooldown, Now: o.Clock}})
 	app := s.App
 	if s.Cluster == nil {
 		t.Fatalf("server.New(%s) with REDIS_URL made no cluster", name)

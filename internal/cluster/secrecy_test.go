@@ -208,7 +208,7 @@ func TestNoRawKeyReachesRedis(t *testing.T) {
 
 	rdb := redisClient(t, f.Redis)
 	mon := startMonitor(t, f.Redis.Addr)
-	events := listen(t, rdb, defaultPrefix+"events")
+	events := listen(t, rdb, channelName(defaultPrefix))
 
 	opts := func(o *replicaOpts) {
 		o.Upstreams = []string{f.Upstream.URL, broken.URL}
@@ -252,8 +252,8 @@ func TestNoRawKeyReachesRedis(t *testing.T) {
 	// The checks below only mean something if the states did go through
 	// Redis, under their fingerprints.
 	for _, k := range []string{invalid, noDigitsInvalid, noDigitsLimited} {
-		fp := cluster.Fingerprint(k)
-		if !strings.Contains(stored, defaultPrefix+"key:"+fp) {
+		fp := cluster.Fingerprint(fpSecret, k)
+		if !strings.Contains(stored, keyName(defaultPrefix, k)) {
 			t.Errorf("Redis did not hold the state of %s under its fingerprint:\n%s", preview(k), stored)
 		}
 		if !strings.Contains(published, fp) {
@@ -263,7 +263,7 @@ func TestNoRawKeyReachesRedis(t *testing.T) {
 	if !strings.Contains(commands, "PUBLISH") && !strings.Contains(commands, `"publish"`) {
 		t.Errorf("MONITOR saw no PUBLISH:\n%s", commands)
 	}
-	if !strings.Contains(stored, defaultPrefix+"target:") {
+	if !strings.Contains(stored, "{"+defaultPrefix+"}target:") {
 		t.Errorf("Redis did not hold the benched target:\n%s", stored)
 	}
 
@@ -314,7 +314,7 @@ func TestPrefixIsolation(t *testing.T) {
 			if status := mine.do(t, http.MethodPost, "/reset-keys", nil); status != http.StatusOK {
 				t.Fatalf("POST /reset-keys = %d; want 200", status)
 			}
-			name := tt.theirs + "key:" + cluster.Fingerprint(bad)
+			name := keyName(tt.theirs, bad)
 			if rdb.Exists(context.Background(), name).Val() != 1 {
 				t.Errorf("a reset under %q deleted %s", tt.mine, name)
 			}

@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"sync/atomic"
@@ -22,7 +23,7 @@ var _ upstream.Listener = (*Cluster)(nil)
 // messages sent in between are lost.
 func (c *Cluster) subscriber(ctx context.Context) {
 	defer c.done.Done()
-	ps := c.rdb.Subscribe(ctx, c.channel())
+	ps := c.rdb.Subscribe(ctx, c.channel)
 	defer ps.Close()
 	// Closing it ends a receive in progress at once: Close does not wait
 	// for the receive timeout.
@@ -72,26 +73,68 @@ func (c *Cluster) requestResync() {
 	c.poke()
 }
 
+// handle applies another replica's published verdict or reset.
 func (c *Cluster) handle(payload string) {
-	e, ok := decode(payload)
-	if !ok || e.From == c.replica {
+	v, ok := decode(payload)
+	if !ok || v.From == c.replica {
 		return
 	}
 	c.applyMu.Lock()
 	defer c.applyMu.Unlock()
-	switch e.Kind {
+	c.mu.Lock()
+	epoch := c.epoch
+	c.mu.Unlock()
+	if v.Epoch > epoch {
+		c.resetTo(v.Epoch)
+	}
+	switch v.Kind {
 	case kindKey:
-		c.applyKey(e)
+		if k := (*c.byFP.Load())[v.FP]; k != nil {
+			c.adoptKey(k, v)
+		}
 	case kindTarget:
-		c.applyTarget(e)
-	case kindReset:
-		c.applyReset()
+		if t := c.targetFP[v.FP]; t != nil {
+			c.adoptTarget(t, v)
+		}
 	}
 }
 
-// applyReset re-reads this replica's keys as another replica's
-// /reset-keys asked.
-func (c *Cluster) applyReset() {
+// adoptKey applies a verdict on k unless it is older than what this
+// replica has seen, or of an older epoch. While a change of k's is queued
+// here, only the version is noted: the queued change goes to Redis next
+// and its verdict is applied then. Caller holds applyMu.
+func (c *Cluster) adoptKey(k *keymanager.Key, v verdict) {
+	c.mu.Lock()
+	_, queued := c.pendingKeys[k]
+	fresh := v.Epoch == c.epoch && v.Ver > c.knownKeys[k]
+	if fresh {
+		c.knownKeys[k] = v.Ver
+	}
+	c.mu.Unlock()
+	if fresh && !queued {
+		c.applyKey(k, v)
+	}
+}
+
+// adoptTarget is adoptKey for a target.
+func (c *Cluster) adoptTarget(t *upstream.Target, v verdict) {
+	c.mu.Lock()
+	_, queued := c.pendingTargets[t]
+	fresh := v.Ver > c.knownTargets[t]
+	if fresh {
+		c.knownTargets[t] = v.Ver
+	}
+	c.mu.Unlock()
+	if fresh && !queued {
+		c.applyTarget(t, v)
+	}
+}
+
+// resetTo resets this replica's keys as a reset of epoch e (decided by
+// another replica, or while this one was cut off) asks: the keys file is
+// read again, every key is active, and the changes queued before it are
+// dropped. Caller holds applyMu.
+func (c *Cluster) resetTo(e int64) {
 	if c.onReset != nil {
 		if err := c.onReset(); err != nil {
 			c.log.WithError(err).Error("reset from another replica: keeping the old keys")
@@ -99,36 +142,68 @@ func (c *Cluster) applyReset() {
 	}
 	c.KeysChanged()
 	c.mu.Lock()
-	c.pendingKeys = map[*keymanager.Key]struct{}{}
+	c.epoch = max(c.epoch, e)
+	c.pendingKeys = map[*keymanager.Key]change{}
+	clear(c.knownKeys)
 	c.mu.Unlock()
+	c.log.WithField("epoch", e).Info("keys reset by another replica's /reset-keys")
 }
 
-// resync loads the whole shared state and applies it, ordered by time:
-// a stored change newer than the local state wins, and a local change
-// newer than Redis's (or one Redis does not hold) is written back, except
-// where a reset newer than it cleared the states. So a Redis restarted
-// without persistence gets the replicas' states back instead of making
-// them forget their blacklists, and changes still queued here are written
-// next and win.
+// resync says hello to Redis (generation and epoch), then loads the whole
+// shared state and applies it:
+//   - a reset this replica missed is done here first;
+//   - a Redis that lost its data (a new generation, or none yet) gets this
+//     replica's blacklists and rests written back, so a restart without
+//     persistence does not make the replicas forget them;
+//   - a stored state newer than what this replica has seen is applied;
+//   - a local blacklist Redis does not hold is written back (it cannot
+//     have been lifted: a lift is remembered for liftMemory);
+//   - keys and targets with a change queued here are left alone: the
+//     change goes to Redis next and Redis's verdict on it is applied.
 func (c *Cluster) resync(ctx context.Context) error {
 	c.applyMu.Lock()
 	defer c.applyMu.Unlock()
-	keyStates, err := c.load(ctx, kindKey, c.prefix+"key:")
+	c.mu.Lock()
+	known, mine := c.epochKnown, c.epoch
+	c.mu.Unlock()
+	res, err := helloScript.Run(ctx, c.rdb, []string{c.metaKey()}, newReplicaID(), mine).Slice()
 	if err != nil {
 		return err
 	}
-	targetStates, err := c.load(ctx, kindTarget, c.prefix+"target:")
+	if len(res) != 4 {
+		return fmt.Errorf("redis: unexpected hello answer %v", res)
+	}
+	gen, _ := res[0].(string)
+	epoch, _ := res[1].(int64)
+	made, _ := res[2].(int64)
+	now, _ := res[3].(int64)
+	keyStates, err := c.load(ctx, kindKey, c.base+"key:", epoch, now)
 	if err != nil {
 		return err
 	}
-	resetAt, err := c.rdb.Get(ctx, c.resetKey()).Int64()
-	if err != nil && !errors.Is(err, redis.Nil) {
+	targetStates, err := c.load(ctx, kindTarget, c.base+"target:", epoch, now)
+	if err != nil {
 		return err
+	}
+	if known && epoch > mine {
+		c.resetTo(epoch)
 	}
 	c.mu.Lock()
+	lost := made == 1 || (c.gen != "" && c.gen != gen)
+	if lost {
+		// Versions of the lost data mean nothing in the new one.
+		clear(c.knownKeys)
+		clear(c.knownTargets)
+	}
+	c.gen, c.epoch, c.epochKnown = gen, epoch, true
 	pendingKeys := make(map[*keymanager.Key]bool, len(c.pendingKeys))
-	for k := range c.pendingKeys {
+	for k, ch := range c.pendingKeys {
 		pendingKeys[k] = true
+		if !known {
+			// Decided before this replica first reached Redis.
+			ch.epoch = epoch
+			c.pendingKeys[k] = ch
+		}
 	}
 	pendingTargets := make(map[*upstream.Target]bool, len(c.pendingTargets))
 	for t := range c.pendingTargets {
@@ -136,32 +211,33 @@ func (c *Cluster) resync(ctx context.Context) error {
 	}
 	c.mu.Unlock()
 
-	byFP := *c.byFP.Load()
 	var writeBack []*keymanager.Key
-	for fp, k := range byFP {
+	for fp, k := range *c.byFP.Load() {
 		if pendingKeys[k] {
 			continue
 		}
+		v, stored := keyStates[fp]
 		local := k.Snapshot()
-		localAt := micros(local.ChangedAt)
-		e, ok := keyStates[fp]
 		switch {
-		case ok && e.At >= localAt:
-			c.applyKey(e)
-		case local.State == keymanager.Active:
-			// Nothing to hold against Redis.
-		case resetAt > localAt:
-			// Cleared by a reset this replica did not hear.
-			c.keys.Apply(k, keymanager.Change{State: keymanager.Active, At: fromMicros(resetAt)})
-		default:
+		case local.State == keymanager.Blacklisted && (!stored || lost):
 			writeBack = append(writeBack, k)
+		case local.State == keymanager.Cooling && lost && local.Until.After(c.now()):
+			writeBack = append(writeBack, k)
+		case stored:
+			c.adoptKey(k, v)
+		case local.State != keymanager.Active:
+			// A rest that ended in Redis's time, or a state of an epoch
+			// Redis no longer holds.
+			c.applyKey(k, verdict{Kind: kindKey, State: stateActive})
 		}
 	}
 	if len(writeBack) > 0 {
-		c.log.WithField("keys", len(writeBack)).Info("redis lacked this replica's newer key states: writing them back")
+		c.log.WithField("keys", len(writeBack)).Info("redis lacked this replica's key states: writing them back")
 		c.mu.Lock()
 		for _, k := range writeBack {
-			c.pendingKeys[k] = struct{}{}
+			ch := keyChange(k, k.Snapshot())
+			ch.epoch, ch.basis = c.epoch, c.knownKeys[k]
+			c.pendingKeys[k] = ch
 		}
 		c.mu.Unlock()
 		c.poke()
@@ -170,24 +246,21 @@ func (c *Cluster) resync(ctx context.Context) error {
 		if pendingTargets[t] {
 			continue
 		}
-		e, ok := targetStates[fp]
-		if !ok {
-			e = event{Kind: kindTarget, FP: fp, State: stateActive}
+		if v, ok := targetStates[fp]; ok {
+			c.adoptTarget(t, v)
+		} else if !t.Active() && !lost {
+			c.applyTarget(t, verdict{Kind: kindTarget, State: stateActive})
 		}
-		c.applyTarget(e)
 	}
 	return nil
 }
 
-// load reads every stored state under prefix.
-func (c *Cluster) load(ctx context.Context, kind, prefix string) (map[string]event, error) {
-	out := map[string]event{}
-	iter := c.rdb.Scan(ctx, 0, match(prefix), 1000).Iterator()
-	var names []string
-	for iter.Next(ctx) {
-		names = append(names, iter.Val())
-	}
-	if err := iter.Err(); err != nil {
+// load reads every stored state under prefix, as of Redis time now in
+// epoch.
+func (c *Cluster) load(ctx context.Context, kind, prefix string, epoch, now int64) (map[string]verdict, error) {
+	out := map[string]verdict{}
+	names, err := c.scan(ctx, match(prefix))
+	if err != nil {
 		return nil, err
 	}
 	for len(names) > 0 {
@@ -202,9 +275,11 @@ func (c *Cluster) load(ctx context.Context, kind, prefix string) (map[string]eve
 			return nil, err
 		}
 		for i, n := range batch {
-			if h := cmds[i].Val(); len(h) > 0 {
+			// A state stored under an older epoch is absent: a reset
+			// came after it.
+			if h := cmds[i].Val(); len(h) > 0 && atoi(h["epoch"]) == epoch && h["epoch"] != "" {
 				fp := strings.TrimPrefix(n, prefix)
-				out[fp] = fromHash(kind, fp, h)
+				out[fp] = fromHash(kind, fp, h, epoch, now)
 			}
 		}
 	}

@@ -54,16 +54,24 @@ func TestQuotesKey(t *testing.T) {
 
 func TestFingerprint(t *testing.T) {
 	hex32 := regexp.MustCompile(`^[0-9a-f]{32}$`)
-	a, b := Fingerprint("sk-test-a"), Fingerprint("sk-test-b")
-	for _, fp := range []string{a, b} {
-		if !hex32.MatchString(fp) {
-			t.Errorf("Fingerprint = %q; want 32 lowercase hex digits", fp)
+	for _, secret := range []string{"", "s3cret"} {
+		a, b := Fingerprint(secret, "sk-test-a"), Fingerprint(secret, "sk-test-b")
+		for _, fp := range []string{a, b} {
+			if !hex32.MatchString(fp) {
+				t.Errorf("Fingerprint(%q, …) = %q; want 32 lowercase hex digits", secret, fp)
+			}
+		}
+		if a == b {
+			t.Errorf("Fingerprint(%q, …) gives %q for two keys; want them distinct", secret, a)
+		}
+		if again := Fingerprint(secret, "sk-test-a"); again != a {
+			t.Errorf("Fingerprint(%q, same key) = %q then %q; want it stable", secret, a, again)
 		}
 	}
-	if a == b {
-		t.Errorf("Fingerprint gives %q for two keys; want them distinct", a)
-	}
-	if again := Fingerprint("sk-test-a"); again != a {
-		t.Errorf("Fingerprint(same key) = %q then %q; want it stable", a, again)
+	// Keyed, the name cannot be checked against a guess without the
+	// secret: it is neither the plain hash nor another secret's.
+	plain, one, other := Fingerprint("", "sk-test-a"), Fingerprint("one", "sk-test-a"), Fingerprint("other", "sk-test-a")
+	if one == plain || one == other {
+		t.Errorf("Fingerprint under secrets \"\", one, other = %q, %q, %q; want three different names", plain, one, other)
 	}
 }

@@ -75,6 +75,9 @@ type Config struct {
 	// RedisURL turns on shared state between replicas; empty: off.
 	RedisURL    secret.Key // may hold a password
 	RedisPrefix string
+	// RedisFingerprintSecret keys the names of keys in Redis; empty:
+	// unkeyed (a startup warning says so).
+	RedisFingerprintSecret secret.Key
 }
 
 // CORS is the cross-origin policy.
@@ -243,6 +246,9 @@ var Variables = []Variable{
 	{Name: "REDIS_PREFIX", Default: "gpt-load:", Section: "Scaling out (several replicas)",
 		Help: "prefix of every Redis key; replicas with different prefixes share nothing",
 		Doc:  "prefix of every Redis key; replicas with different prefixes share nothing"},
+	{Name: "REDIS_FINGERPRINT_SECRET", Default: "", Section: "Scaling out (several replicas)",
+		Help: "secret every replica shares to key the fingerprints that name keys in Redis",
+		Doc:  "secret every replica shares to key the fingerprints that name API keys in Redis (an HMAC-SHA-256); empty: plain SHA-256 fingerprints, so whoever can read Redis can confirm a guessed key, and a startup warning says so. Changing it renames every key's state: see [operations.md](operations.md#scaling-out-with-redis)"},
 }
 
 // maxDurationSeconds keeps durations far from time.Duration overflow.
@@ -290,8 +296,9 @@ func Load(getenv func(string) string) (*Config, error) {
 			AllowedHeaders:   p.list("ALLOWED_HEADERS"),
 			AllowCredentials: p.boolean("ALLOW_CREDENTIALS"),
 		},
-		RedisURL:    secret.NewKey(p.redisURL("REDIS_URL")),
-		RedisPrefix: p.str("REDIS_PREFIX"),
+		RedisURL:               secret.NewKey(p.redisURL("REDIS_URL")),
+		RedisPrefix:            p.str("REDIS_PREFIX"),
+		RedisFingerprintSecret: secret.NewKey(p.str("REDIS_FINGERPRINT_SECRET")),
 		Log: Log{
 			Level:         p.oneOf("LOG_LEVEL", "debug", "info", "warn", "error"),
 			Format:        p.oneOf("LOG_FORMAT", "text", "json"),

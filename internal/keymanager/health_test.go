@@ -188,7 +188,7 @@ func TestListenerHearsOwnChangesOnly(t *testing.T) {
 	m.Blacklist(k0, "invalid_api_key", 401)
 	m.Restore(k0)
 	// A change another replica decided is applied without an echo.
-	m.Apply(k1, Change{State: Blacklisted, At: time.Now(), Since: time.Now(), Reason: "quota", Status: 429, FailCount: 1})
+	m.Apply(k1, Change{State: Blacklisted, Since: time.Now(), Reason: "quota", Status: 429, FailCount: 1})
 	if len(r.seen) != 2 || r.seen[0].State != Blacklisted || r.seen[1].State != Active {
 		t.Errorf("listener heard %+v; want blacklisted then active, and not the applied change", r.seen)
 	}

@@ -462,9 +462,6 @@ func (m *Manager) SetListener(l Listener) { m.listener.Set(l) }
 // Change is a key state change decided by another replica.
 type Change struct {
 	State State
-	// At is when the change was decided; changes older than what the key
-	// holds are ignored.
-	At time.Time
 	// Since is when the key left rotation, Until its cooling deadline.
 	Since, Until time.Time
 	Reason       string
@@ -472,22 +469,13 @@ type Change struct {
 	FailCount    int
 }
 
-// Apply sets k's state as another replica decided it, without telling the
-// listener, and reports whether it did. Changes are ordered: one older
-// than the key's last change is dropped, and nothing but a newer lift to
-// active (a success, a re-check, a reset) ends a blacklist: a cooling
-// change never lowers a blacklist. A zero At applies unconditionally
-// (a replica of an older version).
-func (m *Manager) Apply(k *Key, c Change) bool {
-	x := k.lock()
+// Apply sets k's state as the replicas' shared state says, without
+// telling the listener. It does not order changes: the caller (the
+// cluster, through Redis) does, so Apply sets what it is given, a cooling
+// state over a blacklist included.
+func (m *Manager) Apply(k *Key, c Change) {
+	k.lock()
 	defer k.unlock()
-	at := c.At.UnixNano()
-	if !c.At.IsZero() && at < x.changedAt.Load() {
-		return false
-	}
-	if State(k.state.Load()) == Blacklisted && c.State == Cooling {
-		return false
-	}
 	if c.State == Active {
 		k.consecutive.Store(0)
 		k.limitStreak.Store(0)
@@ -495,10 +483,7 @@ func (m *Manager) Apply(k *Key, c Change) bool {
 		k.consecutive.Store(int32(c.FailCount))
 	}
 	m.applyState(k, c.State, c.Since, c.Until, c.Reason, c.Status)
-	if !c.At.IsZero() {
-		x.changedAt.Store(at)
-	}
-	return true
+	k.ext.Load().changedAt.Store(m.now().UnixNano())
 }
 
 // Keys returns every key, in file order. The slice must not be modified.

@@ -106,29 +106,21 @@ func TestQuotaExhaustedRestsUntilReset(t *testing.T) {
 	}
 }
 
-// TestApplyOrdering: changes from other replicas apply only over older
-// ones, and a cooling change never lowers a blacklist.
-func TestApplyOrdering(t *testing.T) {
+// TestApplySetsWhatItIsTold: the shared state is ordered in Redis, so
+// Apply sets the state it is given, a cooling over a blacklist included,
+// and a lift clears the failure count.
+func TestApplySetsWhatItIsTold(t *testing.T) {
 	m := New(testKeys(2), Options{})
 	k := keyAt(t, m, 0)
 	m.Blacklist(k, "invalid_api_key", 401)
-	at := k.changedAt()
-	tests := []struct {
-		name  string
-		c     Change
-		apply bool
-	}{
-		{"older lift", Change{State: Active, At: time.Unix(0, at).Add(-time.Second)}, false},
-		{"newer cooling", Change{State: Cooling, At: time.Unix(0, at).Add(time.Second), Until: time.Now().Add(time.Minute)}, false},
-		{"newer lift", Change{State: Active, At: time.Unix(0, at).Add(time.Second)}, true},
+	until := time.Now().Add(time.Minute).Truncate(time.Millisecond)
+	m.Apply(k, Change{State: Cooling, Until: until, Reason: "rate_limit_exceeded", Status: 429, FailCount: 2})
+	if s := k.Snapshot(); s.State != Cooling || !s.Until.Equal(until) || s.Reason != "rate_limit_exceeded" || s.FailCount != 2 {
+		t.Errorf("after applying a rest over a blacklist: %+v; want cooling until %v for rate_limit_exceeded, 2 failures", s, until)
 	}
-	for _, tt := range tests {
-		if got := m.Apply(k, tt.c); got != tt.apply {
-			t.Errorf("%s: Apply = %v; want %v", tt.name, got, tt.apply)
-		}
-	}
-	if s := k.Snapshot(); s.State != Active {
-		t.Errorf("after the newer lift: %v; want active", s.State)
+	m.Apply(k, Change{State: Active})
+	if s := k.Snapshot(); s.State != Active || s.FailCount != 0 {
+		t.Errorf("after applying a lift: %v with %d failures; want active with 0", s.State, s.FailCount)
 	}
 }
 

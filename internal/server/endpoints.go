@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/gpt-load/gpt-load/internal/apierr"
+	"github.com/gpt-load/gpt-load/internal/cluster"
 	"github.com/gpt-load/gpt-load/internal/keymanager"
 	"github.com/gpt-load/gpt-load/internal/secret"
 )
@@ -296,7 +297,14 @@ type ResetKeys struct {
 }
 
 func (s *Server) resetKeys(w http.ResponseWriter, r *http.Request) {
-	if err := s.reset(); err != nil {
+	message := "keys reloaded from the keys file and every key's state cleared"
+	err := s.reset()
+	switch {
+	case errors.Is(err, cluster.ErrResetNotShared):
+		message += " on this replica only: Redis is unreachable, so the other replicas keep their states, and this one takes the shared states back when Redis returns"
+	case err == nil && s.cluster != nil:
+		message += " on every replica"
+	case err != nil:
 		s.log.WithError(err).Error("reset-keys: keeping the old keys")
 		// The client learns what kind of problem it is; the path and the
 		// error text are for the log only (docs/api.md, "Bad input and
@@ -307,7 +315,7 @@ func (s *Server) resetKeys(w http.ResponseWriter, r *http.Request) {
 	}
 	c := s.keys.Counts()
 	writeJSON(w, http.StatusOK, ResetKeys{
-		Message:     "keys reloaded from the keys file and every key's state cleared",
+		Message:     message,
 		HealthyKeys: c.Active, TotalKeys: c.Total, Timestamp: now(),
 	})
 }

@@ -75,6 +75,9 @@ type Options struct {
 	ErrorBodyTimeout time.Duration
 	// ResetKeys, when set, replaces what /reset-keys does; tests use it.
 	ResetKeys func() error
+	// Now is the clock of key and target health; nil means time.Now.
+	// Tests give replicas clocks minutes apart.
+	Now func() time.Time
 }
 
 // New wires a server for cfg over keys, which must not be empty. With
@@ -96,12 +99,13 @@ func New(ctx context.Context, cfg *config.Config, keys []string, log *logrus.Ent
 		BlacklistThreshold: cfg.BlacklistThreshold,
 		Cooldown:           cfg.KeyCooldown,
 		ModelCooldown:      cfg.ModelCooldown,
+		Now:                opts.Now,
 	})
 	targets, err := newTargets(cfg)
 	if err != nil {
 		return nil, err
 	}
-	s.targets = upstream.NewBalancer(targets, upstream.Options{Cooldown: opts.TargetCooldown})
+	s.targets = upstream.NewBalancer(targets, upstream.Options{Cooldown: opts.TargetCooldown, Now: opts.Now})
 	s.transport, err = proxy.NewTransport(proxy.TransportOptions{
 		ConnectTimeout:  cfg.RequestTimeout,
 		ResponseTimeout: cfg.ResponseTimeout,
@@ -136,6 +140,7 @@ func New(ctx context.Context, cfg *config.Config, keys []string, log *logrus.Ent
 		defer close(ready)
 		s.cluster, err = cluster.New(ctx, cluster.Options{
 			URL: cfg.RedisURL.Reveal(), Prefix: cfg.RedisPrefix, Log: log,
+			FingerprintSecret: cfg.RedisFingerprintSecret.Reveal(), Now: opts.Now,
 			OnReset: func() error { <-ready; return s.Reload(true) },
 		}, s.keys, s.targets, s.proxy)
 		if err != nil {
@@ -146,7 +151,9 @@ func New(ctx context.Context, cfg *config.Config, keys []string, log *logrus.Ent
 	return s, nil
 }
 
-// resetKeysEverywhere is /reset-keys: here, then on every replica.
+// resetKeysEverywhere is /reset-keys: here, then on every replica. Cut
+// off from Redis, it resets this replica only and returns an error that
+// wraps cluster.ErrResetNotShared.
 func (s *Server) resetKeysEverywhere() error {
 	if err := s.Reload(true); err != nil {
 		return err
@@ -156,6 +163,7 @@ func (s *Server) resetKeysEverywhere() error {
 		defer cancel()
 		if err := s.cluster.Reset(ctx); err != nil {
 			s.log.WithError(err).Warn("reset-keys: done here, but not shared with the other replicas")
+			return err
 		}
 	}
 	return nil
@@ -212,7 +220,7 @@ func (s *Server) Reload(reset bool) error {
 	}
 	res := s.keys.Reload(p.Keys)
 	if s.cluster != nil {
-		s.cluster.KeysChanged()
+		s.cluster.KeysReloaded()
 	}
 	s.log.WithFields(logrus.Fields{"keys": res.Total, "added": res.Added, "removed": res.Removed,
 		"duplicates": p.Duplicates}).Info("keys reloaded")

@@ -615,7 +615,7 @@ func TestStatusPageCluster(t *testing.T) {
 	rs := testredis.Start(t)
 	rdb := redis.NewClient(&redis.Options{Addr: rs.Addr})
 	defer rdb.Close()
-	if err := rdb.HSet(t.Context(), "gpt-load:counters", "total", 18342, "success", 18127, "failure", 215, "retries", 96).Err(); err != nil {
+	if err := rdb.HSet(t.Context(), "{gpt-load:}counters", "total", 18342, "success", 18127, "failure", 215, "retries", 96).Err(); err != nil {
 		t.Fatal(err)
 	}
 	s := newServer(t, options{env: map[string]string{"REDIS_URL": rs.URL}})

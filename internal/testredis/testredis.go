@@ -32,6 +32,8 @@ type Server struct {
 	port int
 	dir  string
 
+	persist bool // appendonly, fsync always: a restart keeps the data
+
 	mu     sync.Mutex
 	proc   *os.Process   // nil while stopped
 	exited chan struct{} // closed when proc has exited
@@ -42,6 +44,19 @@ type Server struct {
 // environment variable CI is set (CI must run these tests).
 func Start(t testing.TB) *Server {
 	t.Helper()
+	return start(t, false)
+}
+
+// StartPersistent is Start with persistence (an append-only file synced
+// on every write): Restart then keeps what was written, as a Redis with
+// persistence does after a crash.
+func StartPersistent(t testing.TB) *Server {
+	t.Helper()
+	return start(t, true)
+}
+
+func start(t testing.TB, persist bool) *Server {
+	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		if os.Getenv("CI") != "" {
@@ -49,7 +64,7 @@ func Start(t testing.TB) *Server {
 		}
 		t.Skipf("redis-server is not on PATH; install it (apt-get install -y redis-server) to run this test: %v", err)
 	}
-	s := &Server{t: t, bin: bin, dir: t.TempDir()}
+	s := &Server{t: t, bin: bin, dir: t.TempDir(), persist: persist}
 	t.Cleanup(s.Stop)
 	// A port found free may be taken before redis-server binds it; try a
 	// few.
@@ -96,9 +111,13 @@ func (s *Server) run() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := &testlog.Buffer{}
-	cmd := exec.Command(s.bin,
+	aof := []string{"--appendonly", "no"}
+	if s.persist {
+		aof = []string{"--appendonly", "yes", "--appendfsync", "always"}
+	}
+	cmd := exec.Command(s.bin, append([]string{
 		"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", s.dir)
+		"--save", "", "--dir", s.dir}, aof...)...)
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		return err
