@@ -121,11 +121,15 @@ scenarios: ## gpt-load against the provider simulator through the scenarios of i
 
 # make chaos: CHAOS_SEEDS seeds from CHAOS_SEED_BASE, CHAOS_DURATION of
 # traffic each; CHAOS_SEED=n reruns one seed. `make test` runs 3 seeds of 4s.
+# Then the replicas' convergence harness: CONVERGE_SEEDS seeds (3 in make
+# test); CONVERGE_SEED=n reruns one.
 CHAOS_SEEDS    ?= 100
 CHAOS_DURATION ?= 4s
+CONVERGE_SEEDS ?= 100
 .PHONY: chaos
-chaos: ## the chaos invariant harness: CHAOS_SEEDS (100) seeds of CHAOS_DURATION (4s) each, about 13 min (longer while invariants break); CHAOS_SEED=n reruns one (see docs/chaos.md)
+chaos: ## the chaos invariant harnesses: CHAOS_SEEDS (100) seeds of CHAOS_DURATION (4s) of traffic, about 13 min, then CONVERGE_SEEDS (100) seeds of three replicas and a real Redis, about 6 min; CHAOS_SEED=n / CONVERGE_SEED=n rerun one (see docs/chaos.md)
 	CHAOS_SEEDS=$(CHAOS_SEEDS) CHAOS_DURATION=$(CHAOS_DURATION) go test -count=1 -timeout 0 -run '^TestChaos$$' ./internal/chaos
+	CONVERGE_SEEDS=$(CONVERGE_SEEDS) go test -count=1 -timeout 0 -run '^TestConvergence$$' ./internal/cluster
 
 .PHONY: validate-keys
 validate-keys: ## check each key of KEYS_FILE against the upstream (python3; ARGS="-c 20" passes options)

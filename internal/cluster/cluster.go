@@ -33,8 +33,10 @@ const (
 	// opTimeout bounds one round of Redis commands.
 	opTimeout = 2 * time.Second
 	// backoffMin and backoffMax bound the wait between reconnect attempts.
+	// backoffMax is short enough that replicas agree within 2 s of Redis
+	// being reachable again (SPEC §17): a reconnect attempt is one dial.
 	backoffMin = 250 * time.Millisecond
-	backoffMax = 5 * time.Second
+	backoffMax = time.Second
 	// startWait is how long New waits for Redis before serving anyway.
 	startWait = 2 * time.Second
 )
@@ -99,6 +101,7 @@ type Cluster struct {
 	knownTargets   map[*upstream.Target]int64
 	epoch          int64 // the reset epoch this replica is in
 	epochKnown     bool  // epoch was read from Redis at least once
+	flushing       bool  // a flush is between taking the queue and applying its verdicts
 	gen            string
 	wake           chan struct{}
 
@@ -225,6 +228,23 @@ func (c *Cluster) Close() {
 
 // Up reports whether Redis is reachable.
 func (c *Cluster) Up() bool { return c.up.Load() }
+
+// Generation is the id of the Redis data set this replica last
+// synchronised with: it changes when Redis lost its data. For tests and
+// diagnosis.
+func (c *Cluster) Generation() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.gen
+}
+
+// Settled reports whether Redis is reachable and every change this replica
+// decided has been sent and its verdict applied.
+func (c *Cluster) Settled() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.up.Load() && !c.flushing && len(c.pendingKeys) == 0 && len(c.pendingTargets) == 0
+}
 
 // ClusterTotals returns the cluster-wide counters as last read.
 func (c *Cluster) ClusterTotals() outcome.Totals { return *c.cluster.Load() }
@@ -381,7 +401,13 @@ func (c *Cluster) flush(ctx context.Context) error {
 	c.mu.Lock()
 	keys, targets := c.pendingKeys, c.pendingTargets
 	c.pendingKeys, c.pendingTargets = map[*keymanager.Key]change{}, map[*upstream.Target]change{}
+	c.flushing = true
 	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.flushing = false
+		c.mu.Unlock()
+	}()
 
 	now := c.counters.Totals()
 	delta := now.Sub(c.flushed)
@@ -438,9 +464,9 @@ func (c *Cluster) flush(ctx context.Context) error {
 			continue
 		}
 		if s.key != nil {
-			c.adoptKey(s.key, v)
+			c.adoptKey(s.key, v, true)
 		} else {
-			c.adoptTarget(s.target, v)
+			c.adoptTarget(s.target, v, true)
 		}
 	}
 	return nil
@@ -508,7 +534,10 @@ func (c *Cluster) Reset(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
-	e, err := resetScript.Run(ctx, c.rdb, []string{c.metaKey()}, c.channel, c.replica).Int64()
+	c.mu.Lock()
+	mine := c.epoch
+	c.mu.Unlock()
+	e, err := resetScript.Run(ctx, c.rdb, []string{c.metaKey()}, c.channel, c.replica, mine).Int64()
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrResetNotShared, err)
 	}

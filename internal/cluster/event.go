@@ -97,7 +97,7 @@ func decode(s string) (verdict, bool) {
 //   - a rest never lowers a blacklist, and of two rests the later deadline
 //     wins;
 //   - a lift applies only to a state the lifter had seen (ver <= basis) or
-//     wrote itself; a re-add applies always.
+//     wrote itself, or where there is none; a re-add applies always.
 //
 // KEYS[1] the state's hash, KEYS[2] the meta hash. ARGV: op, epoch, basis,
 // replica, reason, status, fails, rest in ms, channel, fingerprint, kind,
@@ -127,7 +127,9 @@ if epoch == cur then
   if op == 'readd' then
     apply = true
   elseif op == 'lift' then
-    apply = (state == 'blacklisted' or state == 'cooling') and (ver <= basis or last == by)
+    -- Over no state at all (a Redis that lost its data) the lift is
+    -- recorded, so that a blacklist written back later does not undo it.
+    apply = not state or (state == 'blacklisted' or state == 'cooling') and (ver <= basis or last == by)
   elseif op == 'block' then
     apply = not stale
   elseif op == 'rest' then
@@ -173,10 +175,13 @@ v.applied = apply
 return cjson.encode(v)
 `)
 
-// resetScript starts a new epoch and tells every replica. KEYS[1] is the
-// meta hash; ARGV: channel, replica. It returns the new epoch.
+// resetScript starts a new epoch, after the stored one and the
+// replica's (a Redis that lost its data lost its epoch too), and tells
+// every replica. KEYS[1] is the meta hash; ARGV: channel, replica, the
+// replica's epoch. It returns the new epoch.
 var resetScript = redis.NewScript(`
-local e = redis.call('HINCRBY', KEYS[1], 'epoch', 1)
+local e = math.max(tonumber(redis.call('HGET', KEYS[1], 'epoch') or '0'), tonumber(ARGV[3])) + 1
+redis.call('HSET', KEYS[1], 'epoch', e)
 redis.call('PUBLISH', ARGV[1], cjson.encode({kind = 'reset', epoch = e, from = ARGV[2]}))
 return e
 `)
@@ -185,7 +190,8 @@ return e
 // deployment's generation (a random id set when the meta hash is made, so
 // a Redis that lost its data shows as a new generation) and its epoch,
 // raised to the replica's own when Redis lost it. KEYS[1] is the meta
-// hash; ARGV: a new generation id, the replica's epoch. It returns
+// hash; ARGV: a new generation id, the replica's epoch, the channel, the
+// replica (raising the epoch publishes it as a reset). It returns
 // generation, epoch, whether the hash was made now, and Redis's time in ms.
 var helloScript = redis.NewScript(`
 local gen = redis.call('HGET', KEYS[1], 'gen')
@@ -199,6 +205,8 @@ local e = tonumber(redis.call('HGET', KEYS[1], 'epoch') or '0')
 if tonumber(ARGV[2]) > e then
   e = tonumber(ARGV[2])
   redis.call('HSET', KEYS[1], 'epoch', e)
+  -- A replica behind it (back first, with older states) resets now.
+  redis.call('PUBLISH', ARGV[3], cjson.encode({kind = 'reset', epoch = e, from = ARGV[4]}))
 end
 local t = redis.call('TIME')
 return {gen, e, made, tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)}

@@ -90,23 +90,26 @@ func (c *Cluster) handle(payload string) {
 	switch v.Kind {
 	case kindKey:
 		if k := (*c.byFP.Load())[v.FP]; k != nil {
-			c.adoptKey(k, v)
+			c.adoptKey(k, v, false)
 		}
 	case kindTarget:
 		if t := c.targetFP[v.FP]; t != nil {
-			c.adoptTarget(t, v)
+			c.adoptTarget(t, v, false)
 		}
 	}
 }
 
 // adoptKey applies a verdict on k unless it is older than what this
-// replica has seen, or of an older epoch. While a change of k's is queued
-// here, only the version is noted: the queued change goes to Redis next
-// and its verdict is applied then. Caller holds applyMu.
-func (c *Cluster) adoptKey(k *keymanager.Key, v verdict) {
+// replica has seen, or of an older epoch. The verdict on this replica's
+// own change (reply) applies even at a version it has seen: the change
+// was dropped, and the local state it made must yield. While a change of
+// k's is queued here, only the version is noted: the queued change goes
+// to Redis next and its verdict is applied then. Caller holds applyMu.
+func (c *Cluster) adoptKey(k *keymanager.Key, v verdict, reply bool) {
 	c.mu.Lock()
 	_, queued := c.pendingKeys[k]
-	fresh := v.Epoch == c.epoch && v.Ver > c.knownKeys[k]
+	known := c.knownKeys[k]
+	fresh := v.Epoch == c.epoch && (v.Ver > known || reply && v.Ver == known)
 	if fresh {
 		c.knownKeys[k] = v.Ver
 	}
@@ -117,10 +120,11 @@ func (c *Cluster) adoptKey(k *keymanager.Key, v verdict) {
 }
 
 // adoptTarget is adoptKey for a target.
-func (c *Cluster) adoptTarget(t *upstream.Target, v verdict) {
+func (c *Cluster) adoptTarget(t *upstream.Target, v verdict, reply bool) {
 	c.mu.Lock()
 	_, queued := c.pendingTargets[t]
-	fresh := v.Ver > c.knownTargets[t]
+	known := c.knownTargets[t]
+	fresh := v.Ver > known || reply && v.Ver == known
 	if fresh {
 		c.knownTargets[t] = v.Ver
 	}
@@ -166,7 +170,7 @@ func (c *Cluster) resync(ctx context.Context) error {
 	c.mu.Lock()
 	known, mine := c.epochKnown, c.epoch
 	c.mu.Unlock()
-	res, err := helloScript.Run(ctx, c.rdb, []string{c.metaKey()}, newReplicaID(), mine).Slice()
+	res, err := helloScript.Run(ctx, c.rdb, []string{c.metaKey()}, newReplicaID(), mine, c.channel, c.replica).Slice()
 	if err != nil {
 		return err
 	}
@@ -224,7 +228,7 @@ func (c *Cluster) resync(ctx context.Context) error {
 		case local.State == keymanager.Cooling && lost && local.Until.After(c.now()):
 			writeBack = append(writeBack, k)
 		case stored:
-			c.adoptKey(k, v)
+			c.adoptKey(k, v, false)
 		case local.State != keymanager.Active:
 			// A rest that ended in Redis's time, or a state of an epoch
 			// Redis no longer holds.
@@ -247,7 +251,7 @@ func (c *Cluster) resync(ctx context.Context) error {
 			continue
 		}
 		if v, ok := targetStates[fp]; ok {
-			c.adoptTarget(t, v)
+			c.adoptTarget(t, v, false)
 		} else if !t.Active() && !lost {
 			c.applyTarget(t, verdict{Kind: kindTarget, State: stateActive})
 		}
