@@ -25,6 +25,8 @@ type Config struct {
 	Host string
 	Port int
 
+	// KeysFile is the top-level keys file; empty only with GroupsDir set
+	// and KEYS_FILE unset: then no top-level group.
 	KeysFile           string
 	StartIndex         int
 	BlacklistThreshold int
@@ -71,6 +73,10 @@ type Config struct {
 	StreamKeepalive time.Duration
 
 	Log Log
+
+	// GroupsDir is GROUPS_DIR, a folder of key groups (package groups);
+	// empty: none.
+	GroupsDir string
 
 	// RedisURL turns on shared state between replicas; empty: off.
 	RedisURL    secret.Key // may hold a password
@@ -133,7 +139,7 @@ var Variables = []Variable{
 
 	{Name: "KEYS_FILE", Default: "keys.txt", Section: "Keys",
 		Help: "path of the keys file, one key per line",
-		Doc:  "path of the keys file: one upstream API key per line, `#` comments and blank lines skipped (see [Keys file](#keys-file))"},
+		Doc:  "path of the keys file: one upstream API key per line, `#` comments and blank lines skipped (see [Keys file](#keys-file)). With `GROUPS_DIR` set it has no default: unset, there are no top-level keys and only the groups serve"},
 	{Name: "START_INDEX", Default: "0", Section: "Keys",
 		Help: "key index rotation starts at, 0 <= n < key count",
 		Doc:  "position in the key list where rotation starts; must be less than the number of keys"},
@@ -143,6 +149,10 @@ var Variables = []Variable{
 	{Name: "MAX_RETRIES", Default: "3", Section: "Keys",
 		Help: "extra attempts on another key after the first, 0-10",
 		Doc:  "extra attempts after the first one fails, each on another key, 0–10 (see [key-health.md](key-health.md#retries))"},
+
+	{Name: "GROUPS_DIR", Default: "", Section: "Groups",
+		Help: "folder of key groups, one subfolder each (keys.txt, group.env); empty: off",
+		Doc:  "folder of key groups: each subfolder `NAME` holds `keys.txt` and an optional `group.env`, and serves the requests routed to it by the path prefix `/proxy/NAME/` or by model (see [groups.md](groups.md#folder-layout)); empty: off, one pool as above"},
 
 	{Name: "OPENAI_BASE_URL", Default: "https://api.openai.com", Section: "Upstream",
 		Help: "upstream base URLs, comma-separated",
@@ -262,10 +272,11 @@ const maxDurationSeconds = 10 * 365 * 24 * 3600
 // at once; it must not be used to serve.
 func Load(getenv func(string) string) (*Config, error) {
 	p := parser{getenv: getenv}
+	groupsDir := p.str("GROUPS_DIR")
 	c := &Config{
 		Port:                  p.intRange("PORT", 1, 65535),
 		Host:                  p.str("HOST"),
-		KeysFile:              p.str("KEYS_FILE"),
+		KeysFile:              p.keysFile(groupsDir),
 		StartIndex:            p.intRange("START_INDEX", 0, 1<<31-1),
 		BlacklistThreshold:    p.intRange("BLACKLIST_THRESHOLD", 1, 1<<31-1),
 		MaxRetries:            p.intRange("MAX_RETRIES", 0, 10),
@@ -296,6 +307,7 @@ func Load(getenv func(string) string) (*Config, error) {
 			AllowedHeaders:   p.list("ALLOWED_HEADERS"),
 			AllowCredentials: p.boolean("ALLOW_CREDENTIALS"),
 		},
+		GroupsDir:              groupsDir,
 		RedisURL:               secret.NewKey(p.redisURL("REDIS_URL")),
 		RedisPrefix:            p.str("REDIS_PREFIX"),
 		RedisFingerprintSecret: secret.NewKey(p.str("REDIS_FINGERPRINT_SECRET")),
@@ -307,7 +319,7 @@ func Load(getenv func(string) string) (*Config, error) {
 			EnableRequest: p.boolean("LOG_ENABLE_REQUEST"),
 		},
 	}
-	if c.KeysFile == "" {
+	if c.KeysFile == "" && groupsDir == "" {
 		p.fail("KEYS_FILE", "", "must not be empty")
 	}
 	c.UpstreamRootCAs = p.caFile("UPSTREAM_CA_FILE", c.UpstreamCAFile)
@@ -349,11 +361,30 @@ func (p *parser) raw(name string) string {
 	return defaults[name]
 }
 
+// Error is one problem of one variable. Load's error joins them.
+type Error struct {
+	Name  string // the variable, e.g. PORT
+	Value string // as given, or a masked or shortened form of it
+	Why   string
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("%s=%q: %s", e.Name, e.Value, e.Why) }
+
 func (p *parser) fail(name, value, why string) {
-	p.errs = append(p.errs, fmt.Errorf("%s=%q: %s", name, value, why))
+	p.errs = append(p.errs, &Error{Name: name, Value: value, Why: why})
 }
 
 func (p *parser) str(name string) string { return p.raw(name) }
+
+// keysFile reads KEYS_FILE. With GROUPS_DIR set it has no default: the
+// groups may hold every key, and a keys.txt that happens to lie in the
+// working directory must not become a group nobody asked for.
+func (p *parser) keysFile(groupsDir string) string {
+	if groupsDir != "" {
+		return strings.TrimSpace(p.getenv("KEYS_FILE"))
+	}
+	return p.raw("KEYS_FILE")
+}
 
 func (p *parser) intRange(name string, lo, hi int) int {
 	v := p.raw(name)

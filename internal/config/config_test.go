@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"net/url"
 	"reflect"
 	"strings"
@@ -144,6 +145,10 @@ func TestLoadValues(t *testing.T) {
 		{"host", env{"HOST": "127.0.0.1"}, func(c *Config) (any, any) { return c.Host, "127.0.0.1" }},
 		{"addr ipv6", env{"HOST": "::1", "PORT": "9"}, func(c *Config) (any, any) { return c.Addr(), "[::1]:9" }},
 		{"keys file", env{"KEYS_FILE": "/etc/keys"}, func(c *Config) (any, any) { return c.KeysFile, "/etc/keys" }},
+		{"groups dir", env{"GROUPS_DIR": "/etc/groups"}, func(c *Config) (any, any) { return c.GroupsDir, "/etc/groups" }},
+		{"groups dir: no default keys file", env{"GROUPS_DIR": "groups"}, func(c *Config) (any, any) { return c.KeysFile, "" }},
+		{"groups dir: blank keys file", env{"GROUPS_DIR": "groups", "KEYS_FILE": " "}, func(c *Config) (any, any) { return c.KeysFile, "" }},
+		{"groups dir and keys file", env{"GROUPS_DIR": "groups", "KEYS_FILE": "k.txt"}, func(c *Config) (any, any) { return c.KeysFile, "k.txt" }},
 		{"start index", env{"START_INDEX": "7"}, func(c *Config) (any, any) { return c.StartIndex, 7 }},
 		{"blacklist threshold", env{"BLACKLIST_THRESHOLD": "5"}, func(c *Config) (any, any) { return c.BlacklistThreshold, 5 }},
 		{"max retries zero", env{"MAX_RETRIES": "0"}, func(c *Config) (any, any) { return c.MaxRetries, 0 }},
@@ -391,6 +396,27 @@ func TestLoadReportsEveryProblem(t *testing.T) {
 	}
 	if len(lines) != len(want) {
 		t.Errorf("Load(%v) error has %d lines; want %d\nerror:\n%v", map[string]string(e), len(lines), len(want), err)
+	}
+}
+
+// TestLoadErrorNames: each joined problem is an *Error naming its
+// variable, so that a caller (package groups) can tell whose it is.
+func TestLoadErrorNames(t *testing.T) {
+	_, err := Load(env{"PORT": "abc", "MAX_RETRIES": "11"}.get)
+	joined, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		t.Fatalf("Load error %T does not unwrap to a list", err)
+	}
+	var names []string
+	for _, e := range joined.Unwrap() {
+		var ve *Error
+		if !errors.As(e, &ve) {
+			t.Fatalf("Load problem %v is a %T; want *Error", e, e)
+		}
+		names = append(names, ve.Name)
+	}
+	if got, want := strings.Join(names, ","), "PORT,MAX_RETRIES"; got != want {
+		t.Errorf("Load problems name %s; want %s", got, want)
 	}
 }
 
