@@ -30,19 +30,29 @@ func Of(path, contentType string, body []byte) string {
 // FromPath reads the model from a Gemini path (…/models/{model}:action)
 // or the deployment from an Azure OpenAI path (…/deployments/{name}/…).
 func FromPath(path string) string {
+	start, end := PathSpan(path)
+	return path[start:end]
+}
+
+// PathSpan returns where FromPath's model lies in path: path[start:end];
+// start == end when there is none. Rewriting the model in place uses it,
+// so that what is rewritten is exactly what was read.
+func PathSpan(path string) (start, end int) {
 	if i := strings.Index(path, "/models/"); i >= 0 {
-		rest := path[i+len("/models/"):]
+		i += len("/models/")
+		rest := path[i:]
 		if j := strings.IndexByte(rest, ':'); j > 0 && !strings.Contains(rest[:j], "/") {
-			return rest[:j]
+			return i, i + j
 		}
 	}
 	if i := strings.Index(path, "/deployments/"); i >= 0 {
-		rest := path[i+len("/deployments/"):]
+		i += len("/deployments/")
+		rest := path[i:]
 		if j := strings.IndexByte(rest, '/'); j > 0 {
-			return rest[:j]
+			return i, i + j
 		}
 	}
-	return ""
+	return 0, 0
 }
 
 // FromBody returns the string value of the top-level "model" member of a
@@ -51,45 +61,58 @@ func FromPath(path string) string {
 // skipped without being decoded, so the cost is one pass over the bytes
 // before the field, and nothing after it.
 func FromBody(b []byte) string {
+	start, end, escaped := BodySpan(b)
+	if start < 0 {
+		return ""
+	}
+	if !escaped && utf8.Valid(b[start+1:end-1]) {
+		return string(b[start+1 : end-1])
+	}
+	return unquote(b[start:end])
+}
+
+// BodySpan returns where FromBody's model lies in b: b[start:end] is the
+// JSON string literal, quotes included, and escaped says whether it holds
+// a backslash escape; start is -1 when FromBody finds no model. Rewriting
+// the model in place uses it, so that what is rewritten is exactly what
+// was read.
+func BodySpan(b []byte) (start, end int, escaped bool) {
 	i := skipSpace(b, 0)
 	if i >= len(b) || b[i] != '{' {
-		return ""
+		return -1, -1, false
 	}
 	i++
 	for {
 		i = skipSpace(b, i)
 		if i >= len(b) || b[i] != '"' {
-			return "" // '}' (no model), or not JSON
+			return -1, -1, false // '}' (no model), or not JSON
 		}
 		keyEnd, escaped := stringEnd(b, i)
 		if keyEnd < 0 {
-			return ""
+			return -1, -1, false
 		}
 		isModel := string(b[i+1:keyEnd-1]) == "model" || escaped && unquote(b[i:keyEnd]) == "model"
 		i = skipSpace(b, keyEnd)
 		if i >= len(b) || b[i] != ':' {
-			return ""
+			return -1, -1, false
 		}
 		i = skipSpace(b, i+1)
 		if isModel {
 			if i >= len(b) || b[i] != '"' {
-				return ""
+				return -1, -1, false
 			}
 			end, esc := stringEnd(b, i)
 			if end < 0 {
-				return ""
+				return -1, -1, false
 			}
-			if !esc && utf8.Valid(b[i+1:end-1]) {
-				return string(b[i+1 : end-1])
-			}
-			return unquote(b[i:end])
+			return i, end, esc
 		}
 		if i = skipValue(b, i); i < 0 {
-			return ""
+			return -1, -1, false
 		}
 		i = skipSpace(b, i)
 		if i >= len(b) || b[i] != ',' {
-			return ""
+			return -1, -1, false
 		}
 		i++
 	}
