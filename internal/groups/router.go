@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"encoding/binary"
 	"errors"
+	"slices"
 	"strings"
 	"unsafe"
 
@@ -37,8 +38,17 @@ type Router struct {
 	// groups that serve it, in name order.
 	exact map[string][]route
 	// globs are the MODELS patterns holding a *, in name order of their
-	// groups.
-	globs []globRoute
+	// groups, found by their literal prefix, else their literal suffix, so
+	// that a model is tried only against the globs it can match:
+	// byPrefix[p] lists the globs whose prefix is p, for each length in
+	// prefixLens; bySuffix likewise for the globs without a prefix;
+	// anywhere the globs with neither (*, *x*). Each list is in name order.
+	globs      []globRoute
+	prefixLens []int
+	byPrefix   map[string][]int
+	suffixLens []int
+	bySuffix   map[string][]int
+	anywhere   []int
 
 	// tokens are the configured client tokens by SHA-256 digest, so that
 	// finding one compares fixed-size values in constant time whatever the
@@ -57,9 +67,46 @@ type route struct {
 	model string // sent upstream
 }
 
+// globRoute is a MODELS pattern holding a *, taken apart once so that
+// most models are told apart by their length and first bytes.
 type globRoute struct {
-	group   int
-	pattern string
+	group          int
+	prefix, suffix string   // before the first * and after the last
+	mids           []string // between, in order; none empty
+	minLen         int
+}
+
+func compileGlob(group int, pattern string) globRoute {
+	g := globRoute{group: group}
+	first, rest, _ := strings.Cut(pattern, "*")
+	i := strings.LastIndexByte(rest, '*')
+	g.prefix, g.suffix = first, rest[i+1:]
+	g.minLen = len(g.prefix) + len(g.suffix)
+	if i >= 0 {
+		for m := range strings.SplitSeq(rest[:i], "*") {
+			if m != "" {
+				g.mids = append(g.mids, m)
+				g.minLen += len(m)
+			}
+		}
+	}
+	return g
+}
+
+// match is Match(pattern, model).
+func (g *globRoute) match(model string) bool {
+	if len(model) < g.minLen || !strings.HasPrefix(model, g.prefix) || !strings.HasSuffix(model, g.suffix) {
+		return false
+	}
+	model = model[len(g.prefix) : len(model)-len(g.suffix)]
+	for _, m := range g.mids {
+		j := strings.Index(model, m)
+		if j < 0 {
+			return false
+		}
+		model = model[j+len(m):]
+	}
+	return true
 }
 
 type digest [4]uint64
@@ -75,14 +122,17 @@ func digestOf(token string) digest {
 }
 
 // NewRouter builds a router over specs (as Load returns them: unique
-// names, FALLBACK naming groups of specs) and the top-level AUTH_KEY,
-// which may use every group.
+// names, FALLBACK naming groups of specs; the order does not matter) and
+// the top-level AUTH_KEY, which may use every group.
 func NewRouter(specs []*Spec, authKey secret.Key) *Router {
+	specs = slices.SortedFunc(slices.Values(specs), func(a, b *Spec) int { return strings.Compare(a.Name, b.Name) })
 	r := &Router{
 		groups:   specs,
 		index:    make(map[string]int, len(specs)),
 		def:      -1,
 		exact:    map[string][]route{},
+		byPrefix: map[string][]int{},
+		bySuffix: map[string][]int{},
 		open:     make([]bool, len(specs)),
 		fallback: make([][]*Spec, len(specs)),
 	}
@@ -104,7 +154,7 @@ func NewRouter(specs []*Spec, authKey secret.Key) *Router {
 		}
 		for _, m := range s.Models {
 			if strings.Contains(m, "*") {
-				r.globs = append(r.globs, globRoute{group: g, pattern: m})
+				r.addGlob(compileGlob(g, m))
 				continue
 			}
 			if _, aliased := s.ModelMap[m]; !aliased {
@@ -134,6 +184,27 @@ func NewRouter(specs []*Spec, authKey secret.Key) *Router {
 		}
 	}
 	return r
+}
+
+func (r *Router) addGlob(gr globRoute) {
+	i := len(r.globs)
+	r.globs = append(r.globs, gr)
+	switch {
+	case gr.prefix != "":
+		if !slices.Contains(r.prefixLens, len(gr.prefix)) {
+			r.prefixLens = append(r.prefixLens, len(gr.prefix))
+			slices.Sort(r.prefixLens)
+		}
+		r.byPrefix[gr.prefix] = append(r.byPrefix[gr.prefix], i)
+	case gr.suffix != "":
+		if !slices.Contains(r.suffixLens, len(gr.suffix)) {
+			r.suffixLens = append(r.suffixLens, len(gr.suffix))
+			slices.Sort(r.suffixLens)
+		}
+		r.bySuffix[gr.suffix] = append(r.bySuffix[gr.suffix], i)
+	default:
+		r.anywhere = append(r.anywhere, i)
+	}
 }
 
 // Client is who a request comes from, as far as routing cares: which
@@ -233,19 +304,19 @@ func (r *Router) ByModel(model string, c Client) (s *Spec, upstreamModel string,
 			}
 			forbidden = true
 		}
-		for _, gr := range r.globs {
-			if gr.group >= best {
+		for _, n := range r.prefixLens {
+			if n > len(model) {
 				break
 			}
-			if !Match(gr.pattern, model) {
-				continue
-			}
-			if r.allowed(gr.group, c) {
-				best, bestModel = gr.group, model
-				break
-			}
-			forbidden = true
+			best, bestModel, forbidden = r.scanGlobs(r.byPrefix[model[:n]], model, c, best, bestModel, forbidden)
 		}
+		for _, n := range r.suffixLens {
+			if n > len(model) {
+				break
+			}
+			best, bestModel, forbidden = r.scanGlobs(r.bySuffix[model[len(model)-n:]], model, c, best, bestModel, forbidden)
+		}
+		best, bestModel, forbidden = r.scanGlobs(r.anywhere, model, c, best, bestModel, forbidden)
 	}
 	switch {
 	case best < len(r.groups):
@@ -258,6 +329,26 @@ func (r *Router) ByModel(model string, c Client) (s *Spec, upstreamModel string,
 		return nil, "", ErrForbidden
 	}
 	return nil, "", ErrModelNotFound
+}
+
+// scanGlobs tries model against the globs list (indices into r.globs, in
+// name order) before group best: the first that matches and c may use
+// becomes best; one that matches but c may not use sets forbidden.
+func (r *Router) scanGlobs(list []int, model string, c Client, best int, bestModel string, forbidden bool) (int, string, bool) {
+	for _, i := range list {
+		gr := &r.globs[i]
+		if gr.group >= best {
+			break
+		}
+		if !gr.match(model) {
+			continue
+		}
+		if r.allowed(gr.group, c) {
+			return gr.group, model, forbidden
+		}
+		forbidden = true
+	}
+	return best, bestModel, forbidden
 }
 
 // Fallback returns the groups s falls back to, in order (its FALLBACK; not
