@@ -285,8 +285,8 @@ func (r *Router) Prefix(path string) (s *Spec, rest string, prefixed bool) {
 	return nil, rest, true
 }
 
-// ByModel picks the group for an un-prefixed request for model (docs/
-// groups.md, "Routing"): the first group in name order whose MODEL_MAP
+// ByModel picks the group for an un-prefixed request for model
+// (docs/groups.md, "Routing"): the first group in name order whose MODEL_MAP
 // aliases or MODELS match it among those c may use; else the default
 // group; upstreamModel is the model to send, the alias's target or model
 // itself. The error is ErrForbidden when only groups c may not use serve
