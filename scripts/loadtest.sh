@@ -663,7 +663,7 @@ run_kind() {
 	PROXY_PID=""
 	R[$k.w1r.dbsize]=$(rcli dbsize || echo "?")
 	R[$k.w1r.keys]=$(rcli --scan | sort | paste -sd ' ' - || true)
-	R[$k.w1r.total]=$(rcli hget "gpt-load:counters" total || true)
+	R[$k.w1r.total]=$(rcli hget "{gpt-load:}counters" total || true)
 	stop_pid "$REDIS_PID"
 	REDIS_PID=""
 	say "   Redis afterwards: dbsize ${R[$k.w1r.dbsize]} (${R[$k.w1r.keys]:-no keys}); cluster counter total ${R[$k.w1r.total]:-none}"

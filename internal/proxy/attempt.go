@@ -43,9 +43,14 @@ func (t attemptTransport) RoundTrip(out *http.Request) (*http.Response, error) {
 		}
 		return resp, err
 	}
-	p.budget.first()
+	// A request another group could not serve (a fallback, handover.go)
+	// comes here as a retry: its first attempt here is not its first.
+	retry := st.prior > 0
+	if !retry {
+		p.budget.first()
+	}
 	for attempt := 0; ; attempt++ {
-		if attempt > 0 && !p.budget.allow() {
+		if (attempt > 0 || retry) && !p.budget.allow() {
 			// Over the proxy-wide retry budget: answer as if retries had
 			// run out, so a refusing provider is not sent more load.
 			return last(nil, nil)
@@ -89,8 +94,10 @@ func (t attemptTransport) RoundTrip(out *http.Request) (*http.Response, error) {
 			target = p.targets.Next()
 		}
 		req := out
-		if attempt > 0 {
+		if attempt > 0 || retry {
 			p.counters.Retried()
+		}
+		if attempt > 0 {
 			req = out.Clone(ctx)
 		}
 		resp, v, err := p.attempt(req, st, key, target)

@@ -73,6 +73,14 @@ type Options struct {
 	// (0: 10 s). See deadline.go.
 	ResponseTimeout  time.Duration
 	ErrorBodyTimeout time.Duration
+	// RedactKeys, when set, is every key answers are searched for and
+	// masked (every group's, so that a key of one group is masked in
+	// another's answers); nil: this proxy's keys.
+	RedactKeys KeySource
+	// InFlight, when set, is the count of requests being served that
+	// MaxConcurrent bounds, shared with other proxies (one per group,
+	// docs/groups.md); nil: this proxy's own.
+	InFlight *atomic.Int64
 }
 
 // Proxy is the http.Handler that forwards requests. It is safe for
@@ -90,7 +98,9 @@ type Proxy struct {
 	redact *redactor
 	sobs   StreamObserver
 
-	inflight atomic.Int64
+	// inflight counts the requests being served, against MaxConcurrent;
+	// shared by the proxies of every group (Options.InFlight).
+	inflight *atomic.Int64
 	counters outcome.Counters
 	budget   retryBudget
 	queue    keyQueue
@@ -103,7 +113,16 @@ type Proxy struct {
 // New returns a proxy that sends requests through base (see NewTransport).
 func New(opts Options, keys *keymanager.Manager, targets *upstream.Balancer, base http.RoundTripper, log *logrus.Entry) *Proxy {
 	p := &Proxy{opts: opts, keys: keys, targets: targets, base: base, log: log,
-		health: newHealth(keys, targets, log), obs: opts.Observer, redact: newRedactor(keys), loop: newLoopGuard()}
+		health: newHealth(keys, targets, log), obs: opts.Observer, loop: newLoopGuard(),
+		inflight: opts.InFlight}
+	if opts.RedactKeys != nil {
+		p.redact = newRedactor(opts.RedactKeys)
+	} else {
+		p.redact = newRedactor(keys)
+	}
+	if p.inflight == nil {
+		p.inflight = new(atomic.Int64)
+	}
 	if p.obs == nil {
 		p.obs = nopObserver{}
 	}
@@ -139,6 +158,11 @@ func (p *Proxy) InFlight() int64 { return p.inflight.Load() }
 // attempt loop and back.
 type reqState struct {
 	body     *body  // nil: none
+	// handover is what the server passed when it routed the request among
+	// groups (handover.go); prior and more are copied from it.
+	handover *Handover
+	prior    int
+	more     bool
 	path     string // client path, unescaped and escaped
 	rawPath  string
 	attempts int
@@ -262,19 +286,30 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer p.inflight.Add(-1)
 
-	body, err := p.readBody(r)
-	if err != nil {
-		var ae *apierr.Error
-		if errors.As(err, &ae) {
-			p.fail(w, st, ae)
-		} else {
-			st.status = outcome.StatusClientClosed
+	var body *body
+	if h := handoverOf(r.Context()); h != nil {
+		st.prior, st.more = h.Prior, h.More
+		if h.Read {
+			body = h.Body
 		}
-		return
+		st.handover = h
 	}
-	// Deferred here, so the body's file goes on every path out, a panic
-	// further in included.
-	defer body.Close()
+	if st.handover == nil || !st.handover.Read {
+		var err error
+		body, err = p.readBody(r)
+		if err != nil {
+			var ae *apierr.Error
+			if errors.As(err, &ae) {
+				p.fail(w, st, ae)
+			} else {
+				st.status = outcome.StatusClientClosed
+			}
+			return
+		}
+		// Deferred here, so the body's file goes on every path out, a
+		// panic further in included.
+		defer body.Close()
+	}
 	st.body = body
 	st.bodyRead = time.Now()
 	st.ctx = stateContext{Context: r.Context(), st: st}
@@ -313,7 +348,7 @@ func (p *Proxy) finish(r *http.Request, st *reqState) {
 		// counters and metrics still read it.
 		rec = &st.rec
 	}
-	*rec = outcome.Record{Start: st.start, Status: st.status, Attempts: st.attempts, Target: st.target,
+	*rec = outcome.Record{Start: st.start, Status: st.status, Attempts: st.prior + st.attempts, Target: st.target,
 		Fault: st.fault, Took: time.Since(st.start), Overhead: -1, Bytes: st.out.n}
 	if st.key != nil {
 		rec.Key = st.key.Secret()
@@ -348,7 +383,7 @@ func (c *countingWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter 
 func (p *Proxy) fail(w http.ResponseWriter, st *reqState, e *apierr.Error) {
 	st.status = e.Status
 	st.headersAt = time.Now()
-	w.Header().Set(HeaderAttempts, strconv.Itoa(st.attempts))
+	w.Header().Set(HeaderAttempts, strconv.Itoa(st.prior+st.attempts))
 	apierr.Write(w, e)
 }
 
@@ -556,7 +591,7 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 		st.trailers = trailerMasker{ReadCloser: resp.Body, resp: resp, p: p}
 		resp.Body = &st.trailers
 	}
-	h[HeaderAttempts] = attemptsValue(st.attempts)
+	h[HeaderAttempts] = attemptsValue(st.prior + st.attempts)
 	if strings.HasPrefix(h.Get("Content-Type"), "text/event-stream") {
 		h["X-Accel-Buffering"] = noBuffering
 	}

@@ -59,9 +59,11 @@ func (q *keyQueue) leave(w *waiter) {
 // will. While others wait, a new request queues behind them rather than
 // taking a key first.
 func (p *Proxy) nextKey(ctx context.Context, st *reqState, model string) (*keymanager.Key, bool, error) {
-	if p.opts.QueueTimeout <= 0 || p.queue.n.Load() == 0 {
+	// With a fallback group after this one (handover.go), a request does
+	// not wait here: the next group serves it at once.
+	if p.opts.QueueTimeout <= 0 || st.more || p.queue.n.Load() == 0 {
 		k, excluded, err := p.keys.NextFor(model)
-		if err == nil || p.opts.QueueTimeout <= 0 || !p.mayWait(st, err) {
+		if err == nil || p.opts.QueueTimeout <= 0 || st.more || !p.mayWait(st, err) {
 			return k, excluded, err
 		}
 	}

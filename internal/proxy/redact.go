@@ -28,13 +28,21 @@ type keySet struct {
 }
 
 // redactor keeps the current keySet. It is safe for concurrent use.
+// KeySource lists the keys answers are searched for: a proxy's own keys,
+// or every group's (Options.RedactKeys). Keys must return the same slice
+// until the keys change.
+type KeySource interface {
+	Keys() []*keymanager.Key
+	Len() int
+}
+
 type redactor struct {
-	keys *keymanager.Manager
+	keys KeySource
 	cur  atomic.Pointer[keySet]
 	mu   sync.Mutex // one rebuild at a time
 }
 
-func newRedactor(keys *keymanager.Manager) *redactor {
+func newRedactor(keys KeySource) *redactor {
 	r := &redactor{keys: keys}
 	if keys.Len() > asyncSetKeys {
 		// A large pool's set is built while the server starts listening
