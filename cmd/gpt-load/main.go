@@ -21,6 +21,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/gpt-load/gpt-load/internal/config"
+	"github.com/gpt-load/gpt-load/internal/groups"
 	"github.com/gpt-load/gpt-load/internal/keymanager"
 	"github.com/gpt-load/gpt-load/internal/server"
 	"github.com/gpt-load/gpt-load/internal/stdlog"
@@ -100,7 +101,14 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 	cfg, err := config.Load(getenv)
 	problems := []error{err}
 	var parsed keymanager.Parsed
-	if cfg.KeysFile != "" {
+	var specs []*groups.Spec
+	if cfg.GroupsDir != "" && err == nil {
+		// Every group's problems, the top-level keys file's included,
+		// together (docs/groups.md, "Validation errors").
+		var gerr error
+		specs, gerr = groups.Load(cfg, getenv)
+		problems = append(problems, gerr)
+	} else if cfg.KeysFile != "" {
 		var perr error
 		if parsed, perr = keymanager.ParseFile(cfg.KeysFile); perr != nil {
 			problems = append(problems, perr)
@@ -120,7 +128,12 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 	if parsed.Duplicates > 0 {
 		log.WithField("count", parsed.Duplicates).Warn("dropped duplicate keys from the keys file")
 	}
-	app, err := server.New(ctx, cfg, parsed.Keys, log, server.Options{})
+	opts := server.Options{}
+	if cfg.GroupsDir != "" {
+		opts.Groups, opts.Getenv = specs, getenv
+		specs = nil
+	}
+	app, err := server.New(ctx, cfg, parsed.Keys, log, opts)
 	parsed = keymanager.Parsed{} // the manager holds the keys now
 	resumeGC()
 	if err != nil {

@@ -30,6 +30,9 @@ const (
 	CodeNotFound         = "not_found"
 	CodeLoopDetected     = "loop_detected"
 	CodeSpoolFailed      = "body_storage_unavailable"
+	CodeGroupNotFound    = "group_not_found"
+	CodeGroupForbidden   = "group_forbidden"
+	CodeModelNotFound    = "model_not_found"
 )
 
 // Error is an error with the HTTP status and code it is answered with. It

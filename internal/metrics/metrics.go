@@ -35,6 +35,10 @@ var outcomes = [...]classify.Fault{
 // label lookup. It is safe for concurrent use.
 type Metrics struct {
 	registry *prometheus.Registry
+	// mine are the collectors this Metrics registered, through reg (with
+	// its group label): Close unregisters them when the group goes.
+	reg  prometheus.Registerer
+	mine []prometheus.Collector
 
 	requests [][len(statusClasses)]prometheus.Counter // [target index+1][class]; row 0 is noTarget
 	attempts [][len(outcomes)]prometheus.Counter      // [target index][outcome]
@@ -52,13 +56,26 @@ type Sources struct {
 	Keys     *keymanager.Manager
 	Targets  *upstream.Balancer
 	InFlight func() int64
+	// Registry, when set, is shared with other groups' Metrics
+	// (docs/groups.md): the process, Go and in-flight series are the
+	// first one's. Group, when set, labels every series of this one
+	// group="NAME".
+	Registry *prometheus.Registry
+	Group    string
 }
 
 // New registers every metric on a fresh registry, with Go runtime and
 // process collectors beside them.
 func New(src Sources) *Metrics {
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg, shared := src.Registry, src.Registry != nil
+	if !shared {
+		reg = prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	var r prometheus.Registerer = reg
+	if src.Group != "" {
+		r = prometheus.WrapRegistererWith(prometheus.Labels{"group": src.Group}, reg)
+	}
 
 	requests := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: namespace, Name: "requests_total",
@@ -86,8 +103,8 @@ func New(src Sources) *Metrics {
 			Buckets: []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1},
 		}),
 	}
-	reg.MustRegister(requests, attempts, m.retries, m.duration, m.overhead)
-	m.registerStreams(reg)
+	m.register(r, requests, attempts, m.retries, m.duration, m.overhead)
+	m.registerStreams(r)
 
 	targets := src.Targets.Targets()
 	m.requests = make([][len(statusClasses)]prometheus.Counter, len(targets)+1)
@@ -104,15 +121,32 @@ func New(src Sources) *Metrics {
 		}
 	}
 
-	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Namespace: namespace, Name: "requests_in_flight",
-		Help: "Proxied requests being served now.",
-	}, func() float64 { return float64(src.InFlight()) }))
-	reg.MustRegister(&stateCollector{src: src})
+	if !shared {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "requests_in_flight",
+			Help: "Proxied requests being served now.",
+		}, func() float64 { return float64(src.InFlight()) }))
+	}
+	m.register(r, &stateCollector{src: src})
 	return m
 }
 
 // Handler serves the exposition format.
+// register registers cs through r and remembers them for Close.
+func (m *Metrics) register(r prometheus.Registerer, cs ...prometheus.Collector) {
+	m.reg = r
+	r.MustRegister(cs...)
+	m.mine = append(m.mine, cs...)
+}
+
+// Close unregisters this group's series (a group removed by a reload).
+func (m *Metrics) Close() {
+	for _, c := range m.mine {
+		m.reg.Unregister(c)
+	}
+	m.mine = nil
+}
+
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{Registry: m.registry})
 }

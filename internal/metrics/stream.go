@@ -22,7 +22,7 @@ var failoverReasons = []string{
 	classify.TargetError.String(), "stream_reset",
 }
 
-func (m *Metrics) registerStreams(reg *prometheus.Registry) {
+func (m *Metrics) registerStreams(reg prometheus.Registerer) {
 	m.firstByte = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Namespace: namespace, Name: "stream_first_byte_seconds",
 		Help: "Event streams: time from receiving the client request to committing the stream " +
@@ -43,7 +43,7 @@ func (m *Metrics) registerStreams(reg *prometheus.Registry) {
 	for _, r := range failoverReasons {
 		m.failovers[r] = failovers.WithLabelValues(r)
 	}
-	reg.MustRegister(m.firstByte, m.firstToken, failovers)
+	m.register(reg, m.firstByte, m.firstToken, failovers)
 }
 
 // StreamFirstByte records the time to a stream's commit.

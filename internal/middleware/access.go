@@ -25,6 +25,7 @@ type accessLine struct {
 	proxied  bool
 	key      secret.Key
 	upstream string
+	group    string // the group(s) that served it (docs/groups.md); "" without groups
 	attempts int
 	aborted  bool
 	err      string // why a started response failed; "" when it did not
@@ -41,6 +42,9 @@ func (a *accessLine) fields() logrus.Fields {
 	}
 	if a.err != "" {
 		f["error"] = a.err
+	}
+	if a.group != "" {
+		f["group"] = a.group
 	}
 	if a.proxied {
 		f["key"] = a.key.String()
@@ -124,6 +128,10 @@ func (f *fastAccess) appendJSON(b []byte, a *accessLine, now string) []byte {
 		b = append(b, `,"error":`...)
 		b = appendJSONString(b, a.err)
 	}
+	if a.group != "" {
+		b = append(b, `,"group":`...)
+		b = appendJSONString(b, a.group)
+	}
 	if a.proxied {
 		b = append(b, `,"key":`...)
 		b = appendJSONString(b, a.key.String())
@@ -169,6 +177,10 @@ func (f *fastAccess) appendText(b []byte, a *accessLine, now string) []byte {
 	if a.err != "" {
 		b = append(b, " error="...)
 		b = appendTextValue(b, a.err)
+	}
+	if a.group != "" {
+		b = append(b, " group="...)
+		b = appendTextValue(b, a.group)
 	}
 	if a.proxied {
 		b = append(b, " key="...)

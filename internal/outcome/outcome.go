@@ -45,6 +45,10 @@ type Record struct {
 	Took, Overhead time.Duration
 	// Bytes is the response body bytes written to the client.
 	Bytes int64
+	// Group names the group that served the request, or the groups tried
+	// in order ("a,b") when it fell back (docs/groups.md); "" without
+	// groups.
+	Group string
 }
 
 // Succeeded reports whether the client got a 2xx or 3xx answer.

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -163,4 +164,47 @@ func CheckPath(t *upstream.Target) (path, query string) {
 		return base + "/models", ""
 	}
 	return base + "/v1/models", ""
+}
+
+// ListModels asks the upstream for its model list with a usable key, on
+// a target not benched, and returns the answer's body (at most 4 MiB) and
+// the target's auth style, which says its dialect (docs/groups.md,
+// "GET /v1/models").
+func (p *Proxy) ListModels(ctx context.Context) ([]byte, upstream.AuthStyle, error) {
+	k, err := p.keys.Next()
+	if err != nil {
+		return nil, 0, err
+	}
+	t := p.recheckTarget()
+	ctx, cancel := context.WithTimeout(ctx, recheckTimeout)
+	defer cancel()
+	u := *t.URL
+	u.Path, u.RawQuery = CheckPath(t)
+	if t.Style == upstream.Gemini {
+		u.RawQuery = "pageSize=1000"
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return nil, 0, err
+	}
+	t.Style.Apply(req.Header, k.Secret().Reveal())
+	if t.Style == upstream.Anthropic {
+		req.Header.Set("Anthropic-Version", anthropicVersion)
+		q := req.URL.Query()
+		q.Set("limit", "1000")
+		req.URL.RawQuery = q.Encode()
+	}
+	resp, err := p.base.RoundTrip(req)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		return nil, 0, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, 0, fmt.Errorf("model list: upstream answered %d", resp.StatusCode)
+	}
+	return body, t.Style, nil
 }

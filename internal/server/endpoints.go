@@ -22,50 +22,109 @@ type Health struct {
 	Timestamp   string `json:"timestamp"`
 	// Redis is "up" or "down" when state is shared through Redis.
 	Redis string `json:"redis,omitempty"`
+	// Groups are each group's health, with GROUPS_DIR.
+	Groups []GroupHealth `json:"groups,omitempty"`
 }
 
-func (s *Server) redisState() string {
-	switch {
-	case s.cluster == nil:
-		return ""
-	case s.cluster.Up():
-		return "up"
+func (s *Server) redisState() string { return redisStateOf(s.groupList()) }
+
+// redisStateOf is "up" when every group's link to Redis is, "down" when
+// one is not, "" without Redis.
+func redisStateOf(gs []*group) string {
+	state := ""
+	for _, g := range gs {
+		switch {
+		case g.cluster == nil:
+		case !g.cluster.Up():
+			return "down"
+		default:
+			state = "up"
+		}
 	}
-	return "down"
+	return state
 }
 
-func (s *Server) health(w http.ResponseWriter, r *http.Request) {
-	c := s.keys.Counts()
-	usableTargets, benchedTargets := s.targets.Usable()
-	h := Health{
-		Status:      "healthy",
-		HealthyKeys: c.Active,
-		TotalKeys:   c.Total,
-		Uptime:      s.uptime(),
-		Timestamp:   now(),
-		Redis:       s.redisState(),
-	}
-	status := http.StatusOK
+// GroupHealth is one group's part of /health (docs/groups.md).
+type GroupHealth struct {
+	Name        string `json:"name"`
+	Status      string `json:"status"`
+	HealthyKeys int    `json:"healthy_keys"`
+	TotalKeys   int    `json:"total_keys"`
+}
+
+// healthOf is a group's status: unhealthy with no usable key, degraded
+// with keys or targets out, else healthy.
+func healthOf(g *group) (status string, c keymanager.Counts) {
+	c = g.keys.Counts()
+	usableTargets, benchedTargets := g.targets.Usable()
 	switch {
-	// 503 only when no key is usable. With every target benched the proxy
-	// still sends first attempts to the one benched longest, and a
+	// Unhealthy only when no key is usable. With every target benched the
+	// proxy still sends first attempts to the one benched longest, and a
 	// readiness probe must not take every replica out at once because one
 	// upstream is down.
 	case c.Active == 0:
-		h.Status, status = "unhealthy", http.StatusServiceUnavailable
+		return "unhealthy", c
 	case c.Active < c.Total || benchedTargets > 0 || usableTargets == 0:
+		return "degraded", c
+	}
+	return "healthy", c
+}
+
+func (s *Server) health(w http.ResponseWriter, r *http.Request) {
+	h := Health{Uptime: s.uptime(), Timestamp: now(), Redis: s.redisState()}
+	list := s.groupList()
+	serving, degraded := 0, false
+	for _, g := range list {
+		st, c := healthOf(g)
+		h.HealthyKeys += c.Active
+		h.TotalKeys += c.Total
+		if st != "unhealthy" {
+			serving++
+		}
+		degraded = degraded || st != "healthy"
+		if g.name != "" {
+			h.Groups = append(h.Groups, GroupHealth{Name: g.name, Status: st, HealthyKeys: c.Active, TotalKeys: c.Total})
+		}
+	}
+	status := http.StatusOK
+	switch {
+	// 503 only when no group can serve (docs/groups.md).
+	case serving == 0:
+		h.Status, status = "unhealthy", http.StatusServiceUnavailable
+	case degraded:
 		h.Status = "degraded"
+	default:
+		h.Status = "healthy"
 	}
 	writeJSON(w, status, h)
 }
 
+// pickGroups is the groups a management call covers: the one ?group=
+// names, else every group. A name no group has is answered 404
+// group_not_found, and ok is false.
+func (s *Server) pickGroups(w http.ResponseWriter, r *http.Request) (gs []*group, named bool, ok bool) {
+	name := r.URL.Query().Get("group")
+	if name == "" {
+		return s.groupList(), false, true
+	}
+	if set := s.groups.Load(); set != nil {
+		if g := set.byName[name]; g != nil {
+			return []*group{g}, true, true
+		}
+	}
+	apierr.Write(w, apierr.New(http.StatusNotFound, apierr.CodeGroupNotFound, "no group is named "+quoteName(name)))
+	return nil, false, false
+}
+
 // Stats is the /stats answer.
 type Stats struct {
+	// Group names the group these figures are of (with GROUPS_DIR).
+	Group      string       `json:"group,omitempty"`
 	Keys       KeyStats     `json:"keys"`
 	Requests   RequestStats `json:"requests"`
 	Targets    []TargetStat `json:"targets"`
-	Memory     MemoryStats  `json:"memory"`
-	System     SystemStats  `json:"system"`
+	Memory     MemoryStats  `json:"memory,omitzero"`
+	System     SystemStats  `json:"system,omitzero"`
 	KeyDetails []KeyDetail  `json:"key_details,omitzero"`
 	// KeyTotal is how many keys match the filter of key_details, the page
 	// being at most limit of them; set with ?keys=1.
@@ -74,8 +133,11 @@ type Stats struct {
 	// the connection state and the request totals of every replica.
 	Redis     string        `json:"redis,omitempty"`
 	Cluster   *ClusterStats `json:"cluster,omitempty"`
-	Uptime    string        `json:"uptime"`
-	Timestamp string        `json:"timestamp"`
+	Uptime    string        `json:"uptime,omitempty"`
+	Timestamp string        `json:"timestamp,omitempty"`
+	// Groups are each group's figures, when /stats covers several
+	// (docs/groups.md); the figures above are then their sums.
+	Groups []Stats `json:"groups,omitempty"`
 }
 
 // KeyStats counts keys by state.
@@ -107,6 +169,8 @@ type ClusterStats struct {
 
 // TargetStat is one upstream's counters.
 type TargetStat struct {
+	// Group names the target's group when /stats covers several.
+	Group    string `json:"group,omitempty"`
 	URL      string `json:"url"`
 	Requests uint64 `json:"requests"`
 	Failures uint64 `json:"failures"`
@@ -137,6 +201,8 @@ type SystemStats struct {
 
 // KeyDetail is one key in /stats?keys=1.
 type KeyDetail struct {
+	// Group names the key's group when /stats covers several.
+	Group            string `json:"group,omitempty"`
 	Preview          string `json:"preview"`
 	State            string `json:"state"`
 	Requests         uint64 `json:"requests"`
@@ -204,17 +270,84 @@ func (s *Server) stats(w http.ResponseWriter, r *http.Request) {
 		}
 		details = true
 	}
-	c := s.keys.Counts()
-	cnt := s.proxy.Totals()
+	list, named, ok := s.pickGroups(w, r)
+	if !ok {
+		return
+	}
+	if len(list) == 1 {
+		st := s.statsOf(list[0], details, pg)
+		if named || list[0].name != "" {
+			st.Group = list[0].name
+		}
+		writeJSON(w, http.StatusOK, st)
+		return
+	}
+	// Every group, each named, and their sum at the top (docs/groups.md,
+	// "What it shows").
+	st := Stats{Targets: []TargetStat{}, Memory: memoryStats(), System: systemStats(), Uptime: s.uptime(),
+		Timestamp: now(), Redis: redisStateOf(list)}
+	off, lim, total := pg.offset, pg.limit, 0
+	for _, g := range list {
+		gp := pg
+		gp.offset, gp.limit = off, lim
+		gst := s.statsOf(g, details, gp)
+		gst.Group, gst.Memory, gst.System, gst.Uptime, gst.Timestamp = g.name, MemoryStats{}, SystemStats{}, "", ""
+		st.Keys.Total += gst.Keys.Total
+		st.Keys.Healthy += gst.Keys.Healthy
+		st.Keys.Cooling += gst.Keys.Cooling
+		st.Keys.Blacklisted += gst.Keys.Blacklisted
+		st.Requests.TotalCount += gst.Requests.TotalCount
+		st.Requests.SuccessCount += gst.Requests.SuccessCount
+		st.Requests.FailureCount += gst.Requests.FailureCount
+		st.Requests.RetryCount += gst.Requests.RetryCount
+		for _, t := range gst.Targets {
+			t.Group = g.name
+			st.Targets = append(st.Targets, t)
+		}
+		if gst.Cluster != nil {
+			if st.Cluster == nil {
+				st.Cluster = &ClusterStats{}
+			}
+			st.Cluster.TotalCount += gst.Cluster.TotalCount
+			st.Cluster.SuccessCount += gst.Cluster.SuccessCount
+			st.Cluster.FailureCount += gst.Cluster.FailureCount
+			st.Cluster.RetryCount += gst.Cluster.RetryCount
+		}
+		if details {
+			for _, d := range gst.KeyDetails {
+				d.Group = g.name
+				st.KeyDetails = append(st.KeyDetails, d)
+			}
+			total += *gst.KeyTotal
+			off = max(0, off-*gst.KeyTotal)
+			lim -= len(gst.KeyDetails)
+			gst.KeyDetails, gst.KeyTotal = nil, nil
+		}
+		st.Groups = append(st.Groups, gst)
+	}
+	st.Requests.InFlight = s.inflight.Load()
+	if details {
+		st.KeyTotal = &total
+		if st.KeyDetails == nil {
+			st.KeyDetails = []KeyDetail{}
+		}
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
+// statsOf is one group's /stats.
+func (s *Server) statsOf(g *group, details bool, pg page) Stats {
+	c := g.keys.Counts()
+	cnt := g.proxy.Totals()
 	st := Stats{
 		Keys: KeyStats{Total: c.Total, Healthy: c.Active, Cooling: c.Cooling, Blacklisted: c.Blacklisted,
-			CurrentIndex: s.keys.CurrentIndex()},
+			CurrentIndex: g.keys.CurrentIndex()},
 		Requests: RequestStats{
 			TotalCount:   cnt.Total,
 			SuccessCount: cnt.Success,
 			FailureCount: cnt.Failure,
 			RetryCount:   cnt.Retries,
-			InFlight:     s.proxy.InFlight(),
+			InFlight:     g.proxy.InFlight(),
 		},
 		Targets:   []TargetStat{},
 		Memory:    memoryStats(),
@@ -222,24 +355,24 @@ func (s *Server) stats(w http.ResponseWriter, r *http.Request) {
 		Uptime:    s.uptime(),
 		Timestamp: now(),
 	}
-	now := s.targets.Now()
-	if s.cluster != nil {
-		st.Redis = s.redisState()
-		t := s.cluster.ClusterTotals()
+	now := g.targets.Now()
+	if g.cluster != nil {
+		st.Redis = redisStateOf([]*group{g})
+		t := g.cluster.ClusterTotals()
 		st.Cluster = &ClusterStats{TotalCount: t.Total, SuccessCount: t.Success, FailureCount: t.Failure, RetryCount: t.Retries}
 	}
-	for _, t := range s.targets.Targets() {
+	for _, t := range g.targets.Targets() {
 		st.Targets = append(st.Targets, TargetStat{URL: t.String(), Requests: t.Requests(), Failures: t.Failures(),
 			State: t.State(now), Reason: t.Reason(), BenchedUntil: rfc3339(t.BenchedUntil())})
 	}
 	if details {
-		keys, total := s.keys.Page(pg.filter, pg.offset, pg.limit)
+		keys, total := g.keys.Page(pg.filter, pg.offset, max(pg.limit, 0))
 		st.KeyDetails, st.KeyTotal = make([]KeyDetail, 0, len(keys)), &total
 		for _, k := range keys {
 			st.KeyDetails = append(st.KeyDetails, keyDetail(k))
 		}
 	}
-	writeJSON(w, http.StatusOK, st)
+	return st
 }
 
 // Blacklist is the /blacklist answer.
@@ -254,6 +387,8 @@ type Blacklist struct {
 
 // BlacklistedKey is a key out of rotation, blacklisted or cooling.
 type BlacklistedKey struct {
+	// Group names the key's group (with GROUPS_DIR).
+	Group       string `json:"group,omitempty"`
 	Preview     string `json:"preview"`
 	Reason      string `json:"reason"`
 	Type        string `json:"type"` // permanent (blacklisted) or temporary (cooling)
@@ -271,18 +406,28 @@ func (s *Server) blacklist(w http.ResponseWriter, r *http.Request) {
 		apierr.Write(w, bad)
 		return
 	}
-	keys, total := s.keys.Page(pg.filter, pg.offset, pg.limit)
-	b := Blacklist{Keys: make([]BlacklistedKey, 0, len(keys)), Total: total, Timestamp: now()}
-	for _, k := range keys {
-		typ := "permanent"
-		if k.State == keymanager.Cooling {
-			typ = "temporary"
+	list, _, ok := s.pickGroups(w, r)
+	if !ok {
+		return
+	}
+	b := Blacklist{Keys: []BlacklistedKey{}, Timestamp: now()}
+	off, lim := pg.offset, pg.limit
+	for _, g := range list {
+		keys, total := g.keys.Page(pg.filter, off, max(lim, 0))
+		b.Total += total
+		off = max(0, off-total)
+		lim -= len(keys)
+		for _, k := range keys {
+			typ := "permanent"
+			if k.State == keymanager.Cooling {
+				typ = "temporary"
+			}
+			// A reason may quote an upstream error, and those quote keys.
+			b.Keys = append(b.Keys, BlacklistedKey{
+				Group: g.name, Preview: k.Preview, Reason: secret.Redact(k.Reason), Type: typ, Status: k.LastStatus,
+				BlacklistAt: rfc3339(k.Since), Until: optional(rfc3339(k.Until)), FailCount: k.FailCount,
+			})
 		}
-		// A reason may quote an upstream error, and those quote keys.
-		b.Keys = append(b.Keys, BlacklistedKey{
-			Preview: k.Preview, Reason: secret.Redact(k.Reason), Type: typ, Status: k.LastStatus,
-			BlacklistAt: rfc3339(k.Since), Until: optional(rfc3339(k.Until)), FailCount: k.FailCount,
-		})
 	}
 	b.Count = len(b.Keys)
 	writeJSON(w, http.StatusOK, b)
@@ -297,8 +442,18 @@ type ResetKeys struct {
 }
 
 func (s *Server) resetKeys(w http.ResponseWriter, r *http.Request) {
+	list, named, ok := s.pickGroups(w, r)
+	if !ok {
+		return
+	}
 	message := "keys reloaded from the keys file and every key's state cleared"
-	err := s.reset()
+	var err error
+	if named {
+		message = "keys of the group " + quoteName(list[0].name) + " reloaded from its keys file and their states cleared"
+		err = s.resetGroups(list)
+	} else {
+		err = s.reset()
+	}
 	switch {
 	case errors.Is(err, cluster.ErrResetNotShared):
 		message += " on this replica only: Redis is unreachable, so the other replicas keep their states, and this one takes the shared states back when Redis returns"
@@ -313,11 +468,13 @@ func (s *Server) resetKeys(w http.ResponseWriter, r *http.Request) {
 			Message: "could not reload the keys file (" + keysFileProblem(err) + "); the old keys stay; the server log says more", Err: err})
 		return
 	}
-	c := s.keys.Counts()
-	writeJSON(w, http.StatusOK, ResetKeys{
-		Message:     message,
-		HealthyKeys: c.Active, TotalKeys: c.Total, Timestamp: now(),
-	})
+	rk := ResetKeys{Message: message, Timestamp: now()}
+	for _, g := range list {
+		c := g.keys.Counts()
+		rk.HealthyKeys += c.Active
+		rk.TotalKeys += c.Total
+	}
+	writeJSON(w, http.StatusOK, rk)
 }
 
 // keysFileProblem names the kind of a keys file error in words that hold

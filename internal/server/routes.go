@@ -109,19 +109,30 @@ func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // newHandler returns the whole server handler: recovery, access log, CORS and
 // auth around the routes and the proxy.
 func (s *Server) newHandler() http.Handler {
-	rt := newRouter(s, s.proxy)
+	var proxied http.Handler = s.proxy
+	grouped := s.groups.Load() != nil
+	if grouped {
+		// Routed among the groups, which check their own tokens
+		// (docs/groups.md, "Tokens").
+		proxied = http.HandlerFunc(s.dispatch)
+	}
+	rt := newRouter(s, proxied)
 	// Requests answered here, management calls and CORS preflights, get no
 	// access line; everything bound for the upstream does, rejected or not.
 	cors := s.cfg.CORS.Enabled
-	proxied := func(r *http.Request) bool {
+	isProxied := func(r *http.Request) bool {
 		return !rt.isManagement(r) && !(cors && middleware.IsPreflight(r))
+	}
+	exempt := rt.isPublic
+	if grouped {
+		exempt = func(r *http.Request) bool { return rt.isPublic(r) || !rt.isManagement(r) }
 	}
 	return middleware.Chain(rt,
 		middleware.Recovery(s.log),
-		middleware.Logging(s.log, s.cfg.Log.EnableRequest, proxied),
+		middleware.Logging(s.log, s.cfg.Log.EnableRequest, isProxied),
 		middleware.CORS(s.cfg.CORS),
 		s.proxy.Guard,
-		middleware.Auth(s.cfg.AuthKey, rt.isPublic),
+		middleware.Auth(s.cfg.AuthKey, exempt),
 	)
 }
 

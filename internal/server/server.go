@@ -7,30 +7,49 @@ import (
 	"context"
 	"math/rand/v2"
 	"net/http"
+	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sirupsen/logrus"
 
 	"github.com/gpt-load/gpt-load/internal/cluster"
 	"github.com/gpt-load/gpt-load/internal/config"
+	"github.com/gpt-load/gpt-load/internal/groups"
 	"github.com/gpt-load/gpt-load/internal/keymanager"
 	"github.com/gpt-load/gpt-load/internal/metrics"
 	"github.com/gpt-load/gpt-load/internal/proxy"
 	"github.com/gpt-load/gpt-load/internal/upstream"
 )
 
-// Server is a wired gpt-load: keys, targets, upstream transport, proxy,
-// metrics, the link to other replicas, and the HTTP handler in front.
+// Server is a wired gpt-load: one group or several (docs/groups.md), each
+// with its keys, targets, proxy, metrics and link to other replicas, an
+// upstream transport they share, and the HTTP handler in front.
 type Server struct {
 	cfg       *config.Config
 	log       *logrus.Entry
-	keys      *keymanager.Manager
-	targets   *upstream.Balancer
+	opts      Options
 	transport *http.Transport
-	proxy     *proxy.Proxy
-	metrics   *metrics.Metrics
+	// main is the group without GROUPS_DIR, and the default group (else
+	// the first) with it; keys, targets, proxy, metrics and cluster are
+	// its, for the endpoints and Parts.
+	main    *group
+	keys    *keymanager.Manager
+	targets *upstream.Balancer
+	proxy   *proxy.Proxy
+	metrics *metrics.Metrics
 	// cluster links replicas through Redis; nil without REDIS_URL.
 	cluster *cluster.Cluster
+	// groups is what GROUPS_DIR configures; nil without it.
+	groups   atomic.Pointer[groupSet]
+	registry *prometheus.Registry
+	models   modelCache
+	inflight atomic.Int64
+	allKeys  allKeys
+	// reloadMu serialises reloads and resets.
+	reloadMu sync.Mutex
 
 	handler     http.Handler
 	metricsPage http.Handler
@@ -78,34 +97,24 @@ type Options struct {
 	// Now is the clock of key and target health; nil means time.Now.
 	// Tests give replicas clocks minutes apart.
 	Now func() time.Time
+	// Groups, when set, are the groups GROUPS_DIR configures
+	// (groups.Load), served instead of the top-level keys; Getenv is the
+	// environment they were read from, read again on SIGHUP.
+	Groups []*groups.Spec
+	Getenv func(string) string
 }
 
 // New wires a server for cfg over keys, which must not be empty. With
 // REDIS_URL set it connects to Redis and loads the shared state first,
-// waiting a few seconds at most (ctx bounds that wait).
+// waiting a few seconds at most (ctx bounds that wait). With
+// opts.Groups (GROUPS_DIR), it serves those groups instead, keys unused.
 func New(ctx context.Context, cfg *config.Config, keys []string, log *logrus.Entry, opts Options) (*Server, error) {
-	s := &Server{cfg: cfg, log: log, started: time.Now(), statusPage: buildStatusPage(), reset: opts.ResetKeys}
+	s := &Server{cfg: cfg, log: log, opts: opts, started: time.Now(), statusPage: buildStatusPage(), reset: opts.ResetKeys}
+	s.allKeys.s = s
 	if s.reset == nil {
 		s.reset = s.resetKeysEverywhere
 	}
-	start := cfg.StartIndex
-	if !cfg.RedisURL.Empty() {
-		// Replicas start at different places so they do not march in step
-		// over the same keys.
-		start = (start + rand.IntN(len(keys))) % len(keys)
-	}
-	s.keys = keymanager.New(keys, keymanager.Options{
-		StartIndex:         start,
-		BlacklistThreshold: cfg.BlacklistThreshold,
-		Cooldown:           cfg.KeyCooldown,
-		ModelCooldown:      cfg.ModelCooldown,
-		Now:                opts.Now,
-	})
-	targets, err := newTargets(cfg)
-	if err != nil {
-		return nil, err
-	}
-	s.targets = upstream.NewBalancer(targets, upstream.Options{Cooldown: opts.TargetCooldown, Now: opts.Now})
+	var err error
 	s.transport, err = proxy.NewTransport(proxy.TransportOptions{
 		ConnectTimeout:  cfg.RequestTimeout,
 		ResponseTimeout: cfg.ResponseTimeout,
@@ -116,9 +125,68 @@ func New(ctx context.Context, cfg *config.Config, keys []string, log *logrus.Ent
 	if err != nil {
 		return nil, err
 	}
-	s.metrics = metrics.New(metrics.Sources{Keys: s.keys, Targets: s.targets, InFlight: func() int64 { return s.proxy.InFlight() }})
+	// The cluster's subscriber starts inside cluster.New and may hear
+	// another replica's reset at once, before s is whole: the reload it
+	// runs waits for ready.
+	ready := make(chan struct{})
+	defer close(ready)
+	if opts.Groups != nil {
+		if err := s.buildGroups(ctx, opts.Groups, ready); err != nil {
+			return nil, err
+		}
+	} else {
+		g, err := s.newGroup(ctx, "", nil, cfg, keys, ready)
+		if err != nil {
+			return nil, err
+		}
+		s.setMain(g)
+	}
 	s.metricsPage = s.metrics.Handler()
-	s.proxy = proxy.New(proxy.Options{
+	s.handler = s.newHandler()
+	return s, nil
+}
+
+// setMain makes g the group the endpoints and Parts speak of.
+func (s *Server) setMain(g *group) {
+	s.main, s.keys, s.targets, s.proxy, s.metrics, s.cluster = g, g.keys, g.targets, g.proxy, g.metrics, g.cluster
+}
+
+// newGroup builds one group's keys, targets, proxy, metrics and Redis
+// link. name is "" without GROUPS_DIR: its metrics carry no group label
+// and its Redis names are REDIS_PREFIX's, as before groups existed.
+func (s *Server) newGroup(ctx context.Context, name string, spec *groups.Spec, cfg *config.Config, keys []string, ready <-chan struct{}) (*group, error) {
+	opts := s.opts
+	g := &group{name: name, spec: spec, cfg: cfg}
+	log := s.log
+	if name != "" {
+		log = log.WithField("group", name)
+	}
+	start := cfg.StartIndex
+	if !cfg.RedisURL.Empty() {
+		// Replicas start at different places so they do not march in step
+		// over the same keys.
+		start = (start + rand.IntN(len(keys))) % len(keys)
+	}
+	g.keys = keymanager.New(keys, keymanager.Options{
+		StartIndex:         start,
+		BlacklistThreshold: cfg.BlacklistThreshold,
+		Cooldown:           cfg.KeyCooldown,
+		ModelCooldown:      cfg.ModelCooldown,
+		Now:                opts.Now,
+	})
+	targets, err := newTargets(cfg)
+	if err != nil {
+		return nil, err
+	}
+	g.targets = upstream.NewBalancer(targets, upstream.Options{Cooldown: opts.TargetCooldown, Now: opts.Now})
+	// The first group's metrics make the registry; each group's series
+	// carry its name (none without GROUPS_DIR).
+	g.metrics = metrics.New(metrics.Sources{Keys: g.keys, Targets: g.targets, InFlight: s.inflight.Load,
+		Registry: s.registry, Group: name})
+	if s.registry == nil {
+		s.registry = g.metrics.Registry()
+	}
+	po := proxy.Options{
 		MaxRetries:        cfg.MaxRetries,
 		MaxBodySize:       cfg.MaxRequestBodySize,
 		BodyMemoryLimit:   cfg.BodyMemoryLimit,
@@ -130,54 +198,87 @@ func New(ctx context.Context, cfg *config.Config, keys []string, log *logrus.Ent
 		StreamWindow:      opts.StreamWindow,
 		ResponseTimeout:   cfg.ResponseTimeout,
 		ErrorBodyTimeout:  opts.ErrorBodyTimeout,
-		Observer:          s.metrics,
-	}, s.keys, s.targets, proxy.ShareConns(s.transport), log)
+		Observer:          g.metrics,
+		InFlight:          &s.inflight,
+	}
+	if name != "" {
+		po.RedactKeys = &s.allKeys
+	}
+	g.proxy = proxy.New(po, g.keys, g.targets, proxy.ShareConns(s.transport), log)
 	if !cfg.RedisURL.Empty() {
-		// The cluster's subscriber starts inside cluster.New and may hear
-		// another replica's reset at once, before s.cluster is set: the
-		// reload it runs waits until s is whole.
-		ready := make(chan struct{})
-		defer close(ready)
-		s.cluster, err = cluster.New(ctx, cluster.Options{
-			URL: cfg.RedisURL.Reveal(), Prefix: cfg.RedisPrefix, Log: log,
+		prefix := cfg.RedisPrefix
+		if name != "" && name != groups.DefaultName {
+			// Each group's state apart; the default group keeps the
+			// names of a gpt-load without groups.
+			prefix += "group:" + name + ":"
+		}
+		g.cluster, err = cluster.New(ctx, cluster.Options{
+			URL: cfg.RedisURL.Reveal(), Prefix: prefix, Log: log,
 			FingerprintSecret: cfg.RedisFingerprintSecret.Reveal(), Now: opts.Now,
-			OnReset: func() error { <-ready; return s.Reload(true) },
-		}, s.keys, s.targets, s.proxy)
+			OnReset: func() error { <-ready; return s.resetGroup(g) },
+		}, g.keys, g.targets, g.proxy)
 		if err != nil {
+			g.metrics.Close()
 			return nil, err
 		}
 	}
-	s.handler = s.newHandler()
-	return s, nil
+	return g, nil
 }
 
-// resetKeysEverywhere is /reset-keys: here, then on every replica. Cut
-// off from Redis, it resets this replica only and returns an error that
-// wraps cluster.ErrResetNotShared.
-func (s *Server) resetKeysEverywhere() error {
-	if err := s.Reload(true); err != nil {
-		return err
+// close stops a group's Redis link and removes its metrics.
+func (g *group) close() {
+	if g.cluster != nil {
+		g.cluster.Close()
 	}
-	if s.cluster != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := s.cluster.Reset(ctx); err != nil {
-			s.log.WithError(err).Warn("reset-keys: done here, but not shared with the other replicas")
+	if g.name != "" {
+		g.metrics.Close()
+	}
+}
+
+// resetKeysEverywhere is /reset-keys: every group here, then on every
+// replica. Cut off from Redis, it resets this replica only and returns an
+// error that wraps cluster.ErrResetNotShared.
+func (s *Server) resetKeysEverywhere() error { return s.resetGroups(s.groupList()) }
+
+// resetGroups resets the keys of gs here and, through Redis, on every
+// replica.
+func (s *Server) resetGroups(gs []*group) error {
+	for _, g := range gs {
+		if err := s.resetGroup(g); err != nil {
 			return err
 		}
 	}
-	return nil
+	var shareErr error
+	for _, g := range gs {
+		if g.cluster == nil {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := g.cluster.Reset(ctx)
+		cancel()
+		if err != nil {
+			s.log.WithError(err).Warn("reset-keys: done here, but not shared with the other replicas")
+			shareErr = err
+		}
+	}
+	return shareErr
 }
 
-// RunRecheck re-checks blacklisted keys every KEY_RECHECK_INTERVAL until
-// ctx ends; with Redis, one replica per round takes a lease and does it.
+// RunRecheck re-checks blacklisted keys every KEY_RECHECK_INTERVAL of
+// each group until ctx ends; with Redis, one replica per round takes a
+// lease and does it.
 func (s *Server) RunRecheck(ctx context.Context) {
-	interval := s.cfg.KeyRecheckInterval
-	var gate func(context.Context) bool
-	if s.cluster != nil {
-		gate = func(ctx context.Context) bool { return s.cluster.AcquireRecheck(ctx, interval*9/10) }
+	var wg sync.WaitGroup
+	for _, g := range s.groupList() {
+		interval := g.cfg.KeyRecheckInterval
+		var gate func(context.Context) bool
+		if g.cluster != nil {
+			c := g.cluster
+			gate = func(ctx context.Context) bool { return c.AcquireRecheck(ctx, interval*9/10) }
+		}
+		wg.Go(func() { g.proxy.Recheck(ctx, interval, gate) })
 	}
-	s.proxy.Recheck(ctx, interval, gate)
+	wg.Wait()
 }
 
 func newTargets(cfg *config.Config) ([]*upstream.Target, error) {
@@ -200,37 +301,83 @@ func newTargets(cfg *config.Config) ([]*upstream.Target, error) {
 	return targets, nil
 }
 
-// Reload re-reads the keys file. With reset, every key starts afresh
+// Reload re-reads the keys file (and, with GROUPS_DIR, the groups:
+// docs/groups.md, "Reloading"). With reset, every key starts afresh
 // (/reset-keys); without, keys that remain keep their state (SIGHUP). A bad
 // file leaves the old keys in place and is returned.
 func (s *Server) Reload(reset bool) error {
-	p, err := keymanager.ParseFile(s.cfg.KeysFile)
+	if reset {
+		return s.resetGroups(s.groupList())
+	}
+	if s.groups.Load() != nil {
+		return s.reloadGroups()
+	}
+	return s.reloadGroup(s.main, s.cfg.KeysFile)
+}
+
+// resetGroup re-reads g's keys file and clears every key's state, here
+// only.
+func (s *Server) resetGroup(g *group) error {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	p, err := keymanager.ParseFile(g.cfg.KeysFile)
 	if err != nil {
 		return err
 	}
-	// Error bodies are searched for the new keys from now on.
-	defer s.proxy.KeysChanged()
-	if reset {
-		s.keys.Reset(p.Keys)
-		if s.cluster != nil {
-			s.cluster.KeysChanged()
-		}
-		s.log.WithFields(logrus.Fields{"keys": len(p.Keys), "duplicates": p.Duplicates}).Info("keys reset")
-		return nil
+	g.keys.Reset(p.Keys)
+	if g.cluster != nil {
+		g.cluster.KeysChanged()
 	}
-	res := s.keys.Reload(p.Keys)
-	if s.cluster != nil {
-		s.cluster.KeysReloaded()
-	}
-	s.log.WithFields(logrus.Fields{"keys": res.Total, "added": res.Added, "removed": res.Removed,
-		"duplicates": p.Duplicates}).Info("keys reloaded")
+	s.keysChanged(g)
+	s.logFor(g).WithFields(logrus.Fields{"keys": len(p.Keys), "duplicates": p.Duplicates}).Info("keys reset")
 	return nil
+}
+
+// reloadGroup re-reads g's keys from file; keys that remain keep their
+// state.
+func (s *Server) reloadGroup(g *group, file string) error {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	p, err := keymanager.ParseFile(file)
+	if err != nil {
+		return err
+	}
+	s.reloadKeys(g, p.Keys, p.Duplicates)
+	return nil
+}
+
+// reloadKeys puts keys in g; caller holds reloadMu.
+func (s *Server) reloadKeys(g *group, keys []string, duplicates int) {
+	res := g.keys.Reload(keys)
+	if g.cluster != nil {
+		g.cluster.KeysReloaded()
+	}
+	s.keysChanged(g)
+	s.logFor(g).WithFields(logrus.Fields{"keys": res.Total, "added": res.Added, "removed": res.Removed,
+		"duplicates": duplicates}).Info("keys reloaded")
+}
+
+// keysChanged makes answers be searched for g's new keys from now on.
+func (s *Server) keysChanged(g *group) {
+	if s.groups.Load() != nil {
+		s.allKeys.refresh()
+	}
+	g.proxy.KeysChanged()
+}
+
+func (s *Server) logFor(g *group) *logrus.Entry {
+	if g.name == "" {
+		return s.log
+	}
+	return s.log.WithField("group", g.name)
 }
 
 // Close stops sharing state and releases idle upstream connections.
 func (s *Server) Close() {
-	if s.cluster != nil {
-		s.cluster.Close()
+	for _, g := range s.groupList() {
+		if g.cluster != nil {
+			g.cluster.Close()
+		}
 	}
 	s.transport.CloseIdleConnections()
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/gpt-load/gpt-load/internal/config"
+	"github.com/gpt-load/gpt-load/internal/groups"
 	"github.com/gpt-load/gpt-load/internal/keymanager"
 	"github.com/gpt-load/gpt-load/internal/server"
 	"github.com/gpt-load/gpt-load/internal/testlog"
@@ -92,11 +93,22 @@ func Start(t testing.TB, o Options) *Server {
 		o.Configure(cfg)
 	}
 	s.Config = cfg
-	parsed, err := keymanager.ParseFile(cfg.KeysFile)
-	if err != nil {
-		t.Fatalf("ParseFile: %v", err)
+	var parsed keymanager.Parsed
+	if cfg.GroupsDir != "" {
+		// Groups (docs/groups.md): read as cmd/gpt-load reads them.
+		getenv := func(k string) string { return env[k] }
+		specs, err := groups.Load(cfg, getenv)
+		if err != nil {
+			t.Fatalf("groups.Load: %v", err)
+		}
+		o.Server.Groups, o.Server.Getenv = specs, getenv
+	} else {
+		parsed, err = keymanager.ParseFile(cfg.KeysFile)
+		if err != nil {
+			t.Fatalf("ParseFile: %v", err)
+		}
+		s.Raw = parsed.Keys
 	}
-	s.Raw = parsed.Keys
 
 	out := o.Logs
 	if out == nil {

@@ -1,0 +1,335 @@
+package server_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gpt-load/gpt-load/internal/proxy"
+	appserver "github.com/gpt-load/gpt-load/internal/server"
+	"github.com/gpt-load/gpt-load/internal/testlog"
+	"github.com/gpt-load/gpt-load/internal/testserver"
+	"github.com/gpt-load/gpt-load/internal/testupstream"
+)
+
+// groupsDir writes GROUPS_DIR: one folder per group with its keys and
+// group.env.
+func groupsDir(t *testing.T, groups map[string][2]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for name, g := range groups {
+		writeGroup(t, dir, name, g[0], g[1])
+	}
+	return dir
+}
+
+func writeGroup(t *testing.T, dir, name, keys, env string) {
+	t.Helper()
+	gd := filepath.Join(dir, name)
+	if err := os.MkdirAll(gd, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(gd, "keys.txt"), []byte(keys), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if env != "" {
+		if err := os.WriteFile(filepath.Join(gd, "group.env"), []byte(env), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// groupsFixture is one daemon with three groups on three upstreams:
+// openai (MODELS gpt-4o*, an alias, FALLBACK backup), backup (reached by
+// prefix, or as openai's fallback) and claude (Anthropic style, its own
+// token), and no default group.
+type groupsFixture struct {
+	dir                  string
+	openai, backup, clde *testupstream.Server
+	srv                  *testserver.Server
+	logs                 *testlog.Buffer
+}
+
+const adminToken = "admin-token-0123456789"
+
+func newGroupsFixture(t *testing.T) *groupsFixture {
+	t.Helper()
+	f := &groupsFixture{
+		openai: testupstream.New(t, nil),
+		backup: testupstream.New(t, nil),
+		clde:   testupstream.New(t, nil),
+		logs:   &testlog.Buffer{},
+	}
+	f.dir = groupsDir(t, map[string][2]string{
+		"openai": {"sk-oa-1111111111111111\nsk-oa-2222222222222222\n",
+			"OPENAI_BASE_URL=" + f.openai.URL + "\nMODELS=gpt-4o*\nMODEL_MAP=fast=gpt-4o-mini\nFALLBACK=backup\n"},
+		"backup": {"sk-bk-3333333333333333\n", "OPENAI_BASE_URL=" + f.backup.URL + "\n"},
+		"claude": {"sk-ant-4444444444444444\n",
+			"OPENAI_BASE_URL=" + f.clde.URL + "\nUPSTREAM_AUTH_STYLE=anthropic\nMODELS=claude-*\nAUTH_KEY=team-claude-token\n"},
+	})
+	f.srv = testserver.Start(t, testserver.Options{Logs: f.logs, Env: map[string]string{
+		"GROUPS_DIR": f.dir, "KEYS_FILE": "", "AUTH_KEY": adminToken, "BLACKLIST_THRESHOLD": "1",
+		"LOG_LEVEL": "debug",
+	}})
+	return f
+}
+
+type answer struct {
+	status int
+	header http.Header
+	body   string
+}
+
+func send(t *testing.T, method, url, token, body string) answer {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return answer{resp.StatusCode, resp.Header, string(b)}
+}
+
+func chat(model string) string {
+	return `{"model": "` + model + `", "messages": [{"role": "user", "content": "hi", "model": "not-this"}]}`
+}
+
+func errCode(t *testing.T, a answer) string {
+	t.Helper()
+	var v struct {
+		Error struct {
+			Code string `json:"code"`
+		} `json:"error"`
+	}
+	json.Unmarshal([]byte(a.body), &v)
+	return v.Error.Code
+}
+
+func TestGroupsRouting(t *testing.T) {
+	f := newGroupsFixture(t)
+	u := f.srv.URL
+
+	t.Run("prefix", func(t *testing.T) {
+		a := send(t, http.MethodPost, u+"/proxy/backup/v1/chat/completions", adminToken, chat("anything"))
+		if a.status != http.StatusOK {
+			t.Fatalf("POST /proxy/backup/v1/chat/completions = %d %s; want 200", a.status, a.body)
+		}
+		got := f.backup.Requests()
+		if len(got) != 1 || got[0].Path != "/v1/chat/completions" || got[0].Key != "sk-bk-3333333333333333" {
+			t.Fatalf("backup upstream saw %+v; want one request for /v1/chat/completions with its key", got)
+		}
+	})
+	t.Run("model", func(t *testing.T) {
+		a := send(t, http.MethodPost, u+"/v1/chat/completions", adminToken, chat("gpt-4o-2024-08-06"))
+		if a.status != http.StatusOK || f.openai.Count() != 1 {
+			t.Fatalf("gpt-4o-2024-08-06: %d, openai upstream saw %d requests; want 200 and 1", a.status, f.openai.Count())
+		}
+	})
+	t.Run("alias", func(t *testing.T) {
+		body := chat("fast")
+		a := send(t, http.MethodPost, u+"/v1/chat/completions", adminToken, body)
+		reqs := f.openai.Requests()
+		if a.status != http.StatusOK || len(reqs) != 2 {
+			t.Fatalf("fast: %d, %d openai requests", a.status, len(reqs))
+		}
+		want := strings.Replace(body, `"fast"`, `"gpt-4o-mini"`, 1)
+		if string(reqs[1].Body) != want {
+			t.Errorf("upstream body = %s; want only the model rewritten: %s", reqs[1].Body, want)
+		}
+	})
+	t.Run("tokens", func(t *testing.T) {
+		if a := send(t, http.MethodPost, u+"/v1/messages", "team-claude-token", chat("claude-3-5-sonnet")); a.status != http.StatusOK {
+			t.Errorf("claude token, claude model: %d %s; want 200", a.status, a.body)
+		}
+		if got := f.clde.Requests(); len(got) != 1 || got[0].Header.Get("X-Api-Key") != "sk-ant-4444444444444444" {
+			t.Errorf("claude upstream saw %d requests (key %q); want one in Anthropic's header", len(got), testupstream.KeyOf(got[0].Header))
+		}
+		for _, tt := range []struct {
+			name, path, token, model string
+			status                   int
+			code                     string
+		}{
+			{"other group's model", "/v1/chat/completions", "team-claude-token", "gpt-4o", 403, "group_forbidden"},
+			{"other group's prefix", "/proxy/openai/v1/chat/completions", "team-claude-token", "gpt-4o", 403, "group_forbidden"},
+			{"no token", "/v1/chat/completions", "", "gpt-4o", 401, "invalid_auth"},
+			{"unknown token", "/proxy/backup/v1/chat/completions", "nope", "x", 401, "invalid_auth"},
+			{"unknown group", "/proxy/nosuch/v1/chat/completions", adminToken, "x", 404, "group_not_found"},
+			{"unknown model, no default group", "/v1/chat/completions", adminToken, "llama-3", 404, "model_not_found"},
+		} {
+			a := send(t, http.MethodPost, u+tt.path, tt.token, chat(tt.model))
+			if a.status != tt.status || errCode(t, a) != tt.code {
+				t.Errorf("%s: %d %s; want %d %s", tt.name, a.status, a.body, tt.status, tt.code)
+			}
+		}
+	})
+}
+
+// TestGroupsFallback: every key of the primary group is out of quota; the
+// fallback group serves the request, the client sees one clean answer,
+// X-Gpt-Load-Attempts counts every attempt, the access line names both
+// groups, and the primary's keys show in /blacklist?group=.
+func TestGroupsFallback(t *testing.T) {
+	f := newGroupsFixture(t)
+	f.openai.SetHandler(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusTooManyRequests)
+		io.WriteString(w, `{"error":{"message":"You exceeded your current quota, please check your plan and billing details.","type":"insufficient_quota","param":null,"code":"insufficient_quota"}}`)
+	})
+	a := send(t, http.MethodPost, f.srv.URL+"/v1/chat/completions", adminToken, chat("gpt-4o"))
+	if a.status != http.StatusOK {
+		t.Fatalf("with the primary group out of quota: %d %s; want the fallback's 200", a.status, a.body)
+	}
+	if got := a.header.Get(proxy.HeaderAttempts); got != "3" {
+		t.Errorf("%s = %q; want 3 (two keys of openai, one of backup)", proxy.HeaderAttempts, got)
+	}
+	if f.openai.Count() != 2 || f.backup.Count() != 1 {
+		t.Errorf("upstreams saw openai %d, backup %d; want 2 and 1", f.openai.Count(), f.backup.Count())
+	}
+	// The access line is written after the answer: wait for it.
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(f.logs.String(), `"group":"openai,backup"`) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no access line names both groups within 5s:\n%s", f.logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Now no key of openai is usable: the request falls back at once.
+	a = send(t, http.MethodPost, f.srv.URL+"/v1/chat/completions", adminToken, chat("gpt-4o"))
+	if a.status != http.StatusOK || f.openai.Count() != 2 || f.backup.Count() != 2 {
+		t.Errorf("with openai's keys blacklisted: %d, upstreams openai %d backup %d; want 200, 2, 2", a.status, f.openai.Count(), f.backup.Count())
+	}
+	var bl appserver.Blacklist
+	json.Unmarshal([]byte(send(t, http.MethodGet, f.srv.URL+"/blacklist?group=openai", adminToken, "").body), &bl)
+	if bl.Count != 2 || bl.Keys[0].Group != "openai" {
+		t.Errorf("/blacklist?group=openai = %+v; want openai's 2 keys", bl)
+	}
+	json.Unmarshal([]byte(send(t, http.MethodGet, f.srv.URL+"/blacklist?group=backup", adminToken, "").body), &bl)
+	if bl.Count != 0 {
+		t.Errorf("/blacklist?group=backup = %+v; want empty", bl)
+	}
+	if a := send(t, http.MethodGet, f.srv.URL+"/stats?group=nosuch", adminToken, ""); a.status != 404 || errCode(t, a) != "group_not_found" {
+		t.Errorf("/stats?group=nosuch = %d %s; want 404 group_not_found", a.status, a.body)
+	}
+	var st appserver.Stats
+	json.Unmarshal([]byte(send(t, http.MethodGet, f.srv.URL+"/stats", adminToken, "").body), &st)
+	if len(st.Groups) != 3 || st.Keys.Total != 4 || st.Keys.Blacklisted != 2 {
+		t.Errorf("/stats: %d groups, keys %+v; want 3 groups, 4 keys, 2 blacklisted", len(st.Groups), st.Keys)
+	}
+	var h appserver.Health
+	if a := send(t, http.MethodGet, f.srv.URL+"/health", "", ""); a.status != 200 {
+		t.Errorf("/health = %d; want 200 while backup and claude serve", a.status)
+	} else {
+		json.Unmarshal([]byte(a.body), &h)
+		if len(h.Groups) != 3 || h.Status != "degraded" {
+			t.Errorf("/health = %+v; want degraded with 3 groups", h)
+		}
+	}
+	m := send(t, http.MethodGet, f.srv.URL+"/metrics", adminToken, "")
+	for _, want := range []string{`gpt_load_keys{group="openai",state="blacklisted"} 2`, `group="backup"`, `group="claude"`} {
+		if !strings.Contains(m.body, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	// A client's mistake is never a reason to fall back.
+	f.openai.SetHandler(nil)
+	send(t, http.MethodPost, f.srv.URL+"/reset-keys?group=openai", adminToken, "")
+	f.openai.SetHandler(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusBadRequest)
+		io.WriteString(w, `{"error":{"message":"Invalid value for 'temperature'","type":"invalid_request_error","param":"temperature","code":null}}`)
+	})
+	before := f.backup.Count()
+	if a := send(t, http.MethodPost, f.srv.URL+"/v1/chat/completions", adminToken, chat("gpt-4o")); a.status != 400 {
+		t.Errorf("a client mistake: %d; want the provider's 400", a.status)
+	}
+	if f.backup.Count() != before {
+		t.Error("a client mistake fell back to another group")
+	}
+}
+
+// TestGroupsReload: SIGHUP re-reads GROUPS_DIR: a group added serves, a
+// group removed is gone, a broken group keeps its previous version, and
+// kept keys keep their state.
+func TestGroupsReload(t *testing.T) {
+	f := newGroupsFixture(t)
+	f.openai.SetHandler(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusUnauthorized)
+		io.WriteString(w, `{"error":{"message":"Incorrect API key provided","type":"invalid_request_error","code":"invalid_api_key"}}`)
+	})
+	send(t, http.MethodPost, f.srv.URL+"/proxy/openai/v1/chat/completions", adminToken, chat("gpt-4o"))
+	extra := testupstream.New(t, nil)
+	writeGroup(t, f.dir, "extra", "sk-ex-5555555555555555\n", "OPENAI_BASE_URL="+extra.URL+"\n")
+	if err := os.RemoveAll(filepath.Join(f.dir, "claude")); err != nil {
+		t.Fatal(err)
+	}
+	writeGroup(t, f.dir, "backup", "sk-bk-3333333333333333\n", "OPENAI_BASE_URL="+f.backup.URL+"\nNO_SUCH_SETTING=1\n")
+	err := f.srv.App.Reload(false)
+	if err == nil || !strings.Contains(err.Error(), "backup") || !strings.Contains(err.Error(), "NO_SUCH_SETTING") {
+		t.Errorf("Reload = %v; want the broken group named with its variable", err)
+	}
+	if a := send(t, http.MethodPost, f.srv.URL+"/proxy/extra/v1/chat/completions", adminToken, chat("x")); a.status != 200 || extra.Count() != 1 {
+		t.Errorf("added group: %d, its upstream saw %d; want 200, 1", a.status, extra.Count())
+	}
+	if a := send(t, http.MethodPost, f.srv.URL+"/proxy/claude/v1/messages", adminToken, chat("claude-3")); a.status != 404 {
+		t.Errorf("removed group: %d; want 404 group_not_found", a.status)
+	}
+	if a := send(t, http.MethodPost, f.srv.URL+"/proxy/backup/v1/chat/completions", adminToken, chat("x")); a.status != 200 {
+		t.Errorf("broken group kept: %d; want 200 from its previous version", a.status)
+	}
+	var bl appserver.Blacklist
+	json.Unmarshal([]byte(send(t, http.MethodGet, f.srv.URL+"/blacklist?group=openai", adminToken, "").body), &bl)
+	if bl.Total != 2 {
+		t.Errorf("openai's blacklisted keys after the reload: %+v; want both kept", bl)
+	}
+}
+
+func TestGroupsModelsList(t *testing.T) {
+	f := newGroupsFixture(t)
+	f.openai.SetHandler(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/models" {
+			io.WriteString(w, `{"object":"list","data":[{"id":"gpt-4o"},{"id":"gpt-4o-mini"},{"id":"dall-e-3"}]}`)
+			return
+		}
+		w.WriteHeader(404)
+	})
+	f.clde.SetHandler(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, `{"data":[{"id":"claude-3-5-sonnet-20241022","type":"model"},{"id":"claude-3-opus-20240229","type":"model"}],"has_more":false}`)
+	})
+	ids := func(token string) string {
+		var l struct {
+			Data []struct {
+				ID string `json:"id"`
+			} `json:"data"`
+		}
+		a := send(t, http.MethodGet, f.srv.URL+"/v1/models", token, "")
+		if err := json.Unmarshal([]byte(a.body), &l); err != nil || a.status != 200 {
+			t.Fatalf("GET /v1/models = %d %s", a.status, a.body)
+		}
+		var out []string
+		for _, d := range l.Data {
+			out = append(out, d.ID)
+		}
+		return fmt.Sprint(out)
+	}
+	if got, want := ids(adminToken), "[claude-3-5-sonnet-20241022 claude-3-opus-20240229 fast gpt-4o gpt-4o-mini]"; got != want {
+		t.Errorf("admin's /v1/models = %s; want %s", got, want)
+	}
+	if got, want := ids("team-claude-token"), "[claude-3-5-sonnet-20241022 claude-3-opus-20240229]"; got != want {
+		t.Errorf("claude team's /v1/models = %s; want %s", got, want)
+	}
+}
