@@ -192,6 +192,8 @@ func TestDocHeadings(t *testing.T) {
 			"Validating keys", "Make targets"},
 		"performance.md":  {"Figures", "How to measure"},
 		"architecture.md": {"Packages", "A request's path", "The outcome record", "Routes", "Dependencies", "Differences from the original"},
+		"groups.md": {"Examples", "Folder layout", "group.env", "Routing", "Tokens", "Fallback", "GET /v1/models",
+			"What it shows", "Reloading", "With Redis", "Validation errors"},
 	}
 	for page, headings := range want {
 		doc := readDeployFile(t, filepath.Join(docsDir, page))

@@ -127,7 +127,7 @@ func (s *Server) dispatch(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		r = withPath(r, rest)
-		s.serveGroups(w, r, gs, gs.of(spec), client, nil, "")
+		s.serveGroups(w, r, gs, gs.of(spec), nil, "")
 		return
 	}
 	if !client.Known() && !gs.router.Open() {
@@ -173,7 +173,7 @@ func (s *Server) dispatch(w http.ResponseWriter, r *http.Request) {
 	if !read {
 		body = nil
 	}
-	s.serveGroups(w, r, gs, gs.of(spec), client, &modelRead{model: model, body: body, read: read}, upstreamModel)
+	s.serveGroups(w, r, gs, gs.of(spec), &modelRead{model: model, body: body, read: read}, upstreamModel)
 }
 
 // modelRead is what routing by model read: the model and the body.
@@ -221,15 +221,14 @@ func withPath(r *http.Request, path string) *http.Request {
 	return r2
 }
 
-// serveGroups serves r on g, then on g's FALLBACK groups (those c may
-// use) while each fails in a way another group may mend and nothing has
-// reached the client (docs/groups.md, "Fallback").
-func (s *Server) serveGroups(w http.ResponseWriter, r *http.Request, gs *groupSet, g *group, c groups.Client, mr *modelRead, upstreamModel string) {
+// serveGroups serves r on g, then on g's FALLBACK groups while each fails
+// in a way another group may mend and nothing has reached the client
+// (docs/groups.md, "Fallback"). A fallback is the operator's routing: it
+// is followed whether or not the client's token may address that group.
+func (s *Server) serveGroups(w http.ResponseWriter, r *http.Request, gs *groupSet, g *group, mr *modelRead, upstreamModel string) {
 	chain := []*group{g}
 	for _, f := range gs.router.Fallback(g.spec) {
-		if gs.router.Allowed(f, c) {
-			chain = append(chain, gs.of(f))
-		}
+		chain = append(chain, gs.of(f))
 	}
 	outer := outcome.FromContext(r.Context())
 	if len(chain) == 1 && (mr == nil || mr.model == upstreamModel) {

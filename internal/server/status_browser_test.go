@@ -676,3 +676,32 @@ func TestStatusPageReasonFromBlacklist(t *testing.T) {
 	}
 	b.checkConsole(t, false)
 }
+
+// TestStatusPageGroups: with GROUPS_DIR the page lists each group's keys
+// and requests, and names the group of every upstream and key.
+func TestStatusPageGroups(t *testing.T) {
+	f := newGroupsFixture(t)
+	send(t, http.MethodPost, f.srv.URL+"/proxy/backup/v1/chat/completions", adminToken, chat("x"))
+	b := newBrowser(t)
+	b.do(t, "open /status", chromedp.Navigate(f.srv.URL+"/status"))
+	b.wait(t, "the token form", `!document.getElementById('auth').hidden`)
+	b.do(t, "enter the token", chromedp.SendKeys(chromedp.ID("token"), adminToken+"\r"))
+	b.wait(t, "the groups panel", `!document.getElementById('groups-panel').hidden && document.getElementById('groups').rows.length === 3`)
+	rows := eval[[][]string](t, b, `[...document.getElementById('groups').rows].map(r => [...r.cells].map(c => c.textContent))`)
+	want := [][]string{
+		{"backup", "1 / 1", "0", "0", "1", "0", "0"},
+		{"claude", "1 / 1", "0", "0", "0", "0", "0"},
+		{"openai", "2 / 2", "0", "0", "0", "0", "0"},
+	}
+	if fmt.Sprint(rows) != fmt.Sprint(want) {
+		t.Errorf("groups table = %v; want %v", rows, want)
+	}
+	targets := eval[string](t, b, `document.getElementById('targets').textContent`)
+	for _, g := range []string{"backup: ", "claude: ", "openai: "} {
+		if !strings.Contains(targets, g) {
+			t.Errorf("upstreams table lacks %q: %s", g, targets)
+		}
+	}
+	// The page asked without a token first: its 401 is expected.
+	b.checkConsole(t, true)
+}

@@ -195,7 +195,7 @@
     if (d.state === 'cooling' && d.cooling_until) rest = { u: d.cooling_until, title: 'until ' + d.cooling_until };
     else if (d.state === 'blacklisted') rest = { t: 'until reset', c: 'mut', title: d.blacklisted_since ? 'since ' + d.blacklisted_since : '' };
     return [
-      { t: d.preview, c: 'k' },
+      { t: (d.group ? d.group + ': ' : '') + d.preview, c: 'k' },
       { s: d.state },
       { t: reason || (d.state === 'active' ? '' : '—'), c: 'wrap' },
       rest,
@@ -225,8 +225,24 @@
       show(cl, true);
     } else show(cl, false);
     renderCharts(r);
+    // With GROUPS_DIR (docs/groups.md), each group's figures, and the
+    // group of every target and key.
+    const groups = s.groups || [];
+    rows($('groups'), groups, (g) => {
+      const gk = g.keys || {}, gr = g.requests || {};
+      return [
+        { t: g.group, c: 'k' },
+        { t: num(gk.healthy) + ' / ' + num(gk.total), c: 'num' },
+        { t: num(gk.cooling), c: 'num' },
+        { t: num(gk.blacklisted), c: 'num' },
+        { t: num(gr.total_count), c: 'num' },
+        { t: num(gr.failure_count), c: 'num' },
+        { t: num(gr.retry_count), c: 'num' },
+      ];
+    });
+    show($('groups-panel'), groups.length > 0);
     rows($('targets'), s.targets || [], (t) => [
-      { t: t.url, c: 'wrap' },
+      { t: (t.group ? t.group + ': ' : '') + t.url, c: 'wrap' },
       { s: t.state },
       { t: t.reason || '' },
       t.benched_until ? { u: t.benched_until } : { t: '' },
