@@ -151,7 +151,11 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 		return fmt.Errorf("listen on %s: %w", cfg.Addr(), err)
 	}
 	parts := app.Parts()
-	logStartup(log, cfg, ln.Addr().String(), parts.Keys.Len(), parts.Targets)
+	if len(opts.Groups) > 0 {
+		logGroups(log, cfg, ln.Addr().String(), app.Groups())
+	} else {
+		logStartup(log, cfg, ln.Addr().String(), parts.Keys.Len(), parts.Targets)
+	}
 
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -250,6 +254,27 @@ func logStartup(log *logrus.Entry, cfg *config.Config, addr string, keyCount int
 	}
 	if cfg.AuthKey.Empty() && !isLoopback(cfg.Host) {
 		log.Warn("AUTH_KEY is empty and HOST is not loopback: anyone who reaches this port can spend your keys")
+	}
+}
+
+// logGroups is logStartup with GROUPS_DIR: the daemon, then each group
+// with its keys count, upstreams and routing (never a key or token).
+func logGroups(log *logrus.Entry, cfg *config.Config, addr string, gs []server.GroupInfo) {
+	keys := 0
+	for _, g := range gs {
+		keys += g.Keys
+	}
+	log.WithFields(logrus.Fields{
+		"version": version, "listen": addr, "groups": len(gs), "keys": keys,
+		"auth": !cfg.AuthKey.Empty(), "cors": cfg.CORS.Enabled, "metrics": true,
+	}).Info("gpt-load started")
+	for _, g := range gs {
+		log.WithFields(logrus.Fields{"group": g.Name, "keys": g.Keys, "upstreams": strings.Join(g.Upstreams, ","),
+			"models": strings.Join(g.Models, ","), "aliases": len(g.Aliases), "fallback": strings.Join(g.Fallback, ","),
+			"tokens": g.Tokens}).Info("group")
+	}
+	if cfg.AuthKey.Empty() && !isLoopback(cfg.Host) {
+		log.Warn("AUTH_KEY is empty and HOST is not loopback: anyone who reaches this port can spend your keys in every group without tokens")
 	}
 }
 

@@ -427,3 +427,63 @@ func TestSIGHUPReloadUnderLoad(t *testing.T) {
 		}
 	}
 }
+
+// TestGroupsStartup: with GROUPS_DIR, every problem of every group is
+// reported at once, naming the group, the file and the variable, before
+// listening; a good GROUPS_DIR serves each group, and the startup log
+// names them without their keys or tokens.
+func TestGroupsStartup(t *testing.T) {
+	dir := t.TempDir()
+	mk := func(name, keys, env string) {
+		t.Helper()
+		os.MkdirAll(filepath.Join(dir, name), 0o700)
+		os.WriteFile(filepath.Join(dir, name, "keys.txt"), []byte(keys), 0o600)
+		if env != "" {
+			os.WriteFile(filepath.Join(dir, name, "group.env"), []byte(env), 0o600)
+		}
+	}
+	mk("alpha", "sk-alpha-0000000000000001\n", "MAX_RETRIES=99\nFALLBACK=nosuch\n")
+	mk("beta", "", "PORT=1\n")
+	listened := false
+	err := runWith(context.Background(), []string{"gpt-load", "-env-file", ""}, mapEnv(map[string]string{"GROUPS_DIR": dir}),
+		io.Discard, io.Discard, hooks{listen: func(string) (net.Listener, error) { listened = true; return nil, errors.New("must not listen") }})
+	if err == nil || listened {
+		t.Fatalf("run = %v, listened %v; want every group's problems before listening", err, listened)
+	}
+	for _, w := range []string{`group "alpha"`, `MAX_RETRIES="99"`, `FALLBACK="nosuch"`, `group "beta"`, "keys.txt", "PORT"} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error does not mention %s:\n%v", w, err)
+		}
+	}
+
+	good := t.TempDir()
+	up := testupstream.New(t, nil)
+	for _, name := range []string{"alpha", "beta"} {
+		os.MkdirAll(filepath.Join(good, name), 0o700)
+		os.WriteFile(filepath.Join(good, name, "keys.txt"), []byte("sk-"+name+"-0000000000000001\n"), 0o600)
+		os.WriteFile(filepath.Join(good, name, "group.env"), []byte("OPENAI_BASE_URL="+up.URL+"\nAUTH_KEY=tok-"+name+"-123456\n"), 0o600)
+	}
+	var out testlog.Buffer
+	url, _ := serving(t, map[string]string{"GROUPS_DIR": good, "LOG_FORMAT": "json"}, &out)
+	req, _ := http.NewRequest(http.MethodPost, url+"/proxy/beta/v1/chat/completions", strings.NewReader(`{"model":"m"}`))
+	req.Header.Set("Authorization", "Bearer tok-beta-123456")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || up.Count() != 1 || up.Requests()[0].Key != "sk-beta-0000000000000001" {
+		t.Errorf("POST /proxy/beta/…: %d, upstream saw %d; want 200 with beta's key", resp.StatusCode, up.Count())
+	}
+	logs := out.String()
+	for _, w := range []string{`"groups":2`, `"group":"alpha"`, `"group":"beta"`, `"tokens":1`} {
+		if !strings.Contains(logs, w) {
+			t.Errorf("startup log lacks %s:\n%s", w, logs)
+		}
+	}
+	for _, secret := range []string{"sk-alpha-0000000000000001", "sk-beta-0000000000000001", "tok-alpha-123456", "tok-beta-123456"} {
+		if strings.Contains(logs, secret) {
+			t.Errorf("startup log holds a secret")
+		}
+	}
+}

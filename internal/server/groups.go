@@ -594,3 +594,35 @@ func carryStates(from, to *keymanager.Manager) {
 		}
 	}
 }
+
+// GroupInfo describes a group for the startup log: no key, no token.
+type GroupInfo struct {
+	Name      string
+	Keys      int
+	Upstreams []string
+	Models    []string
+	Aliases   []string
+	Fallback  []string
+	Tokens    int // how many client tokens the group has
+}
+
+// Groups describes the groups served, in name order; nil without
+// GROUPS_DIR.
+func (s *Server) Groups() []GroupInfo {
+	gs := s.groups.Load()
+	if gs == nil {
+		return nil
+	}
+	out := make([]GroupInfo, 0, len(gs.list))
+	for _, g := range gs.list {
+		gi := GroupInfo{Name: g.name, Keys: g.keys.Len(), Models: g.spec.Models, Fallback: g.spec.Fallback, Tokens: len(g.spec.Tokens)}
+		for _, t := range g.targets.Targets() {
+			gi.Upstreams = append(gi.Upstreams, t.String())
+		}
+		for a := range g.spec.ModelMap {
+			gi.Aliases = append(gi.Aliases, a)
+		}
+		out = append(out, gi)
+	}
+	return out
+}
