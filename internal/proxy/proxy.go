@@ -157,7 +157,7 @@ func (p *Proxy) InFlight() int64 { return p.inflight.Load() }
 // reqState is what one client request carries through ReverseProxy to the
 // attempt loop and back.
 type reqState struct {
-	body     *body  // nil: none
+	body *body // nil: none
 	// handover is what the server passed when it routed the request among
 	// groups (handover.go); prior and more are copied from it.
 	handover *Handover
