@@ -51,7 +51,7 @@ func (quietLog) Printf(context.Context, string, ...any) {}
 
 // Options configures a Cluster.
 type Options struct {
-	URL    string // redis:// or rediss://
+	URL    string // redis://, rediss://, redis-sentinel:// or redis-cluster://
 	Prefix string // namespace of every Redis key
 	Log    *logrus.Entry
 	// OnReset is called when another replica reset the keys (/reset-keys):
@@ -67,7 +67,7 @@ type Counters interface {
 // Cluster is one replica's link to the shared state. It is safe for
 // concurrent use.
 type Cluster struct {
-	rdb      *redis.Client
+	rdb      redis.UniversalClient
 	prefix   string
 	replica  string
 	log      *logrus.Entry
@@ -114,19 +114,13 @@ func Fingerprint(raw string) string {
 // Redis, then serving on local state if it is not there) and starts the
 // background loops. Close stops them.
 func New(ctx context.Context, opts Options, keys *keymanager.Manager, targets *upstream.Balancer, counters Counters) (*Cluster, error) {
-	ro, err := redis.ParseURL(opts.URL)
+	quietRedis.Do(func() { redis.SetLogger(quietLog{}) })
+	rdb, err := newClient(opts.URL)
 	if err != nil {
 		return nil, err
 	}
-	quietRedis.Do(func() { redis.SetLogger(quietLog{}) })
-	// go-redis retries on its own; our loop does the backing off, so one
-	// attempt per call keeps the loop's timing honest.
-	ro.MaxRetries = -1
-	ro.DialTimeout = opTimeout
-	ro.ReadTimeout = opTimeout
-	ro.WriteTimeout = opTimeout
 	c := &Cluster{
-		rdb: redis.NewClient(ro), prefix: opts.Prefix, replica: newReplicaID(), log: opts.Log,
+		rdb: rdb, prefix: opts.Prefix, replica: newReplicaID(), log: opts.Log,
 		keys: keys, targets: targets, counters: counters, onReset: opts.OnReset,
 		targetFP:       map[string]*upstream.Target{},
 		pendingKeys:    map[*keymanager.Key]struct{}{},
@@ -455,7 +449,7 @@ func match(prefix string) string {
 }
 
 func (c *Cluster) deleteMatching(ctx context.Context, pattern string) error {
-	iter := c.rdb.Scan(ctx, 0, pattern, 1000).Iterator()
+	iter := scan(ctx, c.rdb, c.keyKey(""), pattern, 1000)
 	var batch []string
 	for iter.Next(ctx) {
 		batch = append(batch, iter.Val())

@@ -182,7 +182,7 @@ func (c *Cluster) resync(ctx context.Context) error {
 // load reads every stored state under prefix.
 func (c *Cluster) load(ctx context.Context, kind, prefix string) (map[string]event, error) {
 	out := map[string]event{}
-	iter := c.rdb.Scan(ctx, 0, match(prefix), 1000).Iterator()
+	iter := scan(ctx, c.rdb, c.keyKey(""), match(prefix), 1000)
 	var names []string
 	for iter.Next(ctx) {
 		names = append(names, iter.Val())
