@@ -14,29 +14,22 @@ import (
 // MOVED/ASK redirects), and a plain client for redis:// and rediss://.
 //
 // Every form bounds dialing, reading and writing by opTimeout, as one round
-// of our commands is, and every form leaves the backing off to the writer
-// loop. Retries inside go-redis differ by form:
-//
-//   - One server: none (MaxRetries -1). A retry cannot outlast an outage
-//     that our loop then waits out anyway, and a retried pipeline whose
-//     first send landed adds the counter deltas twice.
-//   - Sentinel: one. Through a failover the client finds the new master by
-//     itself: each new connection asks a sentinel for the master's address,
-//     and go-redis drops pooled connections to the old master when a
-//     sentinel announces +switch-master. What it cannot undo is a command
-//     already sent on a connection to the old master after that master was
-//     demoted (a planned SENTINEL FAILOVER, or an old master back as a
-//     replica): that answers READONLY, go-redis closes the connection, and
-//     one retry runs on a fresh connection to the new master. Without it,
-//     every planned switchover would show as an outage (logged, /health
-//     "redis":"down", a full resync). More retries would not help: while
-//     the master is dead and not yet replaced (down-after-milliseconds
-//     plus an election: seconds), the sentinels still name the dead one,
-//     and our loop's backoff is the right wait.
-//   - Cluster: none per node, but redirects as go-redis sets them
-//     (MaxRedirects 3): a MOVED or ASK after a slot moved or a replica was
-//     promoted is how the client learns the new owner, and following it is
-//     not a retry of a failure.
+// of our commands is, and none retries a failed command (MaxRetries -1):
+// the writer loop does the backing off, and a failure is an outage to log,
+// show on /health and end with a resync. That is right for a failover too.
+// The failover client finds the new master by itself: each new connection
+// asks a sentinel, and pooled connections to the old master are dropped
+// when a sentinel announces +switch-master. Until the sentinels promote a
+// replica (down-after-milliseconds plus an election: seconds) they name
+// the dead master, so a retry within one round meets it again; it only
+// delays the outage's report (measured: with one retry the replicas
+// logged it about 1 s later and reconnected no sooner). A command that
+// meets a demoted master answers READONLY, which closes that connection:
+// the next round dials the new master. The cluster client keeps go-redis's
+// redirects (MaxRedirects 3): following a MOVED after a failover is how it
+// learns the new owner of a slot. go-redis spends the same budget on
+// re-sending after a network error (to the same node, then another),
+// which cannot be turned off alone; it stays within the round's opTimeout.
 func newClient(rawURL string) (redis.UniversalClient, error) {
 	switch redisurl.Scheme(rawURL) {
 	case redisurl.SentinelScheme:
@@ -50,7 +43,7 @@ func newClient(rawURL string) (redis.UniversalClient, error) {
 			Username:      u.Username,
 			Password:      u.Password,
 			DB:            u.DB,
-			MaxRetries:    1,
+			MaxRetries:    -1,
 			DialTimeout:   opTimeout,
 			ReadTimeout:   opTimeout,
 			WriteTimeout:  opTimeout,

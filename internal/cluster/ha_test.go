@@ -318,7 +318,8 @@ func TestClusterNodeRestartResyncs(t *testing.T) {
 
 // TestSentinelSwitchoverServes: a planned switchover (SENTINEL FAILOVER)
 // demotes a master that still runs. Requests never fail, changes made
-// after it are shared and stored on the new master, and the log says
+// right after it (the old master not yet a replica) and later are shared
+// and stored on the new master, and the log says
 // whether the replicas saw an outage (a write that met the demoted master
 // is re-sent once to the new one, so usually they do not).
 func TestSentinelSwitchoverServes(t *testing.T) {
@@ -328,8 +329,8 @@ func TestSentinelSwitchoverServes(t *testing.T) {
 			t.Logf("Redis processes:\n%s", s.Output())
 		}
 	})
-	f := newHAFixture(t, 33, 4, s.URL, "")
-	before, after := f.Keys[1], f.Keys[2]
+	f := newHAFixture(t, 33, 5, s.URL, "")
+	before, during, after := f.Keys[1], f.Keys[2], f.Keys[3]
 	f.Script.set(before, invalidKey)
 	a, b := f.replica(t, "a"), f.replica(t, "b")
 	blacklistThrough(t, a, before)
@@ -350,7 +351,13 @@ func TestSentinelSwitchoverServes(t *testing.T) {
 	})
 	t.Logf("the sentinels named the new master %v after SENTINEL FAILOVER", took.Round(time.Millisecond))
 
-	// Until the old master is a replica, writes may still land on it.
+	// Right after the switch, before the old master follows the new one:
+	// the replicas' subscriptions may still be on the old master.
+	f.Script.set(during, onlyFrom("b", invalidKey))
+	blacklistThrough(t, b, during)
+	took = waitFor(t, 2*propagation, "a shows the key b blacklisted right after the switch", shows(t, a, during))
+	t.Logf("a change right after the switch reached a in %v", took.Round(time.Millisecond))
+
 	old := redis.NewClient(&redis.Options{Addr: s.Master.Addr, MaxRetries: -1})
 	t.Cleanup(func() { old.Close() })
 	took = waitFor(t, 30*time.Second, "the old master replicates the new one", func() bool {
@@ -366,7 +373,7 @@ func TestSentinelSwitchoverServes(t *testing.T) {
 		tr.sent.Load(), time.Since(asked).Round(time.Millisecond), a.count(aOff, "redis unreachable"), b.count(bOff, "redis unreachable"))
 
 	c := f.replica(t, "c")
-	for _, key := range []string{before, after} {
+	for _, key := range []string{before, during, after} {
 		waitFor(t, 2*propagation, "c, started after the switchover, shows "+preview(key), shows(t, c, key))
 	}
 }
