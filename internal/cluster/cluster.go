@@ -55,7 +55,7 @@ func (quietLog) Printf(context.Context, string, ...any) {}
 
 // Options configures a Cluster.
 type Options struct {
-	URL    string // redis:// or rediss://
+	URL    string // redis://, rediss://, redis-sentinel:// or redis-cluster://
 	Prefix string // namespace of every Redis key
 	// FingerprintSecret keys the fingerprints that name keys in Redis
 	// (REDIS_FINGERPRINT_SECRET); empty: unkeyed, and New warns.
@@ -149,20 +149,14 @@ func (c *Cluster) fingerprint(raw string) string {
 // Redis, then serving on local state if it is not there) and starts the
 // background loops. Close stops them.
 func New(ctx context.Context, opts Options, keys *keymanager.Manager, targets *upstream.Balancer, counters Counters) (*Cluster, error) {
-	ro, err := redis.ParseURL(opts.URL)
+	quietRedis.Do(func() { redis.SetLogger(quietLog{}) })
+	rdb, err := newClient(opts.URL)
 	if err != nil {
 		return nil, err
 	}
-	quietRedis.Do(func() { redis.SetLogger(quietLog{}) })
-	// go-redis retries on its own; our loop does the backing off, so one
-	// attempt per call keeps the loop's timing honest.
-	ro.MaxRetries = -1
-	ro.DialTimeout = opTimeout
-	ro.ReadTimeout = opTimeout
-	ro.WriteTimeout = opTimeout
 	base := "{" + opts.Prefix + "}"
 	c := &Cluster{
-		rdb: redis.NewClient(ro), base: base, channel: base + "events", replica: newReplicaID(), log: opts.Log,
+		rdb: rdb, base: base, channel: base + "events", replica: newReplicaID(), log: opts.Log,
 		now:  opts.Now,
 		keys: keys, targets: targets, counters: counters, onReset: opts.OnReset,
 		targetFP:       map[string]*upstream.Target{},
@@ -590,9 +584,10 @@ func (c *Cluster) dropOlder(ctx context.Context, pattern string, epoch int64) er
 	return err
 }
 
-// scan lists the names that match pattern.
+// scan lists the names that match pattern, on the node that holds the
+// deployment's slot (client.go).
 func (c *Cluster) scan(ctx context.Context, pattern string) ([]string, error) {
-	iter := c.rdb.Scan(ctx, 0, pattern, 1000).Iterator()
+	iter := scan(ctx, c.rdb, c.keyKey(""), pattern, 1000)
 	var names []string
 	for iter.Next(ctx) {
 		names = append(names, iter.Val())
