@@ -22,6 +22,7 @@ import (
 
 	"github.com/gpt-load/gpt-load/internal/keymanager"
 	"github.com/gpt-load/gpt-load/internal/outcome"
+	"github.com/gpt-load/gpt-load/internal/redisurl"
 	"github.com/gpt-load/gpt-load/internal/upstream"
 )
 
@@ -117,10 +118,20 @@ type Cluster struct {
 	// reconnected wakes the subscriber out of its backoff when the writer
 	// reached Redis again, so that it resubscribes at once.
 	reconnected chan struct{}
-	flushed     outcome.Totals // counter values already added to Redis
-	cluster     atomic.Pointer[outcome.Totals]
-	stop        context.CancelFunc
-	done        sync.WaitGroup
+	// resubscribe asks the subscriber for a new subscription: the master
+	// changed (runID).
+	resubscribe atomic.Bool
+	// runID is the run_id of the Redis server the writer last flushed to,
+	// watched with a Sentinel set: a failover changes it, and a write the
+	// old master took just before it may be lost (replication is
+	// asynchronous), so the replica resubscribes and resynchronises,
+	// writing back what the new master lacks. Writer goroutine only.
+	runID    string
+	watchRun bool
+	flushed  outcome.Totals // counter values already added to Redis
+	cluster  atomic.Pointer[outcome.Totals]
+	stop     context.CancelFunc
+	done     sync.WaitGroup
 }
 
 // Fingerprint identifies a key in Redis without revealing it: the first 16
@@ -155,9 +166,11 @@ func New(ctx context.Context, opts Options, keys *keymanager.Manager, targets *u
 		return nil, err
 	}
 	base := "{" + opts.Prefix + "}"
+	_, sentinel := rdb.(*redis.Client)
+	sentinel = sentinel && redisurl.Scheme(opts.URL) == redisurl.SentinelScheme
 	c := &Cluster{
 		rdb: rdb, base: base, channel: base + "events", replica: newReplicaID(), log: opts.Log,
-		now:  opts.Now,
+		now: opts.Now, watchRun: sentinel,
 		keys: keys, targets: targets, counters: counters, onReset: opts.OnReset,
 		targetFP:       map[string]*upstream.Target{},
 		pendingKeys:    map[*keymanager.Key]change{},
@@ -435,9 +448,23 @@ func (c *Cluster) flush(ctx context.Context) error {
 		pipe.HIncrBy(ctx, c.countersKey(), "retries", delta.Retries)
 	}
 	totals := pipe.HGetAll(ctx, c.countersKey())
+	var info *redis.StringCmd
+	if c.watchRun {
+		info = pipe.Info(ctx, "server")
+	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		c.requeue(keys, targets)
 		return err
+	}
+	if info != nil {
+		if id := runID(info.Val()); id != c.runID {
+			if c.runID != "" {
+				c.log.WithField("redis", "new master").Info("redis master changed: resubscribing and resynchronising")
+				c.resubscribe.Store(true)
+				c.requestResync()
+			}
+			c.runID = id
+		}
 	}
 	c.flushed = now
 	c.cluster.Store(parseTotals(totals.Val()))
@@ -491,6 +518,16 @@ func (c *Cluster) requeue(keys map[*keymanager.Key]change, targets map[*upstream
 			c.pendingTargets[t] = ch
 		}
 	}
+}
+
+// runID reads run_id from INFO server's answer.
+func runID(info string) string {
+	for line := range strings.Lines(info) {
+		if v, ok := strings.CutPrefix(line, "run_id:"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
 }
 
 func parseTotals(m map[string]string) *outcome.Totals {
