@@ -22,6 +22,7 @@ import (
 
 	"github.com/gpt-load/gpt-load/internal/keymanager"
 	"github.com/gpt-load/gpt-load/internal/outcome"
+	"github.com/gpt-load/gpt-load/internal/redisurl"
 	"github.com/gpt-load/gpt-load/internal/upstream"
 )
 
@@ -55,7 +56,7 @@ func (quietLog) Printf(context.Context, string, ...any) {}
 
 // Options configures a Cluster.
 type Options struct {
-	URL    string // redis:// or rediss://
+	URL    string // redis://, rediss://, redis-sentinel:// or redis-cluster://
 	Prefix string // namespace of every Redis key
 	// FingerprintSecret keys the fingerprints that name keys in Redis
 	// (REDIS_FINGERPRINT_SECRET); empty: unkeyed, and New warns.
@@ -117,10 +118,20 @@ type Cluster struct {
 	// reconnected wakes the subscriber out of its backoff when the writer
 	// reached Redis again, so that it resubscribes at once.
 	reconnected chan struct{}
-	flushed     outcome.Totals // counter values already added to Redis
-	cluster     atomic.Pointer[outcome.Totals]
-	stop        context.CancelFunc
-	done        sync.WaitGroup
+	// resubscribe asks the subscriber for a new subscription: the master
+	// changed (runID).
+	resubscribe atomic.Bool
+	// runID is the run_id of the Redis server the writer last flushed to,
+	// watched with a Sentinel set: a failover changes it, and a write the
+	// old master took just before it may be lost (replication is
+	// asynchronous), so the replica resubscribes and resynchronises,
+	// writing back what the new master lacks. Writer goroutine only.
+	runID    string
+	watchRun bool
+	flushed  outcome.Totals // counter values already added to Redis
+	cluster  atomic.Pointer[outcome.Totals]
+	stop     context.CancelFunc
+	done     sync.WaitGroup
 }
 
 // Fingerprint identifies a key in Redis without revealing it: the first 16
@@ -149,21 +160,17 @@ func (c *Cluster) fingerprint(raw string) string {
 // Redis, then serving on local state if it is not there) and starts the
 // background loops. Close stops them.
 func New(ctx context.Context, opts Options, keys *keymanager.Manager, targets *upstream.Balancer, counters Counters) (*Cluster, error) {
-	ro, err := redis.ParseURL(opts.URL)
+	quietRedis.Do(func() { redis.SetLogger(quietLog{}) })
+	rdb, err := newClient(opts.URL)
 	if err != nil {
 		return nil, err
 	}
-	quietRedis.Do(func() { redis.SetLogger(quietLog{}) })
-	// go-redis retries on its own; our loop does the backing off, so one
-	// attempt per call keeps the loop's timing honest.
-	ro.MaxRetries = -1
-	ro.DialTimeout = opTimeout
-	ro.ReadTimeout = opTimeout
-	ro.WriteTimeout = opTimeout
 	base := "{" + opts.Prefix + "}"
+	_, sentinel := rdb.(*redis.Client)
+	sentinel = sentinel && redisurl.Scheme(opts.URL) == redisurl.SentinelScheme
 	c := &Cluster{
-		rdb: redis.NewClient(ro), base: base, channel: base + "events", replica: newReplicaID(), log: opts.Log,
-		now:  opts.Now,
+		rdb: rdb, base: base, channel: base + "events", replica: newReplicaID(), log: opts.Log,
+		now: opts.Now, watchRun: sentinel,
 		keys: keys, targets: targets, counters: counters, onReset: opts.OnReset,
 		targetFP:       map[string]*upstream.Target{},
 		pendingKeys:    map[*keymanager.Key]change{},
@@ -441,9 +448,23 @@ func (c *Cluster) flush(ctx context.Context) error {
 		pipe.HIncrBy(ctx, c.countersKey(), "retries", delta.Retries)
 	}
 	totals := pipe.HGetAll(ctx, c.countersKey())
+	var info *redis.StringCmd
+	if c.watchRun {
+		info = pipe.Info(ctx, "server")
+	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		c.requeue(keys, targets)
 		return err
+	}
+	if info != nil {
+		if id := runID(info.Val()); id != c.runID {
+			if c.runID != "" {
+				c.log.WithField("redis", "new master").Info("redis master changed: resubscribing and resynchronising")
+				c.resubscribe.Store(true)
+				c.requestResync()
+			}
+			c.runID = id
+		}
 	}
 	c.flushed = now
 	c.cluster.Store(parseTotals(totals.Val()))
@@ -497,6 +518,16 @@ func (c *Cluster) requeue(keys map[*keymanager.Key]change, targets map[*upstream
 			c.pendingTargets[t] = ch
 		}
 	}
+}
+
+// runID reads run_id from INFO server's answer.
+func runID(info string) string {
+	for line := range strings.Lines(info) {
+		if v, ok := strings.CutPrefix(line, "run_id:"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
 }
 
 func parseTotals(m map[string]string) *outcome.Totals {
@@ -590,9 +621,10 @@ func (c *Cluster) dropOlder(ctx context.Context, pattern string, epoch int64) er
 	return err
 }
 
-// scan lists the names that match pattern.
+// scan lists the names that match pattern, on the node that holds the
+// deployment's slot (client.go).
 func (c *Cluster) scan(ctx context.Context, pattern string) ([]string, error) {
-	iter := c.rdb.Scan(ctx, 0, pattern, 1000).Iterator()
+	iter := scan(ctx, c.rdb, c.keyKey(""), pattern, 1000)
 	var names []string
 	for iter.Next(ctx) {
 		names = append(names, iter.Val())

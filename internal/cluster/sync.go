@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -23,17 +24,28 @@ var _ upstream.Listener = (*Cluster)(nil)
 // messages sent in between are lost.
 func (c *Cluster) subscriber(ctx context.Context) {
 	defer c.done.Done()
+	var psMu sync.Mutex
 	ps := c.rdb.Subscribe(ctx, c.channel)
-	defer ps.Close()
+	current := func() *redis.PubSub { psMu.Lock(); defer psMu.Unlock(); return ps }
+	defer func() { current().Close() }()
 	// Closing it ends a receive in progress at once: Close does not wait
 	// for the receive timeout.
-	defer context.AfterFunc(ctx, func() { ps.Close() })()
+	defer context.AfterFunc(ctx, func() { current().Close() })()
 	// Set at first too: what was published between the load in New and
 	// the subscription taking effect was missed.
 	var broken atomic.Bool
 	broken.Store(true)
 	backoff := backoffMin
 	for ctx.Err() == nil {
+		if c.resubscribe.Swap(false) {
+			// The master changed under us (a failover): a subscription
+			// may still sit on the old one, which hears nothing now.
+			psMu.Lock()
+			ps.Close()
+			ps = c.rdb.Subscribe(ctx, c.channel)
+			psMu.Unlock()
+			broken.Store(true)
+		}
 		msg, err := ps.ReceiveTimeout(ctx, time.Second)
 		if err != nil {
 			var ne net.Error

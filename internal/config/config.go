@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/gpt-load/gpt-load/internal/ascii"
+	"github.com/gpt-load/gpt-load/internal/redisurl"
 	"github.com/gpt-load/gpt-load/internal/secret"
 )
 
@@ -251,8 +252,8 @@ var Variables = []Variable{
 		Doc:  "one access line per proxied request (see [operations.md](operations.md#logging))"},
 
 	{Name: "REDIS_URL", Default: "", Section: "Scaling out (several replicas)",
-		Help: "redis://[:password@]host:port/db or rediss://; empty: no shared state",
-		Doc:  "Redis that replicas share key and target health through: `redis://[:password@]host:port/db`, or `rediss://…` for TLS (see [operations.md](operations.md#scaling-out-with-redis)); empty: every replica keeps its own state in memory and no Redis is needed"},
+		Help: "redis://[:password@]host:port/db or rediss://; redis-sentinel://[:password@]host:port,host:port/MASTER[?db=N]; redis-cluster://[:password@]host:port,host:port; empty: no shared state",
+		Doc:  "Redis that replicas share key and target health through: one server, `redis://[:password@]host:port/db` or `rediss://…` for TLS; a Sentinel set, `redis-sentinel://[:password@]host:port,host:port/MASTER[?db=N]` (the sentinels' addresses and the master's name; the password is the data servers', not the sentinels'); or a Redis Cluster, `redis-cluster://[:password@]host:port,host:port` (some of its nodes) (see [operations.md](operations.md#scaling-out-with-redis)); empty: every replica keeps its own state in memory and no Redis is needed"},
 	{Name: "REDIS_PREFIX", Default: "gpt-load:", Section: "Scaling out (several replicas)",
 		Help: "prefix of every Redis key; replicas with different prefixes share nothing",
 		Doc:  "prefix of every Redis key; replicas with different prefixes share nothing"},
@@ -598,6 +599,12 @@ func (p *parser) redisURL(name string) string {
 	if v == "" {
 		return ""
 	}
+	if s := redisurl.Scheme(v); s == redisurl.SentinelScheme || s == redisurl.ClusterScheme {
+		if _, err := redisurl.Parse(v); err != nil {
+			p.fail(name, redisurl.Redact(v), err.Error())
+		}
+		return v
+	}
 	u, err := url.Parse(v)
 	shown := v
 	if err == nil && u.User != nil {
@@ -608,7 +615,7 @@ func (p *parser) redisURL(name string) string {
 	case err != nil:
 		p.fail(name, "(unparsable)", "not a URL")
 	case u.Scheme != "redis" && u.Scheme != "rediss":
-		p.fail(name, shown, "scheme must be redis or rediss")
+		p.fail(name, shown, "scheme must be redis, rediss, redis-sentinel or redis-cluster")
 	case u.Hostname() == "":
 		p.fail(name, shown, "has no host")
 	default:

@@ -574,10 +574,17 @@ func TestLoadRedisURL(t *testing.T) {
 		{"redis://127.0.0.1:6379/0", ""},
 		{"rediss://:pw@cache.example:6380/2", ""},
 		{"redis://localhost", ""},
-		{"http://127.0.0.1:6379", "scheme must be redis or rediss"},
+		{"http://127.0.0.1:6379", "scheme must be redis, rediss, redis-sentinel or redis-cluster"},
 		{"redis:///0", "has no host"},
 		{"redis://127.0.0.1:6379/x", "database must be a number"},
 		{"redis://:supersecret@h:1/x", `REDIS_URL="redis://****@h:1/x"`},
+		{"redis-sentinel://:pw@s1:26379,s2:26379,s3:26379/mymaster?db=1", ""},
+		{"redis-cluster://n1:7000,n2:7001", ""},
+		{"redis-sentinel://:supersecret@s1:26379", `REDIS_URL="redis-sentinel://****@s1:26379": needs the master's name`},
+		{"redis-sentinel://:supersecret@/mymaster", "at least one host:port"},
+		{"redis-cluster://:supersecret@n1", `"n1" is not host:port`},
+		{"redis-cluster://:supersecret@n1:7000/1", "database 0 only"},
+		{"redis-sentinel://:super/secret@s:1/m?db=x", "db must be a number"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.value, func(t *testing.T) {
@@ -592,7 +599,7 @@ func TestLoadRedisURL(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Errorf("Load(REDIS_URL=%q) error = %v; want %q", tt.value, err, tt.wantErr)
 			}
-			if err != nil && strings.Contains(err.Error(), "supersecret") {
+			if err != nil && (strings.Contains(err.Error(), "supersecret") || strings.Contains(err.Error(), "super/secret")) {
 				t.Errorf("error %q shows the Redis password", err)
 			}
 		})

@@ -1,6 +1,8 @@
 // Package testredis runs real redis-server processes for tests: one per
 // call of Start, on a free loopback port, without persistence, stopped at
 // the end of the test. Stop and Restart simulate an outage and its end.
+// StartSentinel and StartCluster run the highly available forms: a master
+// with a replica watched by three sentinels, and a Redis Cluster.
 package testredis
 
 import (
@@ -9,6 +11,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -31,12 +34,27 @@ type Server struct {
 	bin  string
 	port int
 	dir  string
-
-	persist bool // appendonly, fsync always: a restart keeps the data
+	// args come before the usual options: a config file first, if any,
+	// then options of the kind of server (replica, sentinel, cluster node).
+	args []string
+	// persist: an append-only file synced on every write, so that a
+	// Restart keeps what was written (StartPersistent).
+	persist bool
 
 	mu     sync.Mutex
-	proc   *os.Process   // nil while stopped
-	exited chan struct{} // closed when proc has exited
+	proc   *os.Process     // nil while stopped
+	exited chan struct{}   // closed when proc has exited
+	out    *testlog.Buffer // the output of the last run
+}
+
+// Output returns what the server printed since it last started.
+func (s *Server) Output() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.out == nil {
+		return ""
+	}
+	return s.out.String()
 }
 
 // Start runs a redis-server for the test and waits until it answers PING.
@@ -44,7 +62,7 @@ type Server struct {
 // environment variable CI is set (CI must run these tests).
 func Start(t testing.TB) *Server {
 	t.Helper()
-	return start(t, false)
+	return launch(t, lookPath(t, "redis-server", "redis-server"), nil)
 }
 
 // StartPersistent is Start with persistence (an append-only file synced
@@ -52,19 +70,32 @@ func Start(t testing.TB) *Server {
 // persistence does after a crash.
 func StartPersistent(t testing.TB) *Server {
 	t.Helper()
-	return start(t, true)
+	return launch(t, lookPath(t, "redis-server", "redis-server"), func(s *Server) []string {
+		s.persist = true
+		return nil
+	})
 }
 
-func start(t testing.TB, persist bool) *Server {
+// lookPath finds a Redis program, skipping the test without it, or failing
+// it when the environment variable CI is set (CI must run these tests).
+func lookPath(t testing.TB, name, pkg string) string {
 	t.Helper()
-	bin, err := exec.LookPath("redis-server")
+	bin, err := exec.LookPath(name)
 	if err != nil {
 		if os.Getenv("CI") != "" {
-			t.Fatalf("redis-server is not on PATH (CI must install it: apt-get install -y redis-server): %v", err)
+			t.Fatalf("%s is not on PATH (CI must install it: apt-get install -y %s): %v", name, pkg, err)
 		}
-		t.Skipf("redis-server is not on PATH; install it (apt-get install -y redis-server) to run this test: %v", err)
+		t.Skipf("%s is not on PATH; install it (apt-get install -y %s) to run this test: %v", name, pkg, err)
 	}
-	s := &Server{t: t, bin: bin, dir: t.TempDir(), persist: persist}
+	return bin
+}
+
+// launch runs bin on a free port until it answers PING; args, if not nil,
+// gives the arguments that come before the usual options, knowing the
+// port and the server's directory.
+func launch(t testing.TB, bin string, args func(s *Server) []string) *Server {
+	t.Helper()
+	s := &Server{t: t, bin: bin, dir: t.TempDir()}
 	t.Cleanup(s.Stop)
 	// A port found free may be taken before redis-server binds it; try a
 	// few.
@@ -73,11 +104,14 @@ func start(t testing.TB, persist bool) *Server {
 		s.port = freePort(t)
 		s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port))
 		s.URL = "redis://" + s.Addr + "/0"
+		if args != nil {
+			s.args = args(s)
+		}
 		if lastErr = s.run(); lastErr == nil {
 			return s
 		}
 	}
-	t.Fatalf("testredis: could not start redis-server: %v", lastErr)
+	t.Fatalf("testredis: could not start %s: %v", bin, lastErr)
 	return nil
 }
 
@@ -95,13 +129,14 @@ func (s *Server) Stop() {
 }
 
 // Restart stops the server if it runs and starts an empty one on the same
-// port, waiting until it answers PING. A failure fails the test that
+// port, with the same arguments and directory (a cluster node finds its
+// nodes.conf there), waiting until it answers PING. A failure fails the test that
 // called Start.
 func (s *Server) Restart() {
 	s.t.Helper()
 	s.Stop()
 	if err := s.run(); err != nil {
-		s.t.Fatalf("testredis: could not restart redis-server on %s: %v", s.Addr, err)
+		s.t.Fatalf("testredis: could not restart %s on %s: %v", s.bin, s.Addr, err)
 	}
 }
 
@@ -115,9 +150,9 @@ func (s *Server) run() error {
 	if s.persist {
 		aof = []string{"--appendonly", "yes", "--appendfsync", "always"}
 	}
-	cmd := exec.Command(s.bin, append([]string{
+	cmd := exec.Command(s.bin, append(append(slices.Clone(s.args),
 		"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
-		"--save", "", "--dir", s.dir}, aof...)...)
+		"--save", "", "--dir", s.dir), aof...)...)
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		return err
@@ -131,18 +166,18 @@ func (s *Server) run() error {
 	deadline := time.Now().Add(startTimeout)
 	for {
 		if ping(s.Addr) == nil {
-			s.proc, s.exited = cmd.Process, exited
+			s.proc, s.exited, s.out = cmd.Process, exited, out
 			return nil
 		}
 		select {
 		case <-exited:
-			return fmt.Errorf("redis-server exited (%v): %s", waitErr, out.String())
+			return fmt.Errorf("%s exited (%v): %s", s.bin, waitErr, out.String())
 		case <-time.After(10 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
 			cmd.Process.Kill()
 			<-exited
-			return fmt.Errorf("redis-server did not answer PING within %v: %s", startTimeout, out.String())
+			return fmt.Errorf("%s did not answer PING within %v: %s", s.bin, startTimeout, out.String())
 		}
 	}
 }
