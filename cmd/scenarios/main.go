@@ -2,18 +2,19 @@
 // (internal/providersim) through the situations of issue 9: per-account
 // limits with and without rate-limit headers, revoked and out-of-quota
 // keys, keys without a model, an IP-wide 429 storm, bursts of concurrent
-// streams, client mistakes and a target down; and issue 18's hostile
-// clients (content the provider refuses whatever the key). `make
+// streams, client mistakes and a target down; issue 18's hostile
+// clients (content the provider refuses whatever the key); and issue
+// 21's groups (a primary pool running out of quota, falling back). `make
 // scenarios` runs it; -only names the scenarios to run.
 //
 // It builds gpt-load from this tree, and for each scenario starts a
-// simulator on loopback, writes a keys file, starts the gpt-load binary
-// with the scenario's environment, sends open-loop traffic (a fixed
-// arrival rate, some of it streaming, some of it the client's own
-// mistakes) for -duration, then reads the simulator's counts and
-// gpt-load's /stats?keys=1 and prints one table row. Everything listens on
-// 127.0.0.1, every wait is bounded, and every process it starts is
-// stopped before it returns.
+// simulator on loopback, writes a keys file (or, for groups, GROUPS_DIR),
+// starts the gpt-load binary with the scenario's environment, sends
+// open-loop traffic (a fixed arrival rate, some of it streaming, some of
+// it the client's own mistakes) for -duration, then reads the simulator's
+// counts and gpt-load's /stats?keys=1 and prints one table row.
+// Everything listens on 127.0.0.1, every wait is bounded, and every
+// process it starts is stopped before it returns.
 package main
 
 import (
@@ -24,6 +25,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -250,14 +252,6 @@ func runScenario(ctx context.Context, s scenario, bin, dir string, d time.Durati
 	}
 	defer sim.Close()
 
-	var keys strings.Builder
-	for _, k := range s.sim.Keys {
-		keys.WriteString(k.Key + "\n")
-	}
-	if err := os.WriteFile(filepath.Join(dir, "keys.txt"), []byte(keys.String()), 0o600); err != nil {
-		r.err = err
-		return r
-	}
 	port, err := freePort()
 	if err != nil {
 		r.err = err
@@ -270,6 +264,18 @@ func runScenario(ctx context.Context, s scenario, bin, dir string, d time.Durati
 	}
 	for k, v := range s.env {
 		env[k] = v
+	}
+	if len(s.groups) > 0 {
+		// The groups hold every key: no top-level keys file.
+		delete(env, "KEYS_FILE")
+		env["GROUPS_DIR"] = "groups"
+		err = writeGroups(filepath.Join(dir, "groups"), s)
+	} else {
+		err = writeKeys(filepath.Join(dir, "keys.txt"), s.sim.Keys, nil)
+	}
+	if err != nil {
+		r.err = err
+		return r
 	}
 	logPath := filepath.Join(dir, "gpt-load.log")
 	proc, err := startProxy(ctx, bin, dir, env, logPath)
@@ -291,6 +297,7 @@ func runScenario(ctx context.Context, s scenario, bin, dir string, d time.Durati
 	reqs := plan(s, d)
 	sim.Reset() // the clock, limit windows and episodes start with the traffic
 	start := time.Now()
+	r.start = start
 	probed := make(chan struct{})
 	go func() {
 		defer close(probed)
@@ -319,6 +326,41 @@ func runScenario(ctx context.Context, s scenario, bin, dir string, d time.Durati
 	r.targetBenchings = countBenchings(logPath)
 	r.compute()
 	return r
+}
+
+// writeKeys writes a keys file of the keys of ks at the indexes given,
+// or of every key when indexes is nil.
+func writeKeys(path string, ks []providersim.Key, indexes []int) error {
+	var b strings.Builder
+	for i, k := range ks {
+		if indexes == nil || slices.Contains(indexes, i) {
+			b.WriteString(k.Key + "\n")
+		}
+	}
+	return os.WriteFile(path, []byte(b.String()), 0o600)
+}
+
+// writeGroups lays out GROUPS_DIR for s in dir (docs/groups.md, "Folder
+// layout"): NAME/keys.txt with the group's keys, NAME/group.env with its
+// settings.
+func writeGroups(dir string, s scenario) error {
+	for _, g := range s.groups {
+		gd := filepath.Join(dir, g.name)
+		if err := os.MkdirAll(gd, 0o700); err != nil {
+			return err
+		}
+		if err := writeKeys(filepath.Join(gd, "keys.txt"), s.sim.Keys, g.keys); err != nil {
+			return err
+		}
+		var env strings.Builder
+		for _, k := range slices.Sorted(maps.Keys(g.env)) {
+			fmt.Fprintf(&env, "%s=%s\n", k, g.env[k])
+		}
+		if err := os.WriteFile(filepath.Join(gd, "group.env"), []byte(env.String()), 0o600); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // countBenchings counts the times gpt-load's log says it benched a target

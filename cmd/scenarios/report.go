@@ -79,6 +79,7 @@ type report struct {
 	results  []result
 	sim      providersim.Stats
 	keys     []keyView
+	start    time.Time // the traffic's, and the simulator's clock's
 	statsAt  time.Time
 	probes   []*probe
 	// targetsBenched counts targets not "active" at the end;
@@ -189,7 +190,7 @@ func (r *report) wronglyBenched(keys []keyView, at time.Time) (black, cool, excl
 		if !known {
 			continue
 		}
-		bad := k.State != providersim.KeyOK
+		bad := r.bad(k, at)
 		switch v.State {
 		case "blacklisted":
 			if !bad {
@@ -370,12 +371,31 @@ func (r *report) maxAttemptsOnBadKeys() int {
 	return int(m)
 }
 
+// bad reports whether the simulator refuses key k at time at whatever
+// the request: revoked, out of quota, or past the time its credits ran
+// out.
+func (r *report) bad(k providersim.Key, at time.Time) bool {
+	return k.State != providersim.KeyOK || k.NoQuotaAt > 0 && at.Sub(r.start) >= k.NoQuotaAt.D()
+}
+
+// keyAttempts is the chat attempts the simulator received on the keys of
+// sim.Keys at the indexes given.
+func (r *report) keyAttempts(indexes []int) int64 {
+	n := int64(0)
+	for _, k := range r.sim.Keys {
+		if slices.Contains(indexes, k.Index) {
+			n += k.Attempts
+		}
+	}
+	return n
+}
+
 // badKeysBenched counts revoked and out-of-quota keys gpt-load holds out
 // of rotation at the end.
 func (r *report) badKeysBenched() int {
 	bad := map[string]bool{}
 	for _, k := range r.sc.sim.Keys {
-		if k.State != providersim.KeyOK {
+		if r.bad(k, r.statsAt) {
 			bad[secret.Mask(k.Key)] = true
 		}
 	}

@@ -28,9 +28,22 @@ type scenario struct {
 	bursts       []burst
 	// probes are offsets at which gpt-load's keys are read during the run.
 	probes []time.Duration
+	// groups, when set, run gpt-load with GROUPS_DIR (issue 21) and no
+	// top-level keys file: a folder per group with its share of the
+	// simulator's keys and its group.env.
+	groups []groupDef
 	// judge returns what missed the target ("" items are dropped) and the
 	// scenario's own figures for the details column.
 	judge func(r *report) (missed []string, details string)
+}
+
+// groupDef is one group of a scenario: its name, its keys (indexes into
+// sim.Keys) and its group.env. A group inherits the runner's
+// OPENAI_BASE_URL, the simulator, unless env sets one.
+type groupDef struct {
+	name string
+	keys []int
+	env  map[string]string
 }
 
 // burst is n streaming requests sent at once, at offset at.
@@ -296,6 +309,41 @@ func scenarios() []scenario {
 				}
 				return missed, fmt.Sprintf("hostile requests answered with the provider's own 403: %d/%d, max %d attempts each; good keys out of rotation in %d probes: %d",
 					r.mistakesOK, r.mistakes, r.maxMistakeAttempts(false), len(r.probes), wrong)
+			},
+		})
+	}
+	{
+		c := baseSim()
+		plainKeys(&c, "groups", 8)
+		// The primary's credits run out half-way through a 20 s run.
+		for i := range 4 {
+			c.Keys[i].NoQuotaAt = seconds(10)
+		}
+		list = append(list, scenario{
+			name:   "groups",
+			setup:  "(issue 21) 2 groups of 4 keys on one provider: primary (MODELS=gpt-4o*, FALLBACK=secondary), secondary (reached only as the fallback); at 10 s every key of primary starts answering 429 insufficient_quota",
+			target: "(issue 21) ≥ 99.5 % success, ≤ 1.5 upstream attempts per request; mistakes never fall back",
+			sim:    c, rate: 50, streamEvery: 4, mistakeShare: 0.05,
+			// Mistakes the model routes to primary: a client fault is never
+			// a reason to fall back, so each costs one attempt.
+			mistakes: []mistake{{kind: "bad_json"}, {kind: "no_messages"}},
+			groups: []groupDef{
+				{name: "primary", keys: []int{0, 1, 2, 3}, env: map[string]string{"MODELS": "gpt-4o*", "FALLBACK": "secondary"}},
+				{name: "secondary", keys: []int{4, 5, 6, 7}},
+			},
+			judge: func(r *report) ([]string, string) {
+				missed := []string{r.minSuccess(99.5), r.maxAttemptsPerRequest(1.5), r.noneBenched(), r.allMistakesDelivered()}
+				if m := r.maxMistakeAttempts(false); m > 1 {
+					missed = append(missed, fmt.Sprintf("a mistake took %d attempts: it fell back", m))
+				}
+				if r.duration <= 10*time.Second {
+					missed = append(missed, "the run ended before the primary's credits ran out (-duration ≤ 10s)")
+				}
+				before, after := r.keyAttempts([]int{0, 1, 2, 3}), r.keyAttempts([]int{4, 5, 6, 7})
+				// The primary's keys share its fate at once: the correlated
+				// rule benches its upstream rather than the keys.
+				return missed, fmt.Sprintf("success after 10 s: %.2f %%; attempts per request after 10 s: %.2f; chat attempts on primary's keys %d, on secondary's %d; at the end primary's keys out of rotation %d/4, upstreams benched %d",
+					r.successAfter(10*time.Second), r.attemptsPerRequestIn(10*time.Second, r.duration), before, after, r.badKeysBenched(), r.targetsBenched)
 			},
 		})
 	}

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gpt-load/gpt-load/internal/config"
+	"github.com/gpt-load/gpt-load/internal/groups"
 	"github.com/gpt-load/gpt-load/internal/secret"
 )
 
@@ -108,5 +110,41 @@ func TestPlan(t *testing.T) {
 				seen[p] = true
 			}
 		})
+	}
+}
+
+// TestWriteGroups: the groups scenario's GROUPS_DIR is one gpt-load
+// accepts, each group with its share of the keys and its settings.
+func TestWriteGroups(t *testing.T) {
+	var s scenario
+	for _, sc := range scenarios() {
+		if sc.name == "groups" {
+			s = sc
+		}
+	}
+	if len(s.groups) == 0 {
+		t.Fatal("no groups scenario")
+	}
+	dir := filepath.Join(t.TempDir(), "groups")
+	if err := writeGroups(dir, s); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"GROUPS_DIR": dir, "OPENAI_BASE_URL": "http://127.0.0.1:9"}
+	getenv := func(k string) string { return env[k] }
+	cfg, err := config.Load(getenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	specs, err := groups.Load(cfg, getenv)
+	if err != nil {
+		t.Fatalf("groups.Load: %v", err)
+	}
+	if len(specs) != len(s.groups) {
+		t.Fatalf("groups.Load gave %d groups; want %d", len(specs), len(s.groups))
+	}
+	for i, g := range s.groups {
+		if specs[i].Name != g.name || len(specs[i].Keys) != len(g.keys) {
+			t.Errorf("group %d = %q with %d keys; want %q with %d", i, specs[i].Name, len(specs[i].Keys), g.name, len(g.keys))
+		}
 	}
 }

@@ -96,6 +96,10 @@ type Key struct {
 	Account string `json:"account"`
 	// State is "" (healthy), "revoked" or "no_quota".
 	State string `json:"state"`
+	// NoQuotaAt is when a healthy key's credits run out, on the
+	// simulator's clock: from then on it answers as a "no_quota" key.
+	// 0: never.
+	NoQuotaAt Duration `json:"no_quota_at"`
 	// DeniedModels exist but this key may not use them: 404
 	// model_not_found, worded as for a model that does not exist, or with
 	// DeniedAs "project", 403 model_not_found as OpenAI answers for a
@@ -246,6 +250,9 @@ func (c Config) validate() error {
 		}
 		if k.State != KeyOK && k.State != KeyRevoked && k.State != KeyNoQuota {
 			errs = append(errs, fmt.Errorf("keys[%d]: state %q: want \"\", %q or %q", i, k.State, KeyRevoked, KeyNoQuota))
+		}
+		if k.NoQuotaAt < 0 {
+			errs = append(errs, fmt.Errorf("keys[%d]: no_quota_at %v: negative", i, k.NoQuotaAt.D()))
 		}
 		if k.DeniedAs != "" && k.DeniedAs != DeniedAsProject {
 			errs = append(errs, fmt.Errorf("keys[%d]: denied_as %q: want \"\" or %q", i, k.DeniedAs, DeniedAsProject))

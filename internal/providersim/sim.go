@@ -376,6 +376,12 @@ func (s *Sim) record(t *target, k *keyState, sec int, o Outcome) {
 }
 
 // markLimited records that the key was just told it is limited.
+// noQuota reports whether the key is out of quota at elapsed time el:
+// configured so, or past its NoQuotaAt.
+func (k *keyState) noQuota(el time.Duration) bool {
+	return k.cfg.State == KeyNoQuota || k.cfg.NoQuotaAt > 0 && el >= k.cfg.NoQuotaAt.D()
+}
+
 func (k *keyState) markLimited(s *Sim) {
 	k.limited.Add(1)
 	k.lastLimited.Store(int64(s.elapsed()))
@@ -488,7 +494,7 @@ func (s *Sim) work(w http.ResponseWriter, r *http.Request, t *target, kind int) 
 		s.record(t, k, sec, ModelDenied)
 		writeError(w, http.StatusNotFound, errModelNotFound(model))
 		return
-	case k.cfg.State == KeyNoQuota:
+	case k.noQuota(el):
 		s.record(t, k, sec, NoQuota)
 		writeError(w, http.StatusTooManyRequests, errInsufficientQuota())
 		return
@@ -705,9 +711,10 @@ type TargetStats struct {
 
 // KeyStats counts one key's chat attempts and model listings.
 type KeyStats struct {
-	Index      int              `json:"index"`
-	Preview    string           `json:"preview"`
-	Account    string           `json:"account"`
+	Index   int    `json:"index"`
+	Preview string `json:"preview"`
+	Account string `json:"account"`
+	// State is the key's state now: a key past its NoQuotaAt is no_quota.
 	State      string           `json:"state"`
 	Attempts   int64            `json:"attempts"`
 	Outcomes   map[string]int64 `json:"outcomes"`
@@ -740,7 +747,11 @@ func (s *Sim) Snapshot() Stats {
 		st.Targets = append(st.Targets, TargetStats{URL: "http://" + t.addr, Attempts: t.counts.total(), Outcomes: t.counts.snapshot()})
 	}
 	for _, k := range s.keyList {
-		st.Keys = append(st.Keys, KeyStats{Index: k.idx, Preview: k.preview, Account: k.cfg.Account, State: k.cfg.State,
+		state := k.cfg.State
+		if state == KeyOK && k.noQuota(el) {
+			state = KeyNoQuota
+		}
+		st.Keys = append(st.Keys, KeyStats{Index: k.idx, Preview: k.preview, Account: k.cfg.Account, State: state,
 			Attempts: k.counts.total(), Outcomes: k.counts.snapshot(), ModelsReqs: k.models.Load(),
 			Limited: k.limited.Load(), LastLimitedMS: lastMS(k.lastLimited.Load())})
 	}

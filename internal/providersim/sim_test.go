@@ -255,6 +255,29 @@ func TestEpisodes(t *testing.T) {
 	}
 }
 
+// TestNoQuotaAt: a key whose credits run out mid-run serves until then,
+// then answers 429 insufficient_quota, and /stats says it is out of quota.
+func TestNoQuotaAt(t *testing.T) {
+	s := start(t, Config{Keys: []Key{{Key: keyGood, NoQuotaAt: Duration(300 * time.Millisecond)}, {Key: keyQuiet}}})
+	u := s.URLs()[0]
+	if a := post(t, u, keyGood, chatJSON("gpt-4o", false)); s.elapsed() < 300*time.Millisecond && a.status != 200 {
+		t.Errorf("before its credits run out = %d %s; want 200", a.status, a.body)
+	}
+	waitFor(t, 2*time.Second, "credits run out", func() bool {
+		a := post(t, u, keyGood, chatJSON("gpt-4o", false))
+		return a.status == 429 && a.code == "insufficient_quota"
+	})
+	if a := post(t, u, keyQuiet, chatJSON("gpt-4o", false)); a.status != 200 {
+		t.Errorf("another key = %d %s; want 200", a.status, a.body)
+	}
+	if st := s.Snapshot(); st.Keys[0].State != KeyNoQuota || st.Keys[1].State != KeyOK || st.Outcomes["no_quota"] < 1 {
+		t.Errorf("stats: key states %q, %q, outcomes %v; want no_quota, \"\" and a no_quota outcome", st.Keys[0].State, st.Keys[1].State, st.Outcomes)
+	}
+	if _, err := Start(Config{Keys: []Key{{Key: keyGood, NoQuotaAt: Duration(-time.Second)}}}); err == nil || !strings.Contains(err.Error(), "no_quota_at") {
+		t.Errorf("Start with a negative no_quota_at = %v; want an error naming it", err)
+	}
+}
+
 // TestConfigFile checks a JSON scenario file loads and bad ones are
 // refused with every problem named.
 func TestConfigFile(t *testing.T) {

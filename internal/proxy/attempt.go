@@ -51,9 +51,23 @@ func (t attemptTransport) RoundTrip(out *http.Request) (*http.Response, error) {
 	}
 	for attempt := 0; ; attempt++ {
 		if (attempt > 0 || retry) && !p.budget.allow() {
+			if attempt == 0 {
+				// A group fallen back to has no answer of its own to end
+				// with: (nil, nil) would crash ReverseProxy.
+				return nil, budgetError()
+			}
 			// Over the proxy-wide retry budget: answer as if retries had
 			// run out, so a refusing provider is not sent more load.
 			return last(nil, nil)
+		}
+		if attempt == 0 && st.more && p.noTargetUsable() {
+			// Every upstream of this group is benched and another group
+			// follows: fall back at once rather than probe the upstream
+			// benched longest, which only a group without a fallback needs
+			// (a pool whose account ran out of credits benches its
+			// upstream by the correlated rule, and would cost an attempt
+			// per request).
+			return nil, noTargetError()
 		}
 		if attempt > 0 && (st.fault == classify.TargetError || !target.Active()) {
 			// A new target after a target fault, or once the target was

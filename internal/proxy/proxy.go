@@ -539,6 +539,27 @@ func noKeysError(err error) *apierr.Error {
 	return e
 }
 
+// budgetError is the answer of a group fallen back to when the retry
+// budget allows it no attempt (docs/groups.md, "Fallback").
+func budgetError() *apierr.Error {
+	return &apierr.Error{Status: http.StatusServiceUnavailable, Code: apierr.CodeUpstreamUnavail,
+		Message: "the retry budget is spent: the request was not sent to the fallback group", RetryAfter: 1}
+}
+
+// noTargetError is the answer of a group whose upstreams are all benched
+// when another group follows to serve the request.
+func noTargetError() *apierr.Error {
+	return &apierr.Error{Status: http.StatusServiceUnavailable, Code: apierr.CodeUpstreamUnavail,
+		Message: "every upstream of the group is benched"}
+}
+
+// noTargetUsable reports whether every target is benched (none in
+// rotation, none due for a probe).
+func (p *Proxy) noTargetUsable() bool {
+	usable, _ := p.targets.Usable()
+	return usable == 0
+}
+
 // Header values set on every upstream answer, made once. ReverseProxy
 // copies the answer's headers into the client's, value by value, so these
 // slices are only ever read.

@@ -333,3 +333,83 @@ func TestGroupsModelsList(t *testing.T) {
 		t.Errorf("claude team's /v1/models = %s; want %s", got, want)
 	}
 }
+
+// quotaGone answers as OpenAI does once an account's credits ran out.
+func quotaGone(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusTooManyRequests)
+	io.WriteString(w, `{"error":{"message":"You exceeded your current quota, please check your plan and billing details.","type":"insufficient_quota","param":null,"code":"insufficient_quota"}}`)
+}
+
+// TestGroupsFallbackPastBenchedUpstream: the keys of a pool share one
+// account; when its credits run out they all fail alike at once, so the
+// correlated rule benches the upstream, not the keys. While it is
+// benched, a request falls back at once instead of probing it: one
+// upstream attempt per request, not two (make scenarios, "groups").
+func TestGroupsFallbackPastBenchedUpstream(t *testing.T) {
+	primary, backup := testupstream.New(t, nil), testupstream.New(t, nil)
+	dir := groupsDir(t, map[string][2]string{
+		"primary": {"sk-pr-1111111111111111\nsk-pr-2222222222222222\nsk-pr-3333333333333333\n",
+			"OPENAI_BASE_URL=" + primary.URL + "\nMODELS=gpt-4o*\nFALLBACK=backup\n"},
+		"backup": {"sk-bk-4444444444444444\n", "OPENAI_BASE_URL=" + backup.URL + "\n"},
+	})
+	srv := testserver.Start(t, testserver.Options{Env: map[string]string{"GROUPS_DIR": dir, "KEYS_FILE": ""}})
+	for range 3 { // each key succeeds once: healthy, as the rule requires
+		if a := send(t, http.MethodPost, srv.URL+"/v1/chat/completions", "", chat("gpt-4o")); a.status != 200 {
+			t.Fatalf("before the credits ran out: %d %s", a.status, a.body)
+		}
+	}
+	primary.SetHandler(quotaGone)
+	a := send(t, http.MethodPost, srv.URL+"/v1/chat/completions", "", chat("gpt-4o"))
+	if a.status != 200 || a.header.Get(proxy.HeaderAttempts) != "4" {
+		t.Fatalf("as the credits run out: %d, %s attempts; want the fallback's 200 after 4 (3 keys, then backup)", a.status, a.header.Get(proxy.HeaderAttempts))
+	}
+	before := primary.Count()
+	for i := range 3 {
+		a := send(t, http.MethodPost, srv.URL+"/v1/chat/completions", "", chat("gpt-4o"))
+		if a.status != 200 || a.header.Get(proxy.HeaderAttempts) != "1" {
+			t.Errorf("request %d with the upstream benched: %d, %s attempts; want 200 after 1 (backup's)", i, a.status, a.header.Get(proxy.HeaderAttempts))
+		}
+	}
+	if n := primary.Count() - before; n != 0 {
+		t.Errorf("the benched upstream was sent %d requests; want none while a fallback serves", n)
+	}
+}
+
+// TestGroupsFallbackOverBudget: a group reached only as a fallback counts
+// each attempt as a retry; once the retry budget is spent it makes none,
+// and the client gets an error, never a crash (it once returned no
+// answer and no error, and ReverseProxy panicked: 500).
+func TestGroupsFallbackOverBudget(t *testing.T) {
+	primary, backup := testupstream.New(t, quotaGone), testupstream.New(t, nil)
+	// Fresh keys, each failing once (MAX_RETRIES=0): no correlated rule,
+	// one attempt on primary, then the fallback, for every request.
+	var keys strings.Builder
+	for i := range 14 {
+		fmt.Fprintf(&keys, "sk-pr-%016d\n", i)
+	}
+	dir := groupsDir(t, map[string][2]string{
+		"primary": {keys.String(), "OPENAI_BASE_URL=" + primary.URL + "\nMODELS=gpt-4o*\nFALLBACK=backup\nMAX_RETRIES=0\n"},
+		"backup":  {"sk-bk-4444444444444444\n", "OPENAI_BASE_URL=" + backup.URL + "\n"},
+	})
+	logs := &testlog.Buffer{}
+	srv := testserver.Start(t, testserver.Options{Logs: logs, Env: map[string]string{"GROUPS_DIR": dir, "KEYS_FILE": ""}})
+	served, refused := 0, 0
+	for i := range 14 {
+		a := send(t, http.MethodPost, srv.URL+"/v1/chat/completions", "", chat("gpt-4o"))
+		switch {
+		case a.status == 200:
+			served++
+		case a.status == 503 && errCode(t, a) == "upstream_unavailable":
+			refused++
+		default:
+			t.Errorf("request %d: %d %s; want the fallback's 200 or, over the retry budget, 503 upstream_unavailable", i, a.status, a.body)
+		}
+	}
+	if served < 10 || served+refused != 14 {
+		t.Errorf("%d served by the fallback, %d refused; want at least the budget's floor of 10 served", served, refused)
+	}
+	if strings.Contains(logs.String(), "panic") {
+		t.Errorf("the server panicked:\n%s", logs.String())
+	}
+}
