@@ -518,6 +518,10 @@ func (s *Server) reloadGroups() error {
 				proxy: prev.proxy, metrics: prev.metrics, cluster: prev.cluster}
 			s.reloadKeys(g, spec.Keys, spec.Duplicates)
 		default:
+			if prev != nil {
+				// The new version's series take the same group label.
+				prev.metrics.Close()
+			}
 			var err error
 			g, err = s.newGroup(context.Background(), spec.Name, spec, spec.Config, spec.Keys, ready)
 			if err != nil {
@@ -551,6 +555,9 @@ func (s *Server) reloadGroups() error {
 	}
 	for _, g := range dropped {
 		g.close()
+	}
+	if len(made) > 0 || len(dropped) > 0 {
+		s.groupsChanged()
 	}
 	s.log.WithFields(logrus.Fields{"groups": len(gs.list), "built": len(made), "removed": len(dropped),
 		"broken": len(broken)}).Info("groups reloaded")

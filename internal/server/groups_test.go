@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/gpt-load/gpt-load/internal/proxy"
+	"github.com/gpt-load/gpt-load/internal/testredis"
 	appserver "github.com/gpt-load/gpt-load/internal/server"
 	"github.com/gpt-load/gpt-load/internal/testlog"
 	"github.com/gpt-load/gpt-load/internal/testserver"
@@ -411,5 +412,77 @@ func TestGroupsFallbackOverBudget(t *testing.T) {
 	}
 	if strings.Contains(logs.String(), "panic") {
 		t.Errorf("the server panicked:\n%s", logs.String())
+	}
+}
+
+// TestGroupsRedisNamespaced: with REDIS_URL each group shares its state
+// under its own names: two groups holding the same key keep separate
+// states, and a replica sees the other's change in the same group only.
+func TestGroupsRedisNamespaced(t *testing.T) {
+	rs := testredis.Start(t)
+	refusing := testupstream.New(t, func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusUnauthorized)
+		io.WriteString(w, `{"error":{"message":"Incorrect API key provided","type":"invalid_request_error","code":"invalid_api_key"}}`)
+	})
+	fine := testupstream.New(t, nil)
+	const same = "sk-same-0000000000000001\n"
+	dir := groupsDir(t, map[string][2]string{
+		"a": {same, "OPENAI_BASE_URL=" + refusing.URL + "\n"},
+		"b": {same, "OPENAI_BASE_URL=" + fine.URL + "\n"},
+	})
+	env := map[string]string{"GROUPS_DIR": dir, "KEYS_FILE": "", "REDIS_URL": rs.URL, "REDIS_FINGERPRINT_SECRET": "s"}
+	one := testserver.Start(t, testserver.Options{Env: env})
+	two := testserver.Start(t, testserver.Options{Env: env})
+	send(t, http.MethodPost, one.URL+"/proxy/a/v1/chat/completions", "", chat("m"))
+	blacklisted := func(s *testserver.Server, group string) int {
+		var bl appserver.Blacklist
+		json.Unmarshal([]byte(send(t, http.MethodGet, s.URL+"/blacklist?group="+group, "", "").body), &bl)
+		return bl.Total
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for blacklisted(two, "a") != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the other replica does not show group a's blacklisted key within 2s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, s := range []*testserver.Server{one, two} {
+		if n := blacklisted(s, "b"); n != 0 {
+			t.Errorf("group b shows %d blacklisted keys: the same key's state in group a leaked into it", n)
+		}
+	}
+	if a := send(t, http.MethodPost, two.URL+"/proxy/b/v1/chat/completions", "", chat("m")); a.status != 200 {
+		t.Errorf("group b with the same key: %d; want 200", a.status)
+	}
+}
+
+// TestGroupsReloadChangedSettings: a group whose upstream changed is built
+// anew by SIGHUP, its kept keys carrying their states over.
+func TestGroupsReloadChangedSettings(t *testing.T) {
+	f := newGroupsFixture(t)
+	f.openai.SetHandler(func(w http.ResponseWriter, r *http.Request) {
+		if testupstream.KeyOf(r.Header) == "sk-oa-1111111111111111" {
+			w.WriteHeader(http.StatusUnauthorized)
+			io.WriteString(w, `{"error":{"message":"Incorrect API key provided","type":"invalid_request_error","code":"invalid_api_key"}}`)
+			return
+		}
+		io.WriteString(w, `{"object":"chat.completion"}`)
+	})
+	for range 2 {
+		send(t, http.MethodPost, f.srv.URL+"/proxy/openai/v1/chat/completions", adminToken, chat("gpt-4o"))
+	}
+	moved := testupstream.New(t, nil)
+	writeGroup(t, f.dir, "openai", "sk-oa-1111111111111111\nsk-oa-2222222222222222\n",
+		"OPENAI_BASE_URL="+moved.URL+"\nMODELS=gpt-4o*\nMAX_RETRIES=1\n")
+	if err := f.srv.App.Reload(false); err != nil {
+		t.Fatalf("Reload: %v", err)
+	}
+	var bl appserver.Blacklist
+	json.Unmarshal([]byte(send(t, http.MethodGet, f.srv.URL+"/blacklist?group=openai", adminToken, "").body), &bl)
+	if bl.Total != 1 || !strings.HasSuffix(bl.Keys[0].Preview, "1111") {
+		t.Errorf("after the rebuild: %+v; want the blacklisted key kept blacklisted", bl)
+	}
+	if a := send(t, http.MethodPost, f.srv.URL+"/v1/chat/completions", adminToken, chat("gpt-4o")); a.status != 200 || moved.Count() != 1 {
+		t.Errorf("after the rebuild: %d, the new upstream saw %d; want 200 there", a.status, moved.Count())
 	}
 }

@@ -50,6 +50,9 @@ type Server struct {
 	allKeys  allKeys
 	// reloadMu serialises reloads and resets.
 	reloadMu sync.Mutex
+	// regroup is closed when a reload changed the groups (RunRecheck).
+	regroupMu sync.Mutex
+	regroup   chan struct{}
 
 	handler     http.Handler
 	metricsPage http.Handler
@@ -266,19 +269,52 @@ func (s *Server) resetGroups(gs []*group) error {
 
 // RunRecheck re-checks blacklisted keys every KEY_RECHECK_INTERVAL of
 // each group until ctx ends; with Redis, one replica per round takes a
-// lease and does it.
+// lease and does it. A reload that changes the groups restarts the loops
+// for the groups there are then.
 func (s *Server) RunRecheck(ctx context.Context) {
-	var wg sync.WaitGroup
-	for _, g := range s.groupList() {
-		interval := g.cfg.KeyRecheckInterval
-		var gate func(context.Context) bool
-		if g.cluster != nil {
-			c := g.cluster
-			gate = func(ctx context.Context) bool { return c.AcquireRecheck(ctx, interval*9/10) }
+	for {
+		changed := s.regrouped()
+		loopCtx, stop := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		for _, g := range s.groupList() {
+			interval := g.cfg.KeyRecheckInterval
+			var gate func(context.Context) bool
+			if g.cluster != nil {
+				c := g.cluster
+				gate = func(ctx context.Context) bool { return c.AcquireRecheck(ctx, interval*9/10) }
+			}
+			wg.Go(func() { g.proxy.Recheck(loopCtx, interval, gate) })
 		}
-		wg.Go(func() { g.proxy.Recheck(ctx, interval, gate) })
+		select {
+		case <-ctx.Done():
+		case <-changed:
+		}
+		stop()
+		wg.Wait()
+		if ctx.Err() != nil {
+			return
+		}
 	}
-	wg.Wait()
+}
+
+// regrouped returns a channel closed when the set of groups changes next.
+func (s *Server) regrouped() <-chan struct{} {
+	s.regroupMu.Lock()
+	defer s.regroupMu.Unlock()
+	if s.regroup == nil {
+		s.regroup = make(chan struct{})
+	}
+	return s.regroup
+}
+
+// groupsChanged wakes RunRecheck after a reload changed the groups.
+func (s *Server) groupsChanged() {
+	s.regroupMu.Lock()
+	defer s.regroupMu.Unlock()
+	if s.regroup != nil {
+		close(s.regroup)
+		s.regroup = nil
+	}
 }
 
 func newTargets(cfg *config.Config) ([]*upstream.Target, error) {
