@@ -12,9 +12,9 @@ import (
 	"time"
 
 	"github.com/gpt-load/gpt-load/internal/proxy"
-	"github.com/gpt-load/gpt-load/internal/testredis"
 	appserver "github.com/gpt-load/gpt-load/internal/server"
 	"github.com/gpt-load/gpt-load/internal/testlog"
+	"github.com/gpt-load/gpt-load/internal/testredis"
 	"github.com/gpt-load/gpt-load/internal/testserver"
 	"github.com/gpt-load/gpt-load/internal/testupstream"
 )
