@@ -486,3 +486,69 @@ func TestGroupsReloadChangedSettings(t *testing.T) {
 		t.Errorf("after the rebuild: %d, the new upstream saw %d; want 200 there", a.status, moved.Count())
 	}
 }
+
+// TestGroupsDefaultMultipartAndHealth: the top-level keys are the default
+// group, which serves models no group claims; a multipart form is routed
+// by its model field; /health is 503 only when no group can serve.
+func TestGroupsDefaultMultipartAndHealth(t *testing.T) {
+	audio := testupstream.New(t, nil)
+	def := testupstream.New(t, nil)
+	dir := groupsDir(t, map[string][2]string{
+		"whisper": {"sk-wh-0000000000000001\n", "OPENAI_BASE_URL=" + audio.URL + "\nMODELS=whisper-*\n"},
+	})
+	keys := filepath.Join(t.TempDir(), "keys.txt")
+	os.WriteFile(keys, []byte("sk-def-0000000000000001\n"), 0o600)
+	srv := testserver.Start(t, testserver.Options{Env: map[string]string{
+		"GROUPS_DIR": dir, "KEYS_FILE": keys, "OPENAI_BASE_URL": def.URL, "BLACKLIST_THRESHOLD": "1"}})
+
+	if a := send(t, http.MethodPost, srv.URL+"/v1/chat/completions", "", chat("llama-3")); a.status != 200 || def.Count() != 1 {
+		t.Errorf("a model no group claims: %d, default upstream saw %d; want 200 there", a.status, def.Count())
+	}
+	form := "--b\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper-1\r\n--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\nRIFF\r\n--b--\r\n"
+	req, _ := http.NewRequest(http.MethodPost, srv.URL+"/v1/audio/transcriptions", strings.NewReader(form))
+	req.Header.Set("Content-Type", "multipart/form-data; boundary=b")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || audio.Count() != 1 || string(audio.Requests()[0].Body) != form {
+		t.Errorf("multipart for whisper-1: %d, whisper upstream saw %d; want 200 there, the form unchanged", resp.StatusCode, audio.Count())
+	}
+
+	refuse := func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusUnauthorized)
+		io.WriteString(w, `{"error":{"message":"Incorrect API key provided","type":"invalid_request_error","code":"invalid_api_key"}}`)
+	}
+	def.SetHandler(refuse)
+	send(t, http.MethodPost, srv.URL+"/v1/chat/completions", "", chat("llama-3"))
+	if a := send(t, http.MethodGet, srv.URL+"/health", "", ""); a.status != 200 {
+		t.Errorf("/health with the default group out and whisper serving: %d; want 200", a.status)
+	}
+	audio.SetHandler(refuse)
+	send(t, http.MethodPost, srv.URL+"/proxy/whisper/v1/chat/completions", "", chat("whisper-1"))
+	if a := send(t, http.MethodGet, srv.URL+"/health", "", ""); a.status != 503 {
+		t.Errorf("/health with no group able to serve: %d %s; want 503", a.status, a.body)
+	}
+}
+
+// TestGroupsNoFallbackAfterFirstByte: a stream that starts in the primary
+// group and then breaks is not continued in the fallback group: the first
+// byte reached the client.
+func TestGroupsNoFallbackAfterFirstByte(t *testing.T) {
+	f := newGroupsFixture(t)
+	f.openai.SetHandler(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(http.StatusOK)
+		io.WriteString(w, `data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"Hel"}}]}`+"\n\n")
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler) // the upstream breaks off mid-stream
+	})
+	a := send(t, http.MethodPost, f.srv.URL+"/v1/chat/completions", adminToken, `{"model":"gpt-4o","stream":true}`)
+	if a.status != http.StatusOK || !strings.Contains(a.body, "Hel") {
+		t.Errorf("broken stream: %d %q; want the 200 and the first event", a.status, a.body)
+	}
+	if f.backup.Count() != 0 {
+		t.Errorf("the fallback group got %d requests after the first byte had gone out", f.backup.Count())
+	}
+}
