@@ -1,9 +1,6 @@
 package proxy
 
-import (
-	"context"
-	"net/http"
-)
+import "net/http"
 
 // Body is a request body read by ReadBody, kept so that every attempt (and
 // every group a request falls back to) can send the same bytes. Its
@@ -24,7 +21,8 @@ func BodyOf(b []byte) *Body { return &body{mem: b, size: int64(len(b))} }
 func (p *Proxy) ReadBody(r *http.Request) (*Body, error) { return p.readBody(r) }
 
 // Handover is what a caller that routed a request among several groups
-// (docs/groups.md) passes with it to the chosen group's proxy.
+// (docs/groups.md) passes with it to the chosen group's proxy
+// (ServeRouted).
 type Handover struct {
 	// Body is the request's body, already read to route it by model; nil
 	// means the proxy reads it. The caller closes it.
@@ -39,16 +37,4 @@ type Handover struct {
 	// request with no usable key here falls back at once instead of
 	// waiting in this group's queue.
 	More bool
-}
-
-type handoverKey struct{}
-
-// WithHandover returns ctx carrying h for the proxy.
-func WithHandover(ctx context.Context, h *Handover) context.Context {
-	return context.WithValue(ctx, handoverKey{}, h)
-}
-
-func handoverOf(ctx context.Context) *Handover {
-	h, _ := ctx.Value(handoverKey{}).(*Handover)
-	return h
 }

@@ -158,11 +158,10 @@ func (p *Proxy) InFlight() int64 { return p.inflight.Load() }
 // attempt loop and back.
 type reqState struct {
 	body *body // nil: none
-	// handover is what the server passed when it routed the request among
-	// groups (handover.go); prior and more are copied from it.
-	handover *Handover
-	prior    int
-	more     bool
+	// prior and more are what the server passed when it routed the
+	// request among groups (handover.go).
+	prior int
+	more  bool
 	path     string // client path, unescaped and escaped
 	rawPath  string
 	attempts int
@@ -267,7 +266,14 @@ func (c *stateContext) Value(key any) any {
 
 // ServeHTTP enforces the concurrency and body limits, buffers the body so
 // it can be replayed, and forwards.
-func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) { p.serve(w, r, nil) }
+
+// ServeRouted is ServeHTTP for a request the server routed among groups,
+// with what routing learned (handover.go). Passed as an argument, not in
+// the request's context: no allocation.
+func (p *Proxy) ServeRouted(w http.ResponseWriter, r *http.Request, h Handover) { p.serve(w, r, &h) }
+
+func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, h *Handover) {
 	start := time.Now()
 	p.counters.Started()
 	st := &reqState{path: r.URL.Path, rawPath: r.URL.RawPath, queueDeadline: start.Add(p.opts.QueueTimeout),
@@ -287,14 +293,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer p.inflight.Add(-1)
 
 	var body *body
-	if h := handoverOf(r.Context()); h != nil {
+	read := false
+	if h != nil {
 		st.prior, st.more = h.Prior, h.More
-		if h.Read {
-			body = h.Body
-		}
-		st.handover = h
+		body, read = h.Body, h.Read
 	}
-	if st.handover == nil || !st.handover.Read {
+	if !read {
 		var err error
 		body, err = p.readBody(r)
 		if err != nil {

@@ -234,9 +234,10 @@ func (s *Server) serveGroups(w http.ResponseWriter, r *http.Request, gs *groupSe
 	if len(chain) == 1 && (mr == nil || mr.model == upstreamModel) {
 		// The common case: one group, nothing to rewrite.
 		if mr != nil && mr.read {
-			r = r.WithContext(proxy.WithHandover(r.Context(), &proxy.Handover{Body: mr.body, Read: true}))
+			g.proxy.ServeRouted(w, r, proxy.Handover{Body: mr.body, Read: true})
+		} else {
+			g.proxy.ServeHTTP(w, r)
 		}
-		g.proxy.ServeHTTP(w, r)
 		if outer != nil {
 			outer.Group = g.name
 		}
@@ -266,15 +267,15 @@ func (s *Server) serveGroups(w http.ResponseWriter, r *http.Request, gs *groupSe
 		ri, bodyi := s.forGroup(r, gi, mr, upstreamModel, i == 0)
 		var rec outcome.Record
 		ctx := outcome.NewContext(r.Context(), &rec)
-		ctx = proxy.WithHandover(ctx, &proxy.Handover{Body: bodyi, Read: true, Prior: prior, More: more})
+		h := proxy.Handover{Body: bodyi, Read: true, Prior: prior, More: more}
 		names = append(names, gi.name)
 		if !more {
-			gi.proxy.ServeHTTP(w, ri.WithContext(ctx))
+			gi.proxy.ServeRouted(w, ri.WithContext(ctx), h)
 			finishChain(outer, &rec, names)
 			return
 		}
 		fw := &fallbackWriter{w: w}
-		gi.proxy.ServeHTTP(fw, ri.WithContext(ctx))
+		gi.proxy.ServeRouted(fw, ri.WithContext(ctx), h)
 		if fw.held && fallbackable(&rec, prior) && r.Context().Err() == nil {
 			s.log.WithFields(logrus.Fields{"group": gi.name, "status": rec.Status, "next": chain[i+1].name}).
 				Debug("group could not serve the request: falling back")
