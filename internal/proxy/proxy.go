@@ -160,8 +160,8 @@ type reqState struct {
 	body *body // nil: none
 	// prior and more are what the server passed when it routed the
 	// request among groups (handover.go).
-	prior int
-	more  bool
+	prior    int
+	more     bool
 	path     string // client path, unescaped and escaped
 	rawPath  string
 	attempts int
