@@ -173,7 +173,10 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 				return
 			case <-hup:
 				if err := app.Reload(false); err != nil {
-					log.WithError(err).Error("SIGHUP: keeping the old keys")
+					// A broken keys file keeps the old keys; with GROUPS_DIR,
+					// each broken group keeps its previous version and the
+					// others reloaded (docs/groups.md, "Reloading").
+					log.WithError(err).Error("SIGHUP: keeping the old keys (with GROUPS_DIR: of the groups named; the others reloaded)")
 				}
 			}
 		}
