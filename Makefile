@@ -29,7 +29,7 @@ RACE := $(shell [ "$$(go env CGO_ENABLED 2>/dev/null)" = 1 ] && echo -race)
 # Extra arguments for run/dev, e.g. make run ARGS="-env-file prod.env"
 ARGS ?=
 
-.PHONY: help run dev build build-all test fuzz coverage bench docs lint fmt tidy clean \
+.PHONY: help run demo dev build build-all test fuzz coverage bench docs lint fmt tidy clean \
         health stats blacklist reset-keys
 
 help: ## list the targets (default)
@@ -43,6 +43,11 @@ help: ## list the targets (default)
 
 run: ## run the proxy from source (reads .env and keys.txt in this directory)
 	go run -ldflags '-X main.version=$(VERSION)' $(PKG) $(ARGS)
+
+demo: ## try it without provider keys: a simulated provider (3 healthy keys, 1 revoked, 1 rate-limited) and gpt-load in front on 127.0.0.1:3000 (PORT=n to change); prints what to try; Ctrl-C stops both
+	@echo "building gpt-load (the first build takes a minute or two)..."
+	@go build -ldflags '-X main.version=$(VERSION)' -o $(BIN_DIR)/$(BINARY)-demo $(PKG)
+	@exec $(BIN_DIR)/$(BINARY)-demo -demo
 
 dev: ## run with LOG_LEVEL=debug and the race detector
 	LOG_LEVEL=debug go run $(RACE) -ldflags '-X main.version=$(VERSION)' $(PKG) $(ARGS)

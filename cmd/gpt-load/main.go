@@ -70,6 +70,7 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 	fs.SetOutput(stderr)
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	envFile := fs.String("env-file", ".env", "file of KEY=VALUE lines loaded first; the environment wins")
+	demo := fs.Bool("demo", false, "run a demo: a simulated provider with demo keys and gpt-load in front of it on 127.0.0.1:PORT (3000); reads nothing else")
 	fs.Usage = func() { usage(fs, stderr) }
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -83,6 +84,9 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 	if *showVersion {
 		fmt.Fprintln(stdout, "gpt-load", version)
 		return nil
+	}
+	if *demo {
+		return runDemo(ctx, args[0], getenv, stdout, stderr, h)
 	}
 
 	getenv, err := withEnvFile(*envFile, getenv)
