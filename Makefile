@@ -44,7 +44,7 @@ help: ## list the targets (default)
 run: ## run the proxy from source (reads .env and keys.txt in this directory)
 	go run -ldflags '-X main.version=$(VERSION)' $(PKG) $(ARGS)
 
-demo: ## try it without provider keys: a simulated provider (3 healthy keys, 1 revoked, 1 rate-limited) and gpt-load in front on 127.0.0.1:3000 (PORT=n to change); prints what to try; Ctrl-C stops both
+demo: ## try it without provider keys: a simulated provider (3 healthy keys, 1 revoked, 1 rate-limited) and gpt-load in front on 127.0.0.1:3000 (PORT=n); Ctrl-C stops both
 	@echo "building gpt-load (the first build takes a minute or two)..."
 	@go build -ldflags '-X main.version=$(VERSION)' -o $(BIN_DIR)/$(BINARY)-demo $(PKG)
 	@exec $(BIN_DIR)/$(BINARY)-demo -demo

@@ -3,9 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -223,12 +226,18 @@ func quickStartEnv(t *testing.T, snips []snippet, dir string, base []string) []s
 // base URL; it is stopped at the end of the test.
 func startDemo(t *testing.T) string {
 	t.Helper()
+	var logs demoOutput
+	return startDemoTo(t, &logs)
+}
+
+// startDemoTo is startDemo writing the demo's output to logs.
+func startDemoTo(t *testing.T, logs *demoOutput) string {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	addr := make(chan string, 1)
 	done := make(chan error, 1)
-	var logs syncBuffer
 	go func() {
-		done <- runDemo(ctx, "gpt-load", mapEnv(nil), &logs, &logs, hooks{
+		done <- runDemo(ctx, "gpt-load", mapEnv(nil), logs, logs, hooks{
 			listen: func(string) (net.Listener, error) { return net.Listen("tcp", "127.0.0.1:0") },
 			ready:  func(a string) { addr <- a },
 		})
@@ -289,20 +298,101 @@ func openaiSDKModules(t *testing.T) string {
 	return mods
 }
 
-// syncBuffer is a bytes.Buffer safe for the demo's goroutines.
-type syncBuffer struct {
+// demoOutput is a bytes.Buffer safe for the demo's goroutines.
+type demoOutput struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
+func (b *demoOutput) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.Write(p)
 }
 
-func (b *syncBuffer) String() string {
+func (b *demoOutput) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.String()
+}
+
+// TestDemoPrintsWhatWorks: the lines `make demo` prints to try work as
+// printed (on the demo's port), and the pool shows what the demo promises:
+// three healthy keys, one revoked (blacklisted), one rate-limited (cooling).
+func TestDemoPrintsWhatWorks(t *testing.T) {
+	var out demoOutput
+	base := startDemoTo(t, &out)
+	var tried int
+	for _, l := range strings.Split(out.String(), "\n") {
+		l = strings.TrimSpace(l)
+		switch {
+		case strings.HasPrefix(l, "curl "):
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			b, err := exec.CommandContext(ctx, "sh", "-c", "curl() { command curl --fail-with-body --silent --show-error --max-time 20 \"$@\"; }\n"+l).CombinedOutput()
+			cancel()
+			if err != nil || !strings.Contains(string(b), `"content"`) {
+				t.Errorf("%s: %v\n%s", l, err, b)
+			}
+			tried++
+		case strings.HasPrefix(l, "open "):
+			u := strings.Fields(l)[1]
+			if !strings.HasPrefix(u, base) {
+				t.Errorf("status page %s is not on the demo's address %s", u, base)
+			}
+			code, body := demoGet(t, u, "")
+			if code != 200 || !strings.Contains(body, "<html") {
+				t.Errorf("GET %s: %d; want 200 and the status page", u, code)
+			}
+			tried++
+		}
+	}
+	if tried != 3 || !strings.Contains(out.String(), demoToken) {
+		t.Fatalf("the demo printed %d lines to try (want 3: chat, stream, status page) and must name its token:\n%s", tried, out.String())
+	}
+	// Every key used at least once (round robin, a revoked key's attempt
+	// retried on the next), then the rate-limited one a second time.
+	for i := 0; i < 2*len(demoSim.Keys); i++ {
+		if code, body := demoPost(t, base+"/v1/chat/completions", `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello"}]}`); code != 200 {
+			t.Fatalf("chat completion %d: %d %s; want 200 (the pool retries past the revoked and limited keys)", i, code, body)
+		}
+	}
+	var st struct {
+		Keys struct{ Total, Healthy, Cooling, Blacklisted int }
+	}
+	_, body := demoGet(t, base+"/stats", demoToken)
+	if err := json.Unmarshal([]byte(body), &st); err != nil {
+		t.Fatalf("/stats: %v\n%s", err, body)
+	}
+	if st.Keys.Total != 5 || st.Keys.Healthy != 3 || st.Keys.Cooling != 1 || st.Keys.Blacklisted != 1 {
+		t.Errorf("demo keys after use: %+v; want 5: 3 healthy, 1 cooling, 1 blacklisted", st.Keys)
+	}
+}
+
+func demoGet(t *testing.T, url, token string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	return demoDo(t, req)
+}
+
+func demoPost(t *testing.T, url, body string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+demoToken)
+	req.Header.Set("Content-Type", "application/json")
+	return demoDo(t, req)
+}
+
+func demoDo(t *testing.T, req *http.Request) (int, string) {
+	t.Helper()
+	c := &http.Client{Timeout: 30 * time.Second}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }
