@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -269,8 +268,11 @@ func startDemoTo(t *testing.T, logs *demoOutput) string {
 }
 
 // openaiSDKModules returns a node_modules folder holding the openai npm
-// package pinned in internal/proxy/testdata/openai-sdk (installed there with
-// npm ci when missing), or "-" when node or npm is not installed outside CI.
+// package pinned in internal/proxy/testdata/openai-sdk: that folder's own
+// when installed, else one installed with npm ci from a copy of its lock
+// file in a temporary folder (internal/proxy's test may be installing the
+// original at the same moment). "-" when node or npm is not installed
+// outside CI.
 func openaiSDKModules(t *testing.T) string {
 	t.Helper()
 	for _, tool := range []string{"node", "npm"} {
@@ -285,17 +287,27 @@ func openaiSDKModules(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mods := filepath.Join(sdk, "node_modules")
-	if _, err := os.Stat(filepath.Join(mods, "openai", "package.json")); errors.Is(err, os.ErrNotExist) {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, "npm", "ci", "--no-audit", "--no-fund", "--loglevel=error")
-		cmd.Dir = sdk
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("npm ci in %s: %v\n%s", sdk, err, out)
+	if _, err := os.Stat(filepath.Join(sdk, "node_modules", "openai", "package.json")); err == nil {
+		return filepath.Join(sdk, "node_modules")
+	}
+	dir := t.TempDir()
+	for _, f := range []string{"package.json", "package-lock.json"} {
+		b, err := os.ReadFile(filepath.Join(sdk, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, f), b, 0o600); err != nil {
+			t.Fatal(err)
 		}
 	}
-	return mods
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "npm", "ci", "--no-audit", "--no-fund", "--loglevel=error")
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("npm ci of %s's lock file: %v\n%s", sdk, err, out)
+	}
+	return filepath.Join(dir, "node_modules")
 }
 
 // demoOutput is a bytes.Buffer safe for the demo's goroutines.
