@@ -160,7 +160,7 @@ func TestDocSnippets(t *testing.T) {
 		cancel()
 		if err != nil {
 			failed++
-			t.Errorf("%s failed: %v\n--- snippet (localhost:3000 as localhost:%s)\n%s--- output\n%s", s, err, port, text, out.String())
+			t.Errorf("%s failed: %v (if it cannot run against the demo, put <!-- not run: REASON --> on the line before its fence)\n--- snippet (localhost:3000 as localhost:%s)\n%s--- output\n%s", s, err, port, text, out.String())
 			continue
 		}
 		ran[s.lang]++
