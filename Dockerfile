@@ -63,8 +63,9 @@ USER 10001:10001
 
 EXPOSE 3000
 
-# /health needs no AUTH_KEY; it answers 503 when no key or no upstream is
-# usable, which busybox wget turns into a non-zero exit. Shell form so that
+# /health needs no AUTH_KEY; it answers 503 only when no key is usable
+# (benched upstreams, even all of them, leave it 200 "degraded"), and
+# busybox wget turns the 503 into a non-zero exit. Shell form so that
 # a PORT given at run time is honoured.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
     CMD wget -q -O /dev/null "http://127.0.0.1:${PORT:-3000}/health" || exit 1
