@@ -3,7 +3,8 @@
 # gpt-load container image.
 #
 #   docker build -t gpt-load --build-arg VERSION=v1.2.3 .
-#   docker run -d -p 3000:3000 -v "$PWD/keys.txt:/app/keys.txt:ro" gpt-load
+#   docker run -d -p 3000:3000 -v "$PWD/keys.txt:/app/keys.txt:ro" \
+#       --stop-timeout 70 gpt-load
 #
 # The build stage runs on the builder's own platform and cross-compiles
 # (CGO is off), so `docker buildx build --platform linux/amd64,linux/arm64`
@@ -72,7 +73,8 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
 
 # SIGTERM (docker stop) drains in-flight requests for up to
 # SERVER_GRACEFUL_SHUTDOWN_TIMEOUT (60 s by default): give docker stop a
-# longer timeout, e.g. docker stop -t 70, or stop_grace_period in compose.
+# longer timeout: docker run --stop-timeout 70 (or docker stop -t 70), or
+# stop_grace_period in compose. Docker's default of 10 s cuts the drain.
 STOPSIGNAL SIGTERM
 
 ENTRYPOINT ["/usr/local/bin/gpt-load"]
