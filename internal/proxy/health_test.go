@@ -542,7 +542,7 @@ func TestRecheckRestoresKey(t *testing.T) {
 	cancel()
 	select {
 	case <-done:
-	case <-time.After(2 * time.Second):
+	case <-time.After(10 * time.Second):
 		t.Fatal("Recheck did not stop after its context ended")
 	}
 	for _, r := range up.Requests()[1:] {
@@ -592,7 +592,7 @@ func TestClientDisconnectBlamesNoOne(t *testing.T) {
 	<-errc
 	select {
 	case <-reqs[0].Cancelled:
-	case <-time.After(2 * time.Second):
+	case <-time.After(10 * time.Second):
 		t.Fatal("upstream request not cancelled")
 	}
 	deadline := time.Now().Add(2 * time.Second)

@@ -311,7 +311,7 @@ func TestStreamIdleTimeout(t *testing.T) {
 	case <-time.After(30 * time.Second): // a hang bound
 		t.Error("upstream request not cancelled after the idle timeout")
 	}
-	e.Logs.WaitFor(t, `"error":"stream idle timeout"`, 2*time.Second)
+	e.Logs.WaitFor(t, `"error":"stream idle timeout"`, 10*time.Second)
 	if !strings.Contains(e.Logs.String(), `"level":"error"`) {
 		t.Errorf("access line for the cut stream not at error level:\n%s", e.Logs.String())
 	}
@@ -408,7 +408,7 @@ func TestStreamBrokenAfterCommit(t *testing.T) {
 	if up.Count() != 1 {
 		t.Errorf("upstream saw %d attempts; want 1", up.Count())
 	}
-	e.Logs.WaitFor(t, `"error":"upstream stream broken"`, 2*time.Second)
+	e.Logs.WaitFor(t, `"error":"upstream stream broken"`, 10*time.Second)
 }
 
 // TestWindowSkipsCompressedStreams: events of a compressed stream cannot be
