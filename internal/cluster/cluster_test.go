@@ -276,7 +276,7 @@ func TestRedisOutageKeepsServingAndResyncs(t *testing.T) {
 			return true
 		}
 	}
-	waitFor(t, 3*time.Second, `both /health show "redis":"down"`, redisIs("down"))
+	waitFor(t, propagation, `both /health show "redis":"down"`, redisIs("down"))
 	n := sent.Load()
 	waitFor(t, 5*time.Second, "the load goes on during the outage", func() bool { return sent.Load() >= n+100 })
 	stopLoad()
