@@ -3,7 +3,8 @@
 # gpt-load container image.
 #
 #   docker build -t gpt-load --build-arg VERSION=v1.2.3 .
-#   docker run -d -p 3000:3000 -v "$PWD/keys.txt:/app/keys.txt:ro" gpt-load
+#   docker run -d -p 3000:3000 -v "$PWD/keys.txt:/app/keys.txt:ro" \
+#       --stop-timeout 70 gpt-load
 #
 # The build stage runs on the builder's own platform and cross-compiles
 # (CGO is off), so `docker buildx build --platform linux/amd64,linux/arm64`
@@ -63,15 +64,17 @@ USER 10001:10001
 
 EXPOSE 3000
 
-# /health needs no AUTH_KEY; it answers 503 when no key or no upstream is
-# usable, which busybox wget turns into a non-zero exit. Shell form so that
+# /health needs no AUTH_KEY; it answers 503 only when no key is usable
+# (benched upstreams, even all of them, leave it 200 "degraded"), and
+# busybox wget turns the 503 into a non-zero exit. Shell form so that
 # a PORT given at run time is honoured.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
     CMD wget -q -O /dev/null "http://127.0.0.1:${PORT:-3000}/health" || exit 1
 
 # SIGTERM (docker stop) drains in-flight requests for up to
 # SERVER_GRACEFUL_SHUTDOWN_TIMEOUT (60 s by default): give docker stop a
-# longer timeout, e.g. docker stop -t 70, or stop_grace_period in compose.
+# longer timeout: docker run --stop-timeout 70 (or docker stop -t 70), or
+# stop_grace_period in compose. Docker's default of 10 s cuts the drain.
 STOPSIGNAL SIGTERM
 
 ENTRYPOINT ["/usr/local/bin/gpt-load"]

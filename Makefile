@@ -121,7 +121,7 @@ clean: ## remove build output and coverage files
 	rm -rf $(BIN_DIR) $(DIST_DIR) coverage.out coverage.html
 
 .PHONY: scenarios
-scenarios: ## gpt-load against the provider simulator through the scenarios of issues 9, 18 and 21 (~4 min); writes docs/scenarios.md (TITLE="…" names the section)
+scenarios: ## gpt-load against the provider simulator through the scenarios: per-account limits, bad keys, model access, 429 storms, bursts, client mistakes, a target down, hostile clients, groups with a fallback (~4 min); writes docs/scenarios.md (TITLE="…" names the section)
 	go run ./cmd/scenarios -out docs/scenarios.md -title "$(if $(TITLE),$(TITLE),Latest run)" $(ARGS)
 
 # make chaos: CHAOS_SEEDS seeds from CHAOS_SEED_BASE, CHAOS_DURATION of

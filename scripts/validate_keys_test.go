@@ -468,11 +468,10 @@ func TestTimeoutIsAnErrorForThatKeyOnly(t *testing.T) {
 	up := testupstream.New(t, scripted)
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "keys.txt"), keyHang+"\n"+keyValid+"\n"+keyRate+"\n"+keyServer+"\n")
-	start := time.Now()
+	// -t 1 is shown to work by the result, not by a stopwatch: the hanging
+	// key is answered after 10 s only, so without the timeout it would not
+	// be listed as "timeout" below. run's own 20 s deadline catches a hang.
 	res := run(t, dir, nil, "-u", up.URL, "-t", "1", "-o", "res")
-	if d := time.Since(start); d > 8*time.Second {
-		t.Errorf("took %v with -t 1", d)
-	}
 	if res.code != 3 {
 		t.Errorf("exit status %d; want 3 (some keys not checked, none invalid)", res.code)
 	}

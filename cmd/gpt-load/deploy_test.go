@@ -488,6 +488,50 @@ func TestComposeMatchesCode(t *testing.T) {
 		if !targets[logDir] {
 			t.Errorf("no volume is mounted at the default log directory %s (targets: %v)", logDir, targets)
 		}
+		// The log directory is a named volume, declared at the top: a bind
+		// mount of a host path makes Docker create a root-owned folder in
+		// the checkout, even with file logging off, that uid 10001 cannot
+		// write.
+		for i, item := range items {
+			src, tg := maps[i]["source"], maps[i]["target"]
+			if tg == "" {
+				parts := strings.Split(item, ":")
+				if len(parts) < 2 {
+					continue
+				}
+				src, tg = parts[0], parts[1]
+			}
+			if tg != logDir {
+				continue
+			}
+			if src == "" || strings.ContainsAny(src, "/.~$") || maps[i]["type"] == "bind" {
+				t.Errorf("the log directory %s is mounted from %q, a host path: use a named volume", logDir, src)
+			} else if _, _, ok := yamlGet(lines, "volumes", src); !ok {
+				t.Errorf("the named volume %q is not declared under the top-level volumes:", src)
+			}
+		}
+	})
+
+	t.Run("builds the checkout", func(t *testing.T) {
+		// With image: beside build:, a plain `up` may pull a published image
+		// of that name instead of building the checkout.
+		if img, _, ok := yamlGet(svc, "image"); ok {
+			t.Errorf("service gpt-load names image %s: `docker compose up` could pull it instead of building the checkout", img)
+		}
+		if _, _, ok := yamlGet(svc, "build"); !ok {
+			t.Error("service gpt-load has no build:")
+		}
+		if v, _, _ := yamlGet(svc, "pull_policy"); unquoteYAML(v) != "build" {
+			t.Errorf("pull_policy %q; want build, so that up always builds the checkout", v)
+		}
+	})
+
+	t.Run("Compose version named", func(t *testing.T) {
+		// env_file's required: needs Compose 2.24; the file must say so.
+		if !strings.Contains(readDeployFile(t, composePath), "Compose 2.24 or later") ||
+			!strings.Contains(readDeployFile(t, "../../docs/operations.md"), "2.24 or later") {
+			t.Error("docker-compose.yml and docs/operations.md must say that Compose 2.24 or later is needed (env_file's required:)")
+		}
 	})
 
 	t.Run("healthcheck", func(t *testing.T) {
@@ -525,6 +569,24 @@ func TestComposeMatchesCode(t *testing.T) {
 		secs, _ := strconv.Atoi(configDefault(t, "SERVER_GRACEFUL_SHUTDOWN_TIMEOUT"))
 		if drain := time.Duration(secs) * time.Second; d <= drain {
 			t.Errorf("stop_grace_period %v is not above SERVER_GRACEFUL_SHUTDOWN_TIMEOUT's default %v", d, drain)
+		}
+	})
+
+	t.Run("docker run stop timeout", func(t *testing.T) {
+		// Every docker run line in the docs and the Dockerfile gives docker
+		// stop as long as compose's stop_grace_period, so that Docker's
+		// default 10 s does not cut the drain.
+		v, _, _ := yamlGet(svc, "stop_grace_period")
+		d, _ := time.ParseDuration(v)
+		want := fmt.Sprintf("--stop-timeout %d", int(d.Seconds()))
+		runLine := regexp.MustCompile(`docker run (?:[^\n]*\\\n)*[^\n]*`)
+		files, _ := filepath.Glob(filepath.Join(docsDir, "*.md"))
+		for _, f := range append(files, readmePath, dockerfilePath) {
+			for _, m := range runLine.FindAllString(readDeployFile(t, f), -1) {
+				if !strings.Contains(m, want) {
+					t.Errorf("%s: %q has no %s (stop_grace_period %s)", filepath.Base(f), m, want, v)
+				}
+			}
 		}
 	})
 

@@ -292,7 +292,7 @@ func scenarios() []scenario {
 		list = append(list, scenario{
 			name:   "hostile",
 			setup:  "10 healthy keys; 10 % of requests are refused for their content whatever the key: moderation-flagged input (OpenRouter's 403) and another project's file (403 PERMISSION_DENIED)",
-			target: "(issue 18) healthy traffic ≥ 99.5 % success; no key leaves rotation",
+			target: "healthy traffic ≥ 99.5 % success; no key leaves rotation",
 			sim:    c, rate: 50, streamEvery: 4, mistakeShare: 0.1, mistakes: hostile,
 			probes: []time.Duration{3 * time.Second, 6 * time.Second, 9 * time.Second, 12 * time.Second, 15 * time.Second},
 			judge: func(r *report) ([]string, string) {
@@ -321,8 +321,8 @@ func scenarios() []scenario {
 		}
 		list = append(list, scenario{
 			name:   "groups",
-			setup:  "(issue 21) 2 groups of 4 keys on one provider: primary (MODELS=gpt-4o*, FALLBACK=secondary), secondary (reached only as the fallback); at 10 s every key of primary starts answering 429 insufficient_quota",
-			target: "(issue 21) ≥ 99.5 % success, ≤ 1.5 upstream attempts per request; mistakes never fall back",
+			setup:  "2 groups of 4 keys on one provider: primary (MODELS=gpt-4o*, FALLBACK=secondary), secondary (reached only as the fallback); at 10 s every key of primary starts answering 429 insufficient_quota",
+			target: "≥ 99.5 % success, ≤ 1.5 upstream attempts per request; mistakes never fall back",
 			sim:    c, rate: 50, streamEvery: 4, mistakeShare: 0.05,
 			// Mistakes the model routes to primary: a client fault is never
 			// a reason to fall back, so each costs one attempt.

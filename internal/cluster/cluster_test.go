@@ -276,7 +276,7 @@ func TestRedisOutageKeepsServingAndResyncs(t *testing.T) {
 			return true
 		}
 	}
-	waitFor(t, 3*time.Second, `both /health show "redis":"down"`, redisIs("down"))
+	waitFor(t, propagation, `both /health show "redis":"down"`, redisIs("down"))
 	n := sent.Load()
 	waitFor(t, 5*time.Second, "the load goes on during the outage", func() bool { return sent.Load() >= n+100 })
 	stopLoad()
@@ -439,20 +439,20 @@ func TestRecheckLeaseOneReplicaPerInterval(t *testing.T) {
 	mu.Unlock()
 
 	var got []time.Time
-	waitFor(t, 20*interval, "eight re-checks", func() bool {
+	waitFor(t, 60*interval, "eight re-checks", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		got = slices.Clone(checks[offset:])
 		return len(got) >= 8
 	})
-	// Without the lease both replicas check each interval: pairs of checks
-	// a few milliseconds apart. With it, one check per interval; the lease
-	// lasts 9/10 of one, so checks are at least that far apart, less
-	// scheduling noise.
-	for i := 1; i < len(got); i++ {
-		if gap := got[i].Sub(got[i-1]); gap < interval/2 {
-			t.Errorf("re-checks %d and %d were %v apart; want one per interval (%v)", i-1, i, gap, interval)
-		}
+	// Without the lease both replicas check each interval: n checks span
+	// about n/2 intervals. With it, one check per interval (the lease lasts
+	// 9/10 of one): n checks span at least n-1 leases. The whole span is
+	// checked, not each gap: a check a busy machine delays can come close
+	// to the next one, but delays only lengthen the span.
+	span := got[len(got)-1].Sub(got[0])
+	if least := time.Duration(len(got)-1) * interval * 7 / 10; span < least {
+		t.Errorf("%d re-checks within %v; want one per interval (%v), at least %v for them", len(got), span, interval, least)
 	}
 	for _, r := range []*replica{a, b} {
 		if _, ok := r.benched(t, bad); !ok {

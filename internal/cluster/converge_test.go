@@ -83,8 +83,11 @@ func convergeSeeds(getenv func(string) string) ([]uint64, error) {
 	return seeds, nil
 }
 
-// agreeWithin is how soon replicas must agree once Redis is reachable.
-const agreeWithin = 2 * time.Second
+// agreeWithin is how long replicas may take to agree once Redis is
+// reachable before the harness calls it a failure. They take tens of
+// milliseconds (each check logs it); the bound only catches replicas that
+// never agree, not a loaded machine, where a 2 s bound failed for nothing.
+const agreeWithin = 20 * time.Second
 
 // node is one in-process replica.
 type node struct {

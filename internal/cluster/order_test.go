@@ -45,7 +45,7 @@ func settled(t *testing.T, f *fixture, r *replica, marker string, others ...*rep
 	f.Script.set(marker, onlyFrom(r.Name, invalidKey))
 	blacklistThrough(t, r, marker)
 	for _, o := range others {
-		waitFor(t, 2*time.Second, o.Name+" shows the marker "+preview(marker), func() bool {
+		waitFor(t, propagation, o.Name+" shows the marker "+preview(marker), func() bool {
 			_, ok := o.benched(t, marker)
 			return ok
 		})
@@ -137,7 +137,7 @@ func TestResetWinsOverChangesQueuedBeforeIt(t *testing.T) {
 
 	link.Restore()
 	redisState(t, a, "up")
-	waitFor(t, 2*time.Second, "a resets as b asked", func() bool { _, ok := a.benched(t, k); return !ok })
+	waitFor(t, propagation, "a resets as b asked", func() bool { _, ok := a.benched(t, k); return !ok })
 	settled(t, f, a, marker, b)
 	for _, r := range []*replica{a, b} {
 		if got, ok := r.benched(t, k); ok {
@@ -159,7 +159,7 @@ func TestResetWinsOverChangesQueuedBeforeIt(t *testing.T) {
 	}
 	link.Restore()
 	redisState(t, a, "up")
-	waitFor(t, 2*time.Second, "a takes the shared blacklist back", func() bool { _, ok := a.benched(t, marker); return ok })
+	waitFor(t, propagation, "a takes the shared blacklist back", func() bool { _, ok := a.benched(t, marker); return ok })
 }
 
 // TestReaddedKeyStaysActive: a key blacklisted everywhere is removed from

@@ -218,20 +218,57 @@ func TestEpisodes(t *testing.T) {
 		},
 	})
 	u := s.URLs()
-	// Target 1 is down from the start: connection refused.
-	waitFor(t, 2*time.Second, "target 1 refusing", func() bool {
+	// What an answer must be is decided by the simulator's clock when the
+	// request was sent and answered, never by how fast this machine runs:
+	// a request wholly inside the storm must meet it, one sent after it
+	// must not, one that straddles an edge proves nothing. A busy machine
+	// may miss a window (logged); it cannot fail the test. The 10 s bounds
+	// only catch an episode that never ends.
+	const stormStart, stormEnd, downEnd = 300 * time.Millisecond, 600 * time.Millisecond, 400 * time.Millisecond
+
+	// Target 1 is down from the start (its listener is closed by a
+	// goroutine, so the very first moment proves nothing): connection
+	// refused, until it comes back.
+	refused := false
+	for !refused && s.elapsed() < downEnd {
 		_, err := http.Post(u[1]+"/v1/chat/completions", "application/json", strings.NewReader("{}"))
-		return errors.Is(err, syscall.ECONNREFUSED)
-	})
-	waitFor(t, 2*time.Second, "storm", func() bool { return post(t, u[0], keyGood, chatJSON("gpt-4o", false)).status == 429 })
-	for _, k := range []string{keyGood, keyQuiet} {
-		a := post(t, u[0], k, chatJSON("gpt-4o", false))
-		if s.elapsed() < 600*time.Millisecond && (a.status != 429 || a.code != "rate_limit_exceeded" || a.header.Get("Retry-After") != "2") {
-			t.Errorf("during the storm = %d %q Retry-After %q; want 429 rate_limit_exceeded Retry-After 2", a.status, a.code, a.header.Get("Retry-After"))
-		}
+		refused = errors.Is(err, syscall.ECONNREFUSED)
 	}
-	waitFor(t, 2*time.Second, "storm over", func() bool { return post(t, u[0], keyGood, chatJSON("gpt-4o", false)).status == 200 })
-	waitFor(t, 2*time.Second, "target 1 back", func() bool {
+	if !refused {
+		t.Logf("target 1's down window (%v) passed before a refusal was seen: the machine is busy; not checked", downEnd)
+	}
+
+	storms, inStorm, after := 0, 0, false
+	for deadline := time.Now().Add(10 * time.Second); !after; {
+		if time.Now().After(deadline) {
+			t.Fatalf("target 0 still not answering 200 10 s after its storm (until %v) should have ended", stormEnd)
+		}
+		for _, k := range []string{keyGood, keyQuiet} {
+			sent := s.elapsed()
+			a := post(t, u[0], k, chatJSON("gpt-4o", false))
+			got := s.elapsed()
+			if a.status == 429 && a.code == "rate_limit_exceeded" {
+				storms++
+			}
+			switch {
+			case sent >= stormStart && got < stormEnd:
+				inStorm++
+				if a.status != 429 || a.code != "rate_limit_exceeded" || a.header.Get("Retry-After") != "2" {
+					t.Errorf("during the storm (%v–%v) = %d %q Retry-After %q; want 429 rate_limit_exceeded Retry-After 2", sent, got, a.status, a.code, a.header.Get("Retry-After"))
+				}
+			case sent >= stormEnd:
+				after = true
+				if a.status != 200 {
+					t.Errorf("after the storm (sent at %v) = %d %q; want 200", sent, a.status, a.code)
+				}
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if inStorm == 0 {
+		t.Logf("no request fell wholly inside the storm (%v–%v): the machine is busy; not checked", stormStart, stormEnd)
+	}
+	waitFor(t, 10*time.Second, "target 1 back", func() bool {
 		resp, err := http.Post(u[1]+"/v1/chat/completions", "application/json", strings.NewReader("{}"))
 		if err == nil {
 			resp.Body.Close()
@@ -242,8 +279,8 @@ func TestEpisodes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Outcomes["storm"] < 3 || st.Outcomes["ok"] < 1 {
-		t.Errorf("outcomes = %v; want at least 3 storm and 1 ok", st.Outcomes)
+	if st.Outcomes["storm"] < int64(storms) || st.Outcomes["ok"] < 1 {
+		t.Errorf("outcomes = %v; want at least the %d storm answers seen and 1 ok", st.Outcomes, storms)
 	}
 	resp, err := http.Post(s.ControlURL()+"/reset", "", nil)
 	if err != nil {
@@ -263,7 +300,7 @@ func TestNoQuotaAt(t *testing.T) {
 	if a := post(t, u, keyGood, chatJSON("gpt-4o", false)); s.elapsed() < 300*time.Millisecond && a.status != 200 {
 		t.Errorf("before its credits run out = %d %s; want 200", a.status, a.body)
 	}
-	waitFor(t, 2*time.Second, "credits run out", func() bool {
+	waitFor(t, 10*time.Second, "credits run out", func() bool {
 		a := post(t, u, keyGood, chatJSON("gpt-4o", false))
 		return a.status == 429 && a.code == "insufficient_quota"
 	})

@@ -77,6 +77,12 @@ func stallingUpstream(t *testing.T, read bool, script func(c net.Conn)) (string,
 
 // timedClient gives up long after any bound under test, so that a proxy
 // that hangs fails the test rather than hanging it.
+//
+// Its 20 s is the hang bound of every test here: the timeouts under test are
+// 1 s, and what shows that one of them fired is the answer (a status, a cut
+// body) and the access line's reason, never how long it took, which on a
+// loaded machine is the machine's. Without them the stalled upstreams hold
+// a request until the client gives up.
 func timedClient() *http.Client {
 	return &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{DisableCompression: true}}
 }
@@ -84,7 +90,7 @@ func timedClient() *http.Client {
 // TestStalledErrorBodyRetriedElsewhere: an upstream that sends the headers
 // of a 500 or a 503 and then stalls in its body has the attempt classified
 // by its status once the error body's deadline passes, and retried: the
-// healthy second target serves the request within the bound.
+// healthy second target serves the request.
 func TestStalledErrorBodyRetriedElsewhere(t *testing.T) {
 	for _, tc := range []struct{ name, head string }{
 		{"500 with a length", "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n{\"error\":"},
@@ -106,12 +112,8 @@ func TestStalledErrorBodyRetriedElsewhere(t *testing.T) {
 				}
 				body, err := io.ReadAll(resp.Body)
 				resp.Body.Close()
-				took := time.Since(begin)
 				if err != nil || resp.StatusCode != http.StatusOK {
-					t.Errorf("request %d: %d %q (%v); want the healthy target's 200", i, resp.StatusCode, body, err)
-				}
-				if took > 3*time.Second {
-					t.Errorf("request %d answered after %v; want within 3 s (error body deadline 1 s)", i, took)
+					t.Errorf("request %d: %d %q (%v) after %v; want the healthy target's 200", i, resp.StatusCode, body, err, time.Since(begin))
 				}
 			}
 			if hits.Load() == 0 {
@@ -124,7 +126,7 @@ func TestStalledErrorBodyRetriedElsewhere(t *testing.T) {
 
 // TestStalledErrorBodyFinalAnswer: when the stalled error answer is the
 // last there is, the client gets its status and what of its body arrived,
-// then a cut connection (never a whole-looking answer), within the bound,
+// then a cut connection (never a whole-looking answer), cut by that deadline,
 // and the access line says why.
 func TestStalledErrorBodyFinalAnswer(t *testing.T) {
 	bad, _ := stallingUpstream(t, true, func(c net.Conn) {
@@ -139,13 +141,10 @@ func TestStalledErrorBodyFinalAnswer(t *testing.T) {
 	}
 	body, err := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	took := time.Since(begin)
 	if resp.StatusCode != http.StatusServiceUnavailable || err == nil || string(body) != `{"error":` {
-		t.Errorf("got %d %q, read error %v; want 503, the bytes that arrived, then an error", resp.StatusCode, body, err)
+		t.Errorf("got %d %q, read error %v after %v; want 503, the bytes that arrived, then an error", resp.StatusCode, body, err, time.Since(begin))
 	}
-	if took > 3*time.Second {
-		t.Errorf("answered after %v; want within 3 s (error body deadline 1 s)", took)
-	}
+	// The cut was the error body's deadline, not the client's timeout:
 	s.Logs.WaitFor(t, `"error":"upstream error body stalled"`, 5*time.Second)
 }
 
@@ -180,9 +179,7 @@ func TestStalledBodyCutByIdleTimeout(t *testing.T) {
 			if _, sent, _ := strings.Cut(tc.head, "\r\n\r\n"); resp != nil && len(sent) > 1000 && string(body) != sent {
 				t.Errorf("client got %d bytes; want the %d the upstream sent", len(body), len(sent))
 			}
-			if took > 4*time.Second {
-				t.Errorf("cut after %v; want within 4 s (STREAM_IDLE_TIMEOUT 1 s)", took)
-			}
+			// The cut was STREAM_IDLE_TIMEOUT's, not the client's timeout:
 			s.Logs.WaitFor(t, `"error":"stream idle timeout"`, 5*time.Second)
 			waitUntil(t, 5*time.Second, "the request finished", func() bool { return s.Proxy.InFlight() == 0 })
 		})
@@ -191,7 +188,7 @@ func TestStalledBodyCutByIdleTimeout(t *testing.T) {
 
 // TestUnreadBodyIsATimeout: an upstream that never reads a 24 MiB request
 // body gets RESPONSE_TIMEOUT counted from the start of sending: the client
-// gets 504 within the bound, and the request's MAX_CONCURRENT_REQUESTS slot
+// gets 504, and the request's MAX_CONCURRENT_REQUESTS slot
 // and spooled body are freed.
 func TestUnreadBodyIsATimeout(t *testing.T) {
 	dir := t.TempDir()
@@ -205,14 +202,10 @@ func TestUnreadBodyIsATimeout(t *testing.T) {
 		t.Fatalf("%v after %v", err, time.Since(begin))
 	}
 	resp.Body.Close()
-	took := time.Since(begin)
+	// 504 is RESPONSE_TIMEOUT's answer: without it the client's own
+	// timeout would have ended the request with an error above.
 	if resp.StatusCode != http.StatusGatewayTimeout {
-		t.Errorf("status %d; want 504", resp.StatusCode)
-	}
-	// Reading the body from the client and spooling it take a moment
-	// under the race detector; the wait upstream is the 1 s under test.
-	if took > 5*time.Second {
-		t.Errorf("answered after %v; want within 5 s (RESPONSE_TIMEOUT 1 s)", took)
+		t.Errorf("status %d after %v; want 504", resp.StatusCode, time.Since(begin))
 	}
 	if hits.Load() != 1 {
 		t.Errorf("upstream got %d connections; want 1 (a timeout after sending began is not retried)", hits.Load())
@@ -261,8 +254,8 @@ func TestDeadlinesOverHTTP2(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if took := time.Since(begin); resp.StatusCode != http.StatusGatewayTimeout || took > 5*time.Second {
-		t.Errorf("unread body: %d after %v; want 504 within 5 s", resp.StatusCode, took)
+	if resp.StatusCode != http.StatusGatewayTimeout {
+		t.Errorf("unread body: %d after %v; want 504 (RESPONSE_TIMEOUT)", resp.StatusCode, time.Since(begin))
 	}
 	if p := proto.Load(); p != 2 {
 		t.Fatalf("the upstream saw HTTP/%d; the test is about HTTP/2", p)
@@ -274,8 +267,8 @@ func TestDeadlinesOverHTTP2(t *testing.T) {
 		_, err = io.ReadAll(resp.Body)
 		resp.Body.Close()
 	}
-	if took := time.Since(begin); err == nil || took > 4*time.Second {
-		t.Errorf("stalled JSON body: error %v after %v; want the connection cut within 4 s", err, took)
+	if err == nil {
+		t.Errorf("stalled JSON body ended cleanly after %v; want the connection cut", time.Since(begin))
 	}
 	s.Logs.WaitFor(t, `"error":"stream idle timeout"`, 5*time.Second)
 

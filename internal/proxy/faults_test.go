@@ -56,8 +56,10 @@ func Test1xxNotRelayed(t *testing.T) {
 	req.Header.Set("Origin", "https://app.example")
 	req.Header.Set("Expect", "100-continue")
 	req = req.WithContext(httptrace.WithClientTrace(req.Context(), trace))
-	c := &http.Client{Transport: &http.Transport{ExpectContinueTimeout: 5 * time.Second}}
-	start := time.Now()
+	// The client holds the body back until a 100 comes, for up to 30 s: the
+	// proxy answering at once shows as exactly one 100 below, not as a time
+	// (the client sends anyway after 30 s, and the count is 0).
+	c := &http.Client{Transport: &http.Transport{ExpectContinueTimeout: 30 * time.Second}}
 	resp, err := c.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -77,9 +79,6 @@ func Test1xxNotRelayed(t *testing.T) {
 	}
 	if n := continues.Load(); n != 1 {
 		t.Errorf("client received %d 100 Continue; want exactly 1 (the proxy's)", n)
-	}
-	if took := time.Since(start); took > 900*time.Millisecond {
-		t.Errorf("request took %v; want no wait for an upstream 100", took)
 	}
 	if h := up.Requests()[0].Header.Get("Expect"); h != "" {
 		t.Errorf("upstream saw Expect: %q; want none", h)

@@ -64,7 +64,7 @@ func TestOpenAISDKStreamsThroughKeepalives(t *testing.T) {
 	}
 	// The access line counts what went to the client: more than the
 	// upstream sent, by the keepalive comments.
-	e.Logs.WaitFor(t, `"msg":"request"`, 2*time.Second)
+	e.Logs.WaitFor(t, `"msg":"request"`, 10*time.Second)
 	m := regexp.MustCompile(`"bytes":(\d+)`).FindStringSubmatch(e.Logs.String())
 	if m == nil {
 		t.Fatalf("no bytes in the access line:\n%s", e.Logs.String())

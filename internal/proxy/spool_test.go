@@ -76,7 +76,7 @@ func TestSpoolFailureIs503(t *testing.T) {
 			if up.Count() != 0 {
 				t.Errorf("upstream got %d requests; want none", up.Count())
 			}
-			s.Logs.WaitFor(t, "request body could not be kept for retries", 2*time.Second)
+			s.Logs.WaitFor(t, "request body could not be kept for retries", 10*time.Second)
 			if open := openSpoolFiles(); open != 0 {
 				t.Errorf("%d spool files open after the request; want none", open)
 			}

@@ -107,12 +107,12 @@ func TestClientDisconnectCancelsUpstream(t *testing.T) {
 	rec := up.Requests()[0]
 	select {
 	case <-rec.Cancelled:
-	case <-time.After(2 * time.Second):
-		t.Fatal("upstream request not cancelled within 2s of the client leaving")
+	case <-time.After(10 * time.Second):
+		t.Fatal("upstream request not cancelled within 10 s of the client leaving")
 	}
 	// The stream's access line is still written: status 200 (the headers
 	// went out) with the bytes actually sent.
-	e.Logs.WaitFor(t, `"msg":"request"`, 2*time.Second)
+	e.Logs.WaitFor(t, `"msg":"request"`, 10*time.Second)
 	if !strings.Contains(e.Logs.String(), `"path":"/v1/chat/completions","status":200`) {
 		t.Errorf("access line for the abandoned stream missing or wrong:\n%s", e.Logs.String())
 	}

@@ -204,8 +204,11 @@ func TestTLSHandshakeTimeoutMovesOn(t *testing.T) {
 			t.Fatal(err)
 		}
 		resp.Body.Close()
-		if took := time.Since(begin); resp.StatusCode != http.StatusOK || took > 5*time.Second {
-			t.Errorf("request %d: status %d after %v; want 200 within 5 s", i, resp.StatusCode, took)
+		// Unbounded, the silent handshake would hold the attempt until
+		// RESPONSE_TIMEOUT (600 s): 30 s only catches that, not a slow
+		// machine (the handshake timeout is 1 s).
+		if took := time.Since(begin); resp.StatusCode != http.StatusOK || took > 30*time.Second {
+			t.Errorf("request %d: status %d after %v; want 200, the silent handshake cut by REQUEST_TIMEOUT (1 s) long before RESPONSE_TIMEOUT", i, resp.StatusCode, took)
 		}
 	}
 	if silent.Load() == 0 {

@@ -281,8 +281,9 @@ func TestStreamIdleTimeout(t *testing.T) {
 	})
 	e := start(t, testKeys, []string{up.URL}, map[string]string{"STREAM_IDLE_TIMEOUT": "1"})
 	// A deadline, so that a stream never cut fails the test instead of
-	// hanging it.
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	// hanging it: 60 s only a stream that is never cut reaches, whatever
+	// the machine's load.
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, e.URL+"/v1/chat/completions", strings.NewReader(`{"stream":true}`))
 	resp, err := client().Do(req)
@@ -299,17 +300,18 @@ func TestStreamIdleTimeout(t *testing.T) {
 		t.Errorf("client got %q before the cut; want the events sent", body)
 	}
 	if ctx.Err() != nil {
-		t.Fatal("stream not cut within 10s")
+		t.Fatal("stream not cut within 60 s: STREAM_IDLE_TIMEOUT=1 did not fire")
 	}
-	if d := time.Since(begin); d < 900*time.Millisecond || d > 5*time.Second {
-		t.Errorf("cut after %v; want about 1s", d)
+	// Not before the idle timeout (a load can only make it later).
+	if d := time.Since(begin); d < 900*time.Millisecond {
+		t.Errorf("cut after %v; want after STREAM_IDLE_TIMEOUT (1 s)", d)
 	}
 	select {
 	case <-up.Requests()[0].Cancelled:
-	case <-time.After(2 * time.Second):
+	case <-time.After(30 * time.Second): // a hang bound
 		t.Error("upstream request not cancelled after the idle timeout")
 	}
-	e.Logs.WaitFor(t, `"error":"stream idle timeout"`, 2*time.Second)
+	e.Logs.WaitFor(t, `"error":"stream idle timeout"`, 10*time.Second)
 	if !strings.Contains(e.Logs.String(), `"level":"error"`) {
 		t.Errorf("access line for the cut stream not at error level:\n%s", e.Logs.String())
 	}
@@ -406,7 +408,7 @@ func TestStreamBrokenAfterCommit(t *testing.T) {
 	if up.Count() != 1 {
 		t.Errorf("upstream saw %d attempts; want 1", up.Count())
 	}
-	e.Logs.WaitFor(t, `"error":"upstream stream broken"`, 2*time.Second)
+	e.Logs.WaitFor(t, `"error":"upstream stream broken"`, 10*time.Second)
 }
 
 // TestWindowSkipsCompressedStreams: events of a compressed stream cannot be

@@ -29,5 +29,5 @@ func TestWindowErrorFinalAnswerIsAFailure(t *testing.T) {
 	if got := metric(t, e, `gpt_load_requests_total{code="5xx",target="`+up.URL+`"}`); got != 1 {
 		t.Errorf(`requests_total{code="5xx"} = %v; want 1`, got)
 	}
-	e.Logs.WaitFor(t, `"status":529`, time.Second)
+	e.Logs.WaitFor(t, `"status":529`, 10*time.Second)
 }

@@ -174,18 +174,17 @@ func TestPageBadParams(t *testing.T) {
 }
 
 // TestStatsKeysMillion is paging of key lists (docs/api.md, "Management
-// endpoints") end to end: with a million keys a page answers well under a
-// second and the heap after it is what it was before, not the 137 MB
-// answer of a list of every key. The figures are logged for the issue's
-// closing note. Under -race it uses 200,000 keys (run it without -race for
+// endpoints") end to end: with a million keys a page allocates what a page
+// needs and the heap after it is what it was before, not the 137 MB answer
+// of a list of every key. The figures, time included, are logged. Under -race it uses 200,000 keys (run it without -race for
 // the million).
 func TestStatsKeysMillion(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds a million keys; skipped with -short")
 	}
-	n, bound := 1_000_000, time.Second
+	n := 1_000_000
 	if raceEnabled {
-		n, bound = 200_000, 5*time.Second
+		n = 200_000
 	}
 	keys := make([]string, n)
 	for i := range keys {
@@ -224,11 +223,9 @@ func TestStatsKeysMillion(t *testing.T) {
 		if resp.StatusCode != http.StatusOK {
 			t.Fatalf("GET %s = %d %s", path, resp.StatusCode, body)
 		}
-		// Without -race a page takes tens of milliseconds; the bound
-		// leaves room for a shared, loaded machine.
-		if took > bound {
-			t.Errorf("GET %s took %v over %d keys; want well under a second", path, took, n)
-		}
+		// The time is logged, not checked: it is the machine's as much as
+		// the code's (internal/keymanager's BenchmarkPage measures the
+		// scan); the allocation bound below is what scales with the pool.
 		if alloc > 64<<20 { // a page of 10000 is about 30 MB under -race
 			t.Errorf("GET %s allocated %d MB over %d keys; want what a page needs", path, alloc>>20, n)
 		}
