@@ -84,10 +84,17 @@ func convergeSeeds(getenv func(string) string) ([]uint64, error) {
 }
 
 // agreeWithin is how long replicas may take to agree once Redis is
-// reachable before the harness calls it a failure. They take tens of
-// milliseconds (each check logs it); the bound only catches replicas that
-// never agree, not a loaded machine, where a 2 s bound failed for nothing.
-const agreeWithin = 20 * time.Second
+// reachable before the harness calls it a failure. `make chaos`
+// (CONVERGE_SEEDS set) holds SPEC §17's 2 s, run alone; the short run in
+// `make test`, which shares the machine with every other package, only
+// catches replicas that never agree (20 s), since a 2 s bound failed there
+// for nothing. They take tens of milliseconds; each check logs it.
+var agreeWithin = func() time.Duration {
+	if os.Getenv("CONVERGE_SEEDS") != "" || os.Getenv("CONVERGE_SEED") != "" {
+		return 2 * time.Second
+	}
+	return 20 * time.Second
+}()
 
 // node is one in-process replica.
 type node struct {
