@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -85,7 +86,9 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 		return nil
 	}
 
-	getenv, err := withEnvFile(*envFile, getenv)
+	named := false
+	fs.Visit(func(f *flag.Flag) { named = named || f.Name == "env-file" })
+	getenv, unknown, err := withEnvFile(*envFile, named, getenv)
 	if err != nil {
 		return err
 	}
@@ -125,6 +128,11 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 	}
 	defer closeLog()
 
+	for _, name := range unknown {
+		// The name only: the value may be a key.
+		log.WithFields(logrus.Fields{"file": *envFile, "variable": name}).
+			Warnf("unknown variable %s in the env file, ignored: did you mean %s?", name, config.Closest(name))
+	}
 	if parsed.Duplicates > 0 {
 		log.WithField("count", parsed.Duplicates).Warn("dropped duplicate keys from the keys file")
 	}
@@ -215,25 +223,38 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 	return nil
 }
 
-// withEnvFile returns a getenv that falls back to the values in path, when
-// the file exists. Variables set in the environment win.
-func withEnvFile(path string, getenv func(string) string) (func(string) string, error) {
+// withEnvFile returns a getenv that falls back to the values in path.
+// Variables set in the environment win. A missing file is fine when it is
+// the default .env, and an error when it was named on the command line
+// (named): a misspelled name must not start the proxy without its
+// AUTH_KEY. unknown lists, sorted, the file's variables that gpt-load does
+// not read.
+func withEnvFile(path string, named bool, getenv func(string) string) (_ func(string) string, unknown []string, _ error) {
 	if path == "" {
-		return getenv, nil
+		return getenv, nil, nil
 	}
 	vals, err := godotenv.Read(path)
+	if errors.Is(err, os.ErrNotExist) && !named {
+		return getenv, nil, nil
+	}
 	if errors.Is(err, os.ErrNotExist) {
-		return getenv, nil
+		return nil, nil, fmt.Errorf("env file %q (-env-file): no such file", path)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("env file %q: %w", path, err)
+		return nil, nil, fmt.Errorf("env file %q: %w", path, err)
 	}
+	for name := range vals {
+		if !config.Known(name) {
+			unknown = append(unknown, name)
+		}
+	}
+	slices.Sort(unknown)
 	return func(name string) string {
 		if v := getenv(name); v != "" {
 			return v
 		}
 		return vals[name]
-	}, nil
+	}, unknown, nil
 }
 
 func logStartup(log *logrus.Entry, cfg *config.Config, addr string, keyCount int, targets *upstream.Balancer) {

@@ -487,3 +487,47 @@ func TestGroupsStartup(t *testing.T) {
 		}
 	}
 }
+
+// A named env file that does not exist stops startup with its name (it may
+// be the one holding AUTH_KEY); the default .env may be missing.
+func TestNamedEnvFileMissingIsAnError(t *testing.T) {
+	dir := t.TempDir()
+	keys := filepath.Join(dir, "keys.txt")
+	writeKeys(t, keys, testKeys...)
+	listened := false
+	noListen := hooks{listen: func(string) (net.Listener, error) { listened = true; return nil, errors.New("must not listen") }}
+	err := runWith(context.Background(), []string{"gpt-load", "-env-file", filepath.Join(dir, "nosuch.env")},
+		mapEnv(map[string]string{"KEYS_FILE": keys}), io.Discard, io.Discard, noListen)
+	if err == nil || !strings.Contains(err.Error(), "nosuch.env") || exitCode(err) == 0 {
+		t.Errorf("err %v (exit %d); want a non-zero exit naming nosuch.env", err, exitCode(err))
+	}
+	if listened {
+		t.Error("listened before failing on a missing env file")
+	}
+
+	// The binary, in a directory without .env and no -env-file: starts.
+	startBinary(t, "KEYS_FILE="+keys)
+}
+
+// An unknown variable in the env file is named at startup with the known
+// one it most resembles, never with its value.
+func TestUnknownEnvFileVariableIsWarned(t *testing.T) {
+	dir := t.TempDir()
+	keys := filepath.Join(dir, "keys.txt")
+	writeKeys(t, keys, testKeys...)
+	envFile := filepath.Join(dir, "my.env")
+	os.WriteFile(envFile, []byte("KEYS_FILE="+keys+"\nOPENAI_BASEURL=http://secret-value.example\nMAX_RETRY=sk-value-not-shown\n"), 0o600)
+	var out testlog.Buffer
+	serving(t, map[string]string{"ENV_FILE": envFile}, &out)
+	logs := out.String()
+	for _, w := range []string{"OPENAI_BASEURL", "did you mean OPENAI_BASE_URL?", "MAX_RETRY", "did you mean MAX_RETRIES?"} {
+		if !strings.Contains(logs, w) {
+			t.Errorf("startup log lacks %q:\n%s", w, logs)
+		}
+	}
+	for _, s := range []string{"secret-value", "sk-value-not-shown"} {
+		if strings.Contains(logs, s) {
+			t.Errorf("startup log shows a value of an unknown variable:\n%s", logs)
+		}
+	}
+}
