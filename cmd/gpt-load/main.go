@@ -136,6 +136,9 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 	if parsed.Duplicates > 0 {
 		log.WithField("count", parsed.Duplicates).Warn("dropped duplicate keys from the keys file")
 	}
+	if len(parsed.Spaced) > 0 {
+		log.WithFields(keymanager.SpacedFields(parsed.Spaced)).Warn(keymanager.SpacedWarning)
+	}
 	opts := server.Options{}
 	if cfg.GroupsDir != "" {
 		opts.Groups, opts.Getenv = specs, getenv

@@ -531,3 +531,31 @@ func TestUnknownEnvFileVariableIsWarned(t *testing.T) {
 		}
 	}
 }
+
+// A keys-file line with a trailing comment is its key; a line that still
+// holds whitespace is skipped with a warning naming its number, not text.
+func TestKeysFileCommentsAndSpacedLines(t *testing.T) {
+	dir := t.TempDir()
+	keys := filepath.Join(dir, "keys.txt")
+	os.WriteFile(keys, []byte(testKeys[0]+" # trailing comment\nBearer sk-spaced-secret-1234\n"+testKeys[1]+"\n"), 0o600)
+	up := testupstream.New(t, nil)
+	var out testlog.Buffer
+	url, _ := serving(t, map[string]string{"KEYS_FILE": keys, "OPENAI_BASE_URL": up.URL, "LOG_FORMAT": "json"}, &out)
+	logs := out.String()
+	for _, w := range []string{`"keys":2`, "whitespace inside", `"lines":"[2]"`} {
+		if !strings.Contains(logs, w) {
+			t.Errorf("startup log lacks %s:\n%s", w, logs)
+		}
+	}
+	if strings.Contains(logs, "sk-spaced-secret") || strings.Contains(logs, "trailing comment") {
+		t.Errorf("startup log shows a line's text:\n%s", logs)
+	}
+	resp, err := http.Get(url + "/v1/models")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("status %d; want 200 with the commented key", resp.StatusCode)
+	}
+}
