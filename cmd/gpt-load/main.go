@@ -266,7 +266,7 @@ func logStartup(log *logrus.Entry, cfg *config.Config, addr string, keyCount int
 		"listen":  addr,
 		"keys":    keyCount,
 		"auth":    !cfg.AuthKey.Empty(),
-		"cors":    cfg.CORS.Enabled,
+		"cors":    corsOn(cfg),
 		"metrics": true,
 	}).Info("gpt-load started")
 	v1 := 0
@@ -282,6 +282,7 @@ func logStartup(log *logrus.Entry, cfg *config.Config, addr string, keyCount int
 	if cfg.AuthKey.Empty() && !isLoopback(cfg.Host) {
 		log.Warn("AUTH_KEY is empty and HOST is not loopback: anyone who reaches this port can spend your keys")
 	}
+	logCORSOff(log, cfg)
 }
 
 // logGroups is logStartup with GROUPS_DIR: the daemon, then each group
@@ -293,7 +294,7 @@ func logGroups(log *logrus.Entry, cfg *config.Config, addr string, gs []server.G
 	}
 	log.WithFields(logrus.Fields{
 		"version": version, "listen": addr, "groups": len(gs), "keys": keys,
-		"auth": !cfg.AuthKey.Empty(), "cors": cfg.CORS.Enabled, "metrics": true,
+		"auth": !cfg.AuthKey.Empty(), "cors": corsOn(cfg), "metrics": true,
 	}).Info("gpt-load started")
 	for _, g := range gs {
 		log.WithFields(logrus.Fields{"group": g.Name, "keys": g.Keys, "upstreams": strings.Join(g.Upstreams, ","),
@@ -302,6 +303,19 @@ func logGroups(log *logrus.Entry, cfg *config.Config, addr string, gs []server.G
 	}
 	if cfg.AuthKey.Empty() && !isLoopback(cfg.Host) {
 		log.Warn("AUTH_KEY is empty and HOST is not loopback: anyone who reaches this port can spend your keys in every group without tokens")
+	}
+	logCORSOff(log, cfg)
+}
+
+// corsOn reports whether some browser origin gets CORS headers.
+func corsOn(cfg *config.Config) bool {
+	return cfg.CORS.Enabled && len(cfg.CORS.AllowedOrigins) > 0
+}
+
+// logCORSOff says why CORS is off without AUTH_KEY (SPEC §6).
+func logCORSOff(log *logrus.Entry, cfg *config.Config) {
+	if cfg.CORS.Enabled && cfg.CORS.NoOriginsWithoutAuth {
+		log.Info("CORS: no origin allowed, since AUTH_KEY is empty and ALLOWED_ORIGINS is not set: no web page can call this proxy (set ALLOWED_ORIGINS to allow one)")
 	}
 }
 

@@ -559,3 +559,50 @@ func TestKeysFileCommentsAndSpacedLines(t *testing.T) {
 		t.Errorf("status %d; want 200 with the commented key", resp.StatusCode)
 	}
 }
+
+// TestNoCORSWithoutAuthKey (SPEC §6): with no AUTH_KEY and ALLOWED_ORIGINS
+// unset, a page on https://evil.example cannot call the proxy from a local
+// browser; set explicitly, ALLOWED_ORIGINS works as before.
+func TestNoCORSWithoutAuthKey(t *testing.T) {
+	dir := t.TempDir()
+	keys := filepath.Join(dir, "keys.txt")
+	writeKeys(t, keys, testKeys...)
+	up := testupstream.New(t, nil)
+	for _, tt := range []struct {
+		name, origins, want string
+	}{
+		{"unset", "", ""},
+		{"explicit", "https://evil.example", "https://evil.example"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var out testlog.Buffer
+			url, _ := serving(t, map[string]string{"KEYS_FILE": keys, "OPENAI_BASE_URL": up.URL, "ALLOWED_ORIGINS": tt.origins}, &out)
+			pre, _ := http.NewRequest(http.MethodOptions, url+"/v1/chat/completions", nil)
+			pre.Header.Set("Origin", "https://evil.example")
+			pre.Header.Set("Access-Control-Request-Method", "POST")
+			pre.Header.Set("Access-Control-Request-Headers", "content-type")
+			resp, err := http.DefaultClient.Do(pre)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if got := resp.Header.Get("Access-Control-Allow-Origin"); got != tt.want {
+				t.Errorf("preflight: Access-Control-Allow-Origin %q; want %q", got, tt.want)
+			}
+			post, _ := http.NewRequest(http.MethodPost, url+"/v1/chat/completions", strings.NewReader(`{"model":"m"}`))
+			post.Header.Set("Origin", "https://evil.example")
+			post.Header.Set("Content-Type", "application/json")
+			resp, err = http.DefaultClient.Do(post)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if got := resp.Header.Get("Access-Control-Allow-Origin"); got != tt.want {
+				t.Errorf("POST: Access-Control-Allow-Origin %q; want %q", got, tt.want)
+			}
+			if off := strings.Contains(out.String(), "CORS: no origin allowed"); off != (tt.want == "") {
+				t.Errorf("startup says CORS is off: %v; want %v\n%s", off, tt.want == "", out.String())
+			}
+		})
+	}
+}
