@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -163,9 +164,9 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 	}
 	parts := app.Parts()
 	if len(opts.Groups) > 0 {
-		logGroups(log, cfg, ln.Addr().String(), app.Groups())
+		logGroups(log, cfg, shownAddr(cfg.Host, ln.Addr()), app.Groups())
 	} else {
-		logStartup(log, cfg, ln.Addr().String(), parts.Keys.Len(), parts.Targets)
+		logStartup(log, cfg, shownAddr(cfg.Host, ln.Addr()), parts.Keys.Len(), parts.Targets)
 	}
 
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
@@ -305,6 +306,16 @@ func logGroups(log *logrus.Entry, cfg *config.Config, addr string, gs []server.G
 		log.Warn("AUTH_KEY is empty and HOST is not loopback: anyone who reaches this port can spend your keys in every group without tokens")
 	}
 	logCORSOff(log, cfg)
+}
+
+// shownAddr is the listen address as the startup line shows it: Go reports
+// a listener on every interface as [::]:3000 even for HOST=0.0.0.0, so then
+// HOST is shown as given, with the port listened on.
+func shownAddr(host string, addr net.Addr) string {
+	if ta, ok := addr.(*net.TCPAddr); ok && ta.IP.IsUnspecified() && host != "" {
+		return net.JoinHostPort(host, strconv.Itoa(ta.Port))
+	}
+	return addr.String()
 }
 
 // corsOn reports whether some browser origin gets CORS headers.

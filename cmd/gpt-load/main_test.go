@@ -606,3 +606,16 @@ func TestNoCORSWithoutAuthKey(t *testing.T) {
 		})
 	}
 }
+
+// TestStartupShowsHostAsGiven: HOST=0.0.0.0 is shown as 0.0.0.0, not as
+// the [::] Go reports for a listener on every interface.
+func TestStartupShowsHostAsGiven(t *testing.T) {
+	dir := t.TempDir()
+	keys := filepath.Join(dir, "keys.txt")
+	writeKeys(t, keys, testKeys...)
+	p := startBinary(t, "KEYS_FILE="+keys, "HOST=0.0.0.0", "AUTH_KEY=t")
+	port := p.url[strings.LastIndex(p.url, ":")+1:]
+	if want := `listen="0.0.0.0:` + port + `"`; !strings.Contains(p.out.String(), want) {
+		t.Errorf("startup line lacks %s:\n%s", want, p.out.String())
+	}
+}
