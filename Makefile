@@ -41,8 +41,23 @@ help: ## list the targets (default)
 	@echo "Management targets talk to http://localhost:PORT (PORT from the environment,"
 	@echo "then .env, else 3000) and send AUTH_KEY as a bearer token when it is set."
 
+# run and dev build into bin/ and then start the binary, rather than use
+# `go run`: go run exits 1 when it sees Ctrl-C, whatever the program's own
+# status. And a terminal's Ctrl-C reaches make too, which then dies by it even
+# after a clean stop; so on a terminal the binary runs as a job of its own
+# (bash -m) that alone gets the Ctrl-C, and make ends with its status: 0
+# after a clean stop, 130 after a second Ctrl-C cut the drain short.
+RUN_BIN := $(BIN_DIR)/.run/$(BINARY)
+define foreground
+	if [ -t 0 ] && command -v bash >/dev/null 2>&1; then \
+		exec bash -m -c '"$$0" "$$@"; exit $$?' $(1); \
+	else exec $(1); fi
+endef
+
 run: ## run the proxy from source (reads .env and keys.txt in this directory)
-	go run -ldflags '-X main.version=$(VERSION)' $(PKG) $(ARGS)
+	@echo "make run: building $(RUN_BIN); the first build downloads and compiles the dependencies (a minute or two), listing each package"
+	@go build -v -ldflags '-X main.version=$(VERSION)' -o $(RUN_BIN) $(PKG)
+	@$(call foreground,$(RUN_BIN) $(ARGS))
 
 demo: ## try it without provider keys: a simulated provider (3 healthy keys, 1 revoked, 1 rate-limited) and gpt-load in front on 127.0.0.1:3000 (PORT=n); Ctrl-C stops both
 	@echo "building gpt-load (the first build takes a minute or two)..."
@@ -50,7 +65,9 @@ demo: ## try it without provider keys: a simulated provider (3 healthy keys, 1 r
 	@exec $(BIN_DIR)/$(BINARY)-demo -demo
 
 dev: ## run with LOG_LEVEL=debug and the race detector
-	LOG_LEVEL=debug go run $(RACE) -ldflags '-X main.version=$(VERSION)' $(PKG) $(ARGS)
+	@echo "make dev: building $(RUN_BIN) with the race detector; the first build takes a minute or two, listing each package"
+	@go build -v $(RACE) -ldflags '-X main.version=$(VERSION)' -o $(RUN_BIN) $(PKG)
+	@LOG_LEVEL=debug; export LOG_LEVEL; $(call foreground,$(RUN_BIN) $(ARGS))
 
 build: ## build a static binary into bin/gpt-load
 	CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN_DIR)/$(BINARY) $(PKG)

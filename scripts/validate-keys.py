@@ -199,6 +199,21 @@ def mask(s):
     return s[:head] + "\u2026" + s[n - tail:]
 
 
+def is_space(c):
+    """Mirror of Go's unicode.IsSpace (Python's isspace also takes \\x1c-\\x1f)."""
+    return c in "\t\n\v\f\r \x85\xa0" if ord(c) <= 0xFF else c.isspace()
+
+
+def go_trim(s):
+    """Mirror of Go's strings.TrimSpace."""
+    i, j = 0, len(s)
+    while i < j and is_space(s[i]):
+        i += 1
+    while j > i and is_space(s[j - 1]):
+        j -= 1
+    return s[i:j]
+
+
 def read_keys(path):
     """Parse like keymanager.Parse. Returns (keys, duplicate lines, duplicated keys)."""
     try:
@@ -212,18 +227,32 @@ def read_keys(path):
         data = data[3:]
     text = data.decode("utf-8", errors="surrogateescape")
     keys, seen, dups, dup_keys = [], set(), 0, {}
+    spaced = []
     for n, line in enumerate(text.split("\n"), 1):
-        line = line.strip()
+        line = go_trim(line)
         if not line or line[0] == "#":
             continue
-        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in line):
+        # A "#" after whitespace starts a comment; a line that still holds
+        # whitespace is not a key (only its number is shown).
+        for i in range(1, len(line)):
+            if line[i] == "#" and is_space(line[i - 1]):
+                line = go_trim(line[:i])
+                break
+        if any((ord(c) < 0x20 and not is_space(c)) or ord(c) == 0x7F for c in line):
             raise UsageError("keys file %s: line %d: key contains a control character" % (json.dumps(path), n))
+        if any(is_space(c) for c in line):
+            spaced.append(n)
+            continue
         if line in seen:
             dups += 1
             dup_keys[line] = None
             continue
         seen.add(line)
         keys.append(line)
+    if spaced:
+        sys.stderr.write("%s: keys file %s: skipped %d line%s holding whitespace inside (a key has none): "
+                         "line%s %s\n" % (PROG, json.dumps(path), len(spaced), "" if len(spaced) == 1 else "s",
+                                          "" if len(spaced) == 1 else "s", ", ".join(map(str, spaced[:10]))))
     if not keys:
         raise UsageError("keys file %s: no keys (only blank lines and # comments)" % json.dumps(path))
     return keys, dups, list(dup_keys)
@@ -441,6 +470,10 @@ class Progress:
 
 # ---------------------------------------------------------------- output
 
+# The result files hold raw keys: by default they go into this folder, which
+# .gitignore lists, so that a `git add .` in the checkout cannot commit them.
+DEFAULT_OUTPUT = "validated-keys"
+
 def write_keys(folder, name, keys):
     """Write keys one per line, mode 0600, replacing the file atomically."""
     path = os.path.join(folder, name)
@@ -488,8 +521,9 @@ def parse_args(argv):
                    help="keys checked at once (default: 10)")
     p.add_argument("-t", "--timeout", metavar="SECONDS", type=float, default=15.0,
                    help="timeout of each check, connecting and each read (default: 15)")
-    p.add_argument("-o", "--output", metavar="DIR", default=".",
-                   help="folder for the result files, created if missing (default: .)")
+    p.add_argument("-o", "--output", metavar="DIR", default=DEFAULT_OUTPUT,
+                   help="folder for the result files, created (mode 0700) if missing (default: %s, "
+                        "which the repository's .gitignore ignores: the files hold raw keys)" % DEFAULT_OUTPUT)
     p.add_argument("--auth-style", choices=STYLES, metavar="STYLE",
                    help="how the key is sent: auto (by host, like the proxy), bearer, azure, anthropic, "
                         "gemini (default: UPSTREAM_AUTH_STYLE, else auto)")
@@ -531,7 +565,7 @@ def run(a):
     keys_file, raw_url, scheme, netloc, base, style = configure(a)
     keys, dup_lines, dup_keys = read_keys(keys_file)
     try:
-        os.makedirs(a.output, exist_ok=True)
+        os.makedirs(a.output, mode=0o700, exist_ok=True)
     except OSError as e:
         raise UsageError("output folder %s: %s" % (json.dumps(a.output), describe_os_error(e)))
     if not os.path.isdir(a.output):
@@ -644,6 +678,8 @@ def report(a, keys, results, counts, dup_lines, dup_keys, not_checked, elapsed,
             out.append("  ... and %d more (all in error_keys.txt)" % (len(errs) - shown))
     if written:
         out.append("wrote " + ", ".join("%s (%d)" % w for w in written))
+        out.append("the result files are in %s/ (raw keys, mode 0600; keep them out of version control)"
+                   % os.path.abspath(a.output))
     sys.stdout.write("\n".join(out) + "\n")
     sys.stdout.flush()
 

@@ -126,6 +126,10 @@ func run(t *testing.T, dir string, env []string, args ...string) result {
 	return res
 }
 
+// defaultOut is where the result files go without -o: a folder that
+// .gitignore lists.
+const defaultOut = "validated-keys"
+
 func writeFile(t *testing.T, path, content string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
@@ -258,9 +262,9 @@ func TestAllUsableExitsZero(t *testing.T) {
 	if res.code != 0 {
 		t.Errorf("exit status %d; want 0", res.code)
 	}
-	wantKeys(t, dir, "valid_keys.txt", keyValid, keyValid2, keyRate)
-	wantKeys(t, dir, "invalid_keys.txt")
-	wantKeys(t, dir, "duplicate_keys.txt")
+	wantKeys(t, filepath.Join(dir, defaultOut), "valid_keys.txt", keyValid, keyValid2, keyRate)
+	wantKeys(t, filepath.Join(dir, defaultOut), "invalid_keys.txt")
+	wantKeys(t, filepath.Join(dir, defaultOut), "duplicate_keys.txt")
 	for _, r := range up.Requests() {
 		if r.Path != "/gw/v1/models" {
 			t.Errorf("upstream saw %s; want /gw/v1/models", r.Path)
@@ -296,8 +300,8 @@ func TestAuthStyles(t *testing.T) {
 			if res.code != 1 {
 				t.Errorf("exit status %d; want 1", res.code)
 			}
-			wantKeys(t, dir, "valid_keys.txt", keyValid)
-			wantKeys(t, dir, "invalid_keys.txt", keyInvalid)
+			wantKeys(t, filepath.Join(dir, defaultOut), "valid_keys.txt", keyValid)
+			wantKeys(t, filepath.Join(dir, defaultOut), "invalid_keys.txt", keyInvalid)
 			reqs := up.Requests()
 			if len(reqs) != 2 {
 				t.Fatalf("upstream got %d requests; want 2", len(reqs))
@@ -343,7 +347,7 @@ func TestDotEnvAndEnvironment(t *testing.T) {
 		if res.code != 0 {
 			t.Errorf("exit status %d; want 0", res.code)
 		}
-		wantKeys(t, dir, "valid_keys.txt", keyValid)
+		wantKeys(t, filepath.Join(dir, defaultOut), "valid_keys.txt", keyValid)
 		if n := fromFile.Count(); n != 1 {
 			t.Errorf("upstream of .env got %d requests; want 1", n)
 		}
@@ -382,8 +386,8 @@ func TestModelSendsOneTokenCompletion(t *testing.T) {
 	if res.code != 1 {
 		t.Errorf("exit status %d; want 1", res.code)
 	}
-	wantKeys(t, dir, "valid_keys.txt", keyValid)
-	wantKeys(t, dir, "invalid_keys.txt", keyQuota)
+	wantKeys(t, filepath.Join(dir, defaultOut), "valid_keys.txt", keyValid)
+	wantKeys(t, filepath.Join(dir, defaultOut), "invalid_keys.txt", keyQuota)
 	body := `{"model":"gpt-test","messages":[{"role":"user","content":"hi"}],"max_tokens":1}`
 	sum := sha256.Sum256([]byte(body))
 	reqs := up.Requests()
@@ -437,7 +441,7 @@ func TestUsageErrors(t *testing.T) {
 	if n := up.Count(); n != 0 {
 		t.Errorf("upstream got %d requests; want none", n)
 	}
-	if _, err := os.Stat(filepath.Join(dir, "valid_keys.txt")); err == nil {
+	if _, err := os.Stat(filepath.Join(dir, defaultOut, "valid_keys.txt")); err == nil {
 		t.Error("a usage error wrote result files")
 	}
 }
@@ -451,10 +455,10 @@ func TestUnreachableBaseURL(t *testing.T) {
 	if res.code != 3 {
 		t.Errorf("exit status %d; want 3", res.code)
 	}
-	wantKeys(t, dir, "error_keys.txt", keyValid, keyInvalid)
-	wantKeys(t, dir, "valid_keys.txt")
-	wantKeys(t, dir, "invalid_keys.txt")
-	wantKeys(t, dir, "duplicate_keys.txt", keyValid)
+	wantKeys(t, filepath.Join(dir, defaultOut), "error_keys.txt", keyValid, keyInvalid)
+	wantKeys(t, filepath.Join(dir, defaultOut), "valid_keys.txt")
+	wantKeys(t, filepath.Join(dir, defaultOut), "invalid_keys.txt")
+	wantKeys(t, filepath.Join(dir, defaultOut), "duplicate_keys.txt", keyValid)
 	if !strings.Contains(res.stderr, "could not reach "+url) {
 		t.Errorf("stderr does not say the URL could not be reached")
 	}
@@ -490,5 +494,43 @@ func TestTimeoutIsAnErrorForThatKeyOnly(t *testing.T) {
 	}
 	if strings.Contains(res.stderr, "could not reach") {
 		t.Error("a timeout of one key is reported as an unreachable upstream")
+	}
+}
+
+// TestResultsGoWhereGitIgnores: without -o the result files, raw keys, go
+// into a folder that the repository's .gitignore ignores, mode 0700, and
+// the output says where. A keys-file line's trailing comment is cut as the
+// proxy does, and a line with a space inside is no key.
+func TestResultsGoWhereGitIgnores(t *testing.T) {
+	t.Parallel()
+	up := testupstream.New(t, scripted)
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "keys.txt"), keyValid+" # team A\nBearer "+keyValid2+"\n")
+	res := run(t, dir, nil, "-u", up.URL)
+	if res.code != 0 {
+		t.Errorf("exit status %d; want 0", res.code)
+	}
+	out := filepath.Join(dir, defaultOut)
+	wantKeys(t, out, "valid_keys.txt", keyValid)
+	if st, err := os.Stat(out); err != nil || st.Mode().Perm() != 0o700 {
+		t.Errorf("result folder: %v, mode %o; want 700", err, st.Mode().Perm())
+	}
+	if !strings.Contains(res.stdout, out+"/") {
+		t.Errorf("stdout does not say the results are in %s/", out)
+	}
+	if !strings.Contains(res.stderr, "line 2") {
+		t.Errorf("stderr does not name line 2, the line with a space inside")
+	}
+	git, err := exec.LookPath("git")
+	if err != nil {
+		t.Skip("git is not installed")
+	}
+	// The repository root is the parent of scripts/.
+	for _, f := range []string{"valid_keys.txt", "invalid_keys.txt", "duplicate_keys.txt", "error_keys.txt"} {
+		cmd := exec.Command(git, "check-ignore", "-q", "--no-index", defaultOut+"/"+f)
+		cmd.Dir = ".."
+		if err := cmd.Run(); err != nil {
+			t.Errorf("git check-ignore %s/%s: %v; want it ignored", defaultOut, f, err)
+		}
 	}
 }

@@ -13,6 +13,8 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -89,7 +91,9 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 		return runDemo(ctx, args[0], getenv, stdout, stderr, h)
 	}
 
-	getenv, err := withEnvFile(*envFile, getenv)
+	named := false
+	fs.Visit(func(f *flag.Flag) { named = named || f.Name == "env-file" })
+	getenv, unknown, err := withEnvFile(*envFile, named, getenv)
 	if err != nil {
 		return err
 	}
@@ -129,8 +133,16 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 	}
 	defer closeLog()
 
+	for _, name := range unknown {
+		// The name only: the value may be a key.
+		log.WithFields(logrus.Fields{"file": *envFile, "variable": name}).
+			Warnf("unknown variable %s in the env file, ignored: did you mean %s?", name, config.Closest(name))
+	}
 	if parsed.Duplicates > 0 {
 		log.WithField("count", parsed.Duplicates).Warn("dropped duplicate keys from the keys file")
+	}
+	if len(parsed.Spaced) > 0 {
+		log.WithFields(keymanager.SpacedFields(parsed.Spaced)).Warn(keymanager.SpacedWarning)
 	}
 	opts := server.Options{}
 	if cfg.GroupsDir != "" {
@@ -156,9 +168,9 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 	}
 	parts := app.Parts()
 	if len(opts.Groups) > 0 {
-		logGroups(log, cfg, ln.Addr().String(), app.Groups())
+		logGroups(log, cfg, shownAddr(cfg.Host, ln.Addr()), app.Groups())
 	} else {
-		logStartup(log, cfg, ln.Addr().String(), parts.Keys.Len(), parts.Targets)
+		logStartup(log, cfg, shownAddr(cfg.Host, ln.Addr()), parts.Keys.Len(), parts.Targets)
 	}
 
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
@@ -219,25 +231,38 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 	return nil
 }
 
-// withEnvFile returns a getenv that falls back to the values in path, when
-// the file exists. Variables set in the environment win.
-func withEnvFile(path string, getenv func(string) string) (func(string) string, error) {
+// withEnvFile returns a getenv that falls back to the values in path.
+// Variables set in the environment win. A missing file is fine when it is
+// the default .env, and an error when it was named on the command line
+// (named): a misspelled name must not start the proxy without its
+// AUTH_KEY. unknown lists, sorted, the file's variables that gpt-load does
+// not read.
+func withEnvFile(path string, named bool, getenv func(string) string) (_ func(string) string, unknown []string, _ error) {
 	if path == "" {
-		return getenv, nil
+		return getenv, nil, nil
 	}
 	vals, err := godotenv.Read(path)
+	if errors.Is(err, os.ErrNotExist) && !named {
+		return getenv, nil, nil
+	}
 	if errors.Is(err, os.ErrNotExist) {
-		return getenv, nil
+		return nil, nil, fmt.Errorf("env file %q (-env-file): no such file", path)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("env file %q: %w", path, err)
+		return nil, nil, fmt.Errorf("env file %q: %w", path, err)
 	}
+	for name := range vals {
+		if !config.Known(name) {
+			unknown = append(unknown, name)
+		}
+	}
+	slices.Sort(unknown)
 	return func(name string) string {
 		if v := getenv(name); v != "" {
 			return v
 		}
 		return vals[name]
-	}, nil
+	}, unknown, nil
 }
 
 func logStartup(log *logrus.Entry, cfg *config.Config, addr string, keyCount int, targets *upstream.Balancer) {
@@ -246,7 +271,7 @@ func logStartup(log *logrus.Entry, cfg *config.Config, addr string, keyCount int
 		"listen":  addr,
 		"keys":    keyCount,
 		"auth":    !cfg.AuthKey.Empty(),
-		"cors":    cfg.CORS.Enabled,
+		"cors":    corsOn(cfg),
 		"metrics": true,
 	}).Info("gpt-load started")
 	v1 := 0
@@ -262,6 +287,7 @@ func logStartup(log *logrus.Entry, cfg *config.Config, addr string, keyCount int
 	if cfg.AuthKey.Empty() && !isLoopback(cfg.Host) {
 		log.Warn("AUTH_KEY is empty and HOST is not loopback: anyone who reaches this port can spend your keys")
 	}
+	logCORSOff(log, cfg)
 }
 
 // logGroups is logStartup with GROUPS_DIR: the daemon, then each group
@@ -273,7 +299,7 @@ func logGroups(log *logrus.Entry, cfg *config.Config, addr string, gs []server.G
 	}
 	log.WithFields(logrus.Fields{
 		"version": version, "listen": addr, "groups": len(gs), "keys": keys,
-		"auth": !cfg.AuthKey.Empty(), "cors": cfg.CORS.Enabled, "metrics": true,
+		"auth": !cfg.AuthKey.Empty(), "cors": corsOn(cfg), "metrics": true,
 	}).Info("gpt-load started")
 	for _, g := range gs {
 		log.WithFields(logrus.Fields{"group": g.Name, "keys": g.Keys, "upstreams": strings.Join(g.Upstreams, ","),
@@ -282,6 +308,29 @@ func logGroups(log *logrus.Entry, cfg *config.Config, addr string, gs []server.G
 	}
 	if cfg.AuthKey.Empty() && !isLoopback(cfg.Host) {
 		log.Warn("AUTH_KEY is empty and HOST is not loopback: anyone who reaches this port can spend your keys in every group without tokens")
+	}
+	logCORSOff(log, cfg)
+}
+
+// shownAddr is the listen address as the startup line shows it: Go reports
+// a listener on every interface as [::]:3000 even for HOST=0.0.0.0, so then
+// HOST is shown as given, with the port listened on.
+func shownAddr(host string, addr net.Addr) string {
+	if ta, ok := addr.(*net.TCPAddr); ok && ta.IP.IsUnspecified() && host != "" {
+		return net.JoinHostPort(host, strconv.Itoa(ta.Port))
+	}
+	return addr.String()
+}
+
+// corsOn reports whether some browser origin gets CORS headers.
+func corsOn(cfg *config.Config) bool {
+	return cfg.CORS.Enabled && len(cfg.CORS.AllowedOrigins) > 0
+}
+
+// logCORSOff says why CORS is off without AUTH_KEY (SPEC §6).
+func logCORSOff(log *logrus.Entry, cfg *config.Config) {
+	if cfg.CORS.Enabled && cfg.CORS.NoOriginsWithoutAuth {
+		log.Info("CORS: no origin allowed, since AUTH_KEY is empty and ALLOWED_ORIGINS is not set: no web page can call this proxy (set ALLOWED_ORIGINS to allow one)")
 	}
 }
 

@@ -489,3 +489,135 @@ func TestGroupsStartup(t *testing.T) {
 		}
 	}
 }
+
+// A named env file that does not exist stops startup with its name (it may
+// be the one holding AUTH_KEY); the default .env may be missing.
+func TestNamedEnvFileMissingIsAnError(t *testing.T) {
+	dir := t.TempDir()
+	keys := filepath.Join(dir, "keys.txt")
+	writeKeys(t, keys, testKeys...)
+	listened := false
+	noListen := hooks{listen: func(string) (net.Listener, error) { listened = true; return nil, errors.New("must not listen") }}
+	err := runWith(context.Background(), []string{"gpt-load", "-env-file", filepath.Join(dir, "nosuch.env")},
+		mapEnv(map[string]string{"KEYS_FILE": keys}), io.Discard, io.Discard, noListen)
+	if err == nil || !strings.Contains(err.Error(), "nosuch.env") || exitCode(err) == 0 {
+		t.Errorf("err %v (exit %d); want a non-zero exit naming nosuch.env", err, exitCode(err))
+	}
+	if listened {
+		t.Error("listened before failing on a missing env file")
+	}
+
+	// The binary, in a directory without .env and no -env-file: starts.
+	startBinary(t, "KEYS_FILE="+keys)
+}
+
+// An unknown variable in the env file is named at startup with the known
+// one it most resembles, never with its value.
+func TestUnknownEnvFileVariableIsWarned(t *testing.T) {
+	dir := t.TempDir()
+	keys := filepath.Join(dir, "keys.txt")
+	writeKeys(t, keys, testKeys...)
+	envFile := filepath.Join(dir, "my.env")
+	os.WriteFile(envFile, []byte("KEYS_FILE="+keys+"\nOPENAI_BASEURL=http://secret-value.example\nMAX_RETRY=sk-value-not-shown\n"), 0o600)
+	var out testlog.Buffer
+	serving(t, map[string]string{"ENV_FILE": envFile}, &out)
+	logs := out.String()
+	for _, w := range []string{"OPENAI_BASEURL", "did you mean OPENAI_BASE_URL?", "MAX_RETRY", "did you mean MAX_RETRIES?"} {
+		if !strings.Contains(logs, w) {
+			t.Errorf("startup log lacks %q:\n%s", w, logs)
+		}
+	}
+	for _, s := range []string{"secret-value", "sk-value-not-shown"} {
+		if strings.Contains(logs, s) {
+			t.Errorf("startup log shows a value of an unknown variable:\n%s", logs)
+		}
+	}
+}
+
+// A keys-file line with a trailing comment is its key; a line that still
+// holds whitespace is skipped with a warning naming its number, not text.
+func TestKeysFileCommentsAndSpacedLines(t *testing.T) {
+	dir := t.TempDir()
+	keys := filepath.Join(dir, "keys.txt")
+	os.WriteFile(keys, []byte(testKeys[0]+" # trailing comment\nBearer sk-spaced-secret-1234\n"+testKeys[1]+"\n"), 0o600)
+	up := testupstream.New(t, nil)
+	var out testlog.Buffer
+	url, _ := serving(t, map[string]string{"KEYS_FILE": keys, "OPENAI_BASE_URL": up.URL, "LOG_FORMAT": "json"}, &out)
+	logs := out.String()
+	for _, w := range []string{`"keys":2`, "whitespace inside", `"lines":"[2]"`} {
+		if !strings.Contains(logs, w) {
+			t.Errorf("startup log lacks %s:\n%s", w, logs)
+		}
+	}
+	if strings.Contains(logs, "sk-spaced-secret") || strings.Contains(logs, "trailing comment") {
+		t.Errorf("startup log shows a line's text:\n%s", logs)
+	}
+	resp, err := http.Get(url + "/v1/models")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("status %d; want 200 with the commented key", resp.StatusCode)
+	}
+}
+
+// TestNoCORSWithoutAuthKey (SPEC §6): with no AUTH_KEY and ALLOWED_ORIGINS
+// unset, a page on https://evil.example cannot call the proxy from a local
+// browser; set explicitly, ALLOWED_ORIGINS works as before.
+func TestNoCORSWithoutAuthKey(t *testing.T) {
+	dir := t.TempDir()
+	keys := filepath.Join(dir, "keys.txt")
+	writeKeys(t, keys, testKeys...)
+	up := testupstream.New(t, nil)
+	for _, tt := range []struct {
+		name, origins, want string
+	}{
+		{"unset", "", ""},
+		{"explicit", "https://evil.example", "https://evil.example"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var out testlog.Buffer
+			url, _ := serving(t, map[string]string{"KEYS_FILE": keys, "OPENAI_BASE_URL": up.URL, "ALLOWED_ORIGINS": tt.origins}, &out)
+			pre, _ := http.NewRequest(http.MethodOptions, url+"/v1/chat/completions", nil)
+			pre.Header.Set("Origin", "https://evil.example")
+			pre.Header.Set("Access-Control-Request-Method", "POST")
+			pre.Header.Set("Access-Control-Request-Headers", "content-type")
+			resp, err := http.DefaultClient.Do(pre)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if got := resp.Header.Get("Access-Control-Allow-Origin"); got != tt.want {
+				t.Errorf("preflight: Access-Control-Allow-Origin %q; want %q", got, tt.want)
+			}
+			post, _ := http.NewRequest(http.MethodPost, url+"/v1/chat/completions", strings.NewReader(`{"model":"m"}`))
+			post.Header.Set("Origin", "https://evil.example")
+			post.Header.Set("Content-Type", "application/json")
+			resp, err = http.DefaultClient.Do(post)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if got := resp.Header.Get("Access-Control-Allow-Origin"); got != tt.want {
+				t.Errorf("POST: Access-Control-Allow-Origin %q; want %q", got, tt.want)
+			}
+			if off := strings.Contains(out.String(), "CORS: no origin allowed"); off != (tt.want == "") {
+				t.Errorf("startup says CORS is off: %v; want %v\n%s", off, tt.want == "", out.String())
+			}
+		})
+	}
+}
+
+// TestStartupShowsHostAsGiven: HOST=0.0.0.0 is shown as 0.0.0.0, not as
+// the [::] Go reports for a listener on every interface.
+func TestStartupShowsHostAsGiven(t *testing.T) {
+	dir := t.TempDir()
+	keys := filepath.Join(dir, "keys.txt")
+	writeKeys(t, keys, testKeys...)
+	p := startBinary(t, "KEYS_FILE="+keys, "HOST=0.0.0.0", "AUTH_KEY=t")
+	port := p.url[strings.LastIndex(p.url, ":")+1:]
+	if want := `listen="0.0.0.0:` + port + `"`; !strings.Contains(p.out.String(), want) {
+		t.Errorf("startup line lacks %s:\n%s", want, p.out.String())
+	}
+}

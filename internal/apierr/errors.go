@@ -3,6 +3,7 @@
 package apierr
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http"
 	"strconv"
@@ -63,9 +64,15 @@ func New(status int, code, message string) *Error {
 // Write renders e as OpenAI's JSON error with its status. The cause is not
 // written: it may name internals the client has no use for.
 func Write(w http.ResponseWriter, e *Error) {
-	body, _ := json.Marshal(types.ErrorResponse{Error: types.ErrorBody{
+	// Not HTML-escaped: the body is JSON, never HTML (nosniff), and a
+	// message's "<token>" should read as such in curl, not \u003ctoken\u003e.
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	enc.Encode(types.ErrorResponse{Error: types.ErrorBody{
 		Message: e.Message, Type: Type, Code: e.Code,
 	}})
+	body := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
 	h := w.Header()
 	h.Set("Content-Type", "application/json; charset=utf-8")
 	h.Set("Content-Length", strconv.Itoa(len(body)+1))

@@ -125,3 +125,26 @@ func withWroteRequest(ctx context.Context, sent *atomic.Bool) context.Context {
 		WroteRequest: func(i httptrace.WroteRequestInfo) { sent.Store(i.Err == nil) },
 	})
 }
+
+// TestAttemptDNSServerRefused: a lookup whose DNS server refuses (a closed
+// port: the error's text says "connection refused") is a DNS failure, not
+// a refused connection to the upstream.
+func TestAttemptDNSServerRefused(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := pc.LocalAddr().String()
+	pc.Close()
+	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "udp", closed)
+	}}
+	d := &net.Dialer{Resolver: r}
+	err = get(t, transport(t, &http.Transport{DialContext: d.DialContext}), context.Background(), "http://api.openai.invalid/v1/models")
+	t.Logf("error: %v", err)
+	want := Verdict{Fault: TargetError, Retry: true, Reason: "dns failure"}
+	if got := Attempt(Outcome{Err: err, Now: now}); got != want {
+		t.Errorf("Attempt(%v) = %+v; want %+v", err, got, want)
+	}
+}

@@ -94,6 +94,11 @@ type CORS struct {
 	AllowedMethods   []string
 	AllowedHeaders   []string // ["*"] for any
 	AllowCredentials bool
+	// NoOriginsWithoutAuth is set when AUTH_KEY is empty and
+	// ALLOWED_ORIGINS was not set: then AllowedOrigins is empty and no
+	// browser page gets CORS headers, since a page on any site could
+	// otherwise spend the keys through an open proxy on localhost.
+	NoOriginsWithoutAuth bool
 }
 
 // AnyOrigin reports whether every origin is allowed.
@@ -172,9 +177,9 @@ var Variables = []Variable{
 	{Name: "ENABLE_CORS", Default: "true", Section: "CORS",
 		Help: "answer CORS preflights and set CORS headers",
 		Doc:  "answer CORS preflights locally and add CORS headers for allowed origins (see [api.md](api.md#cors))"},
-	{Name: "ALLOWED_ORIGINS", Default: "*", Section: "CORS",
-		Help: "comma-separated origins, or *",
-		Doc:  "allowed origins, comma-separated (e.g. `https://app.example.com`), or `*` alone"},
+	{Name: "ALLOWED_ORIGINS", Default: "", Section: "CORS",
+		Help: "comma-separated origins, or *; unset: * with AUTH_KEY, none without",
+		Doc:  "allowed origins, comma-separated (e.g. `https://app.example.com`), or `*` alone. Unset, it is `*` when `AUTH_KEY` is set and no origin at all when it is not: a web page on any site must not be able to spend the keys through an open proxy on this machine, so without `AUTH_KEY` browsers get CORS headers only from an explicit value (see [api.md](api.md#cors))"},
 	{Name: "ALLOWED_METHODS", Default: "GET,POST,PUT,DELETE,OPTIONS", Section: "CORS",
 		Help: "methods allowed by CORS",
 		Doc:  "methods announced to browsers in preflight answers; HTTP method tokens"},
@@ -303,7 +308,6 @@ func Load(getenv func(string) string) (*Config, error) {
 		StreamKeepalive:       p.seconds("STREAM_KEEPALIVE", 0),
 		CORS: CORS{
 			Enabled:          p.boolean("ENABLE_CORS"),
-			AllowedOrigins:   p.list("ALLOWED_ORIGINS"),
 			AllowedMethods:   p.methods("ALLOWED_METHODS"),
 			AllowedHeaders:   p.list("ALLOWED_HEADERS"),
 			AllowCredentials: p.boolean("ALLOW_CREDENTIALS"),
@@ -324,8 +328,12 @@ func Load(getenv func(string) string) (*Config, error) {
 		p.fail("KEYS_FILE", "", "must not be empty")
 	}
 	c.UpstreamRootCAs = p.caFile("UPSTREAM_CA_FILE", c.UpstreamCAFile)
-	if c.CORS.AllowCredentials && c.CORS.AnyOrigin() {
+	c.CORS.AllowedOrigins, c.CORS.NoOriginsWithoutAuth = p.origins(c.AuthKey.Empty())
+	switch {
+	case c.CORS.AllowCredentials && c.CORS.AnyOrigin():
 		p.fail("ALLOW_CREDENTIALS", p.raw("ALLOW_CREDENTIALS"), "cannot be true when ALLOWED_ORIGINS is * (browsers reject it); list the origins")
+	case c.CORS.AllowCredentials && c.CORS.NoOriginsWithoutAuth:
+		p.fail("ALLOW_CREDENTIALS", p.raw("ALLOW_CREDENTIALS"), "needs ALLOWED_ORIGINS to list the origins (unset without AUTH_KEY, it allows none)")
 	}
 	for _, o := range c.CORS.AllowedOrigins {
 		if o == "*" && len(c.CORS.AllowedOrigins) > 1 {
@@ -463,6 +471,19 @@ func (p *parser) list(name string) []string {
 		p.fail(name, v, "must list at least one item")
 	}
 	return l
+}
+
+// origins reads ALLOWED_ORIGINS. Unset (or blank), it is * with AUTH_KEY
+// and no origin at all without (none is then true): an open proxy is open
+// to this machine's users, not to every web page their browsers show.
+func (p *parser) origins(noAuthKey bool) (origins []string, none bool) {
+	if strings.TrimSpace(p.getenv("ALLOWED_ORIGINS")) != "" {
+		return p.list("ALLOWED_ORIGINS"), false
+	}
+	if noAuthKey {
+		return nil, true
+	}
+	return []string{"*"}, false
 }
 
 func (p *parser) methods(name string) []string {

@@ -68,11 +68,12 @@ func TestLoadDefaults(t *testing.T) {
 		IdleConnTimeout:       120 * time.Second,
 		StreamIdleTimeout:     300 * time.Second,
 		CORS: CORS{
-			Enabled:          true,
-			AllowedOrigins:   []string{"*"},
-			AllowedMethods:   []string{"GET", "POST", "PUT", "DELETE", "OPTIONS"},
-			AllowedHeaders:   []string{"*"},
-			AllowCredentials: false,
+			Enabled:              true,
+			AllowedOrigins:       nil, // no AUTH_KEY, ALLOWED_ORIGINS unset
+			AllowedMethods:       []string{"GET", "POST", "PUT", "DELETE", "OPTIONS"},
+			AllowedHeaders:       []string{"*"},
+			AllowCredentials:     false,
+			NoOriginsWithoutAuth: true,
 		},
 		Log: Log{
 			Level:         "info",
@@ -97,8 +98,32 @@ func TestLoadDefaults(t *testing.T) {
 	if got, want := c.Addr(), "0.0.0.0:3000"; got != want {
 		t.Errorf("Addr() = %q; want %q", got, want)
 	}
-	if !c.CORS.AnyOrigin() {
-		t.Errorf("CORS.AnyOrigin() = false; want true")
+	// Without AUTH_KEY and an explicit ALLOWED_ORIGINS no origin is
+	// allowed (SPEC §6).
+	if c.CORS.AnyOrigin() || len(c.CORS.AllowedOrigins) != 0 || !c.CORS.NoOriginsWithoutAuth {
+		t.Errorf("CORS = %+v; want no origin allowed without AUTH_KEY", c.CORS)
+	}
+}
+
+// TestAllowedOriginsFollowAuthKey: unset ALLOWED_ORIGINS is * with
+// AUTH_KEY and nothing without; an explicit value applies either way.
+func TestAllowedOriginsFollowAuthKey(t *testing.T) {
+	for _, tt := range []struct {
+		env  env
+		want []string
+		none bool
+	}{
+		{env{}, nil, true},
+		{env{"ALLOWED_ORIGINS": " "}, nil, true},
+		{env{"AUTH_KEY": "t"}, []string{"*"}, false},
+		{env{"ALLOWED_ORIGINS": "*"}, []string{"*"}, false},
+		{env{"ALLOWED_ORIGINS": "https://app.example.com"}, []string{"https://app.example.com"}, false},
+		{env{"AUTH_KEY": "t", "ALLOWED_ORIGINS": "https://app.example.com"}, []string{"https://app.example.com"}, false},
+	} {
+		c := load(t, tt.env)
+		if !reflect.DeepEqual(c.CORS.AllowedOrigins, tt.want) || c.CORS.NoOriginsWithoutAuth != tt.none {
+			t.Errorf("Load(%v).CORS origins %q, none %v; want %q, %v", tt.env, c.CORS.AllowedOrigins, c.CORS.NoOriginsWithoutAuth, tt.want, tt.none)
+		}
 	}
 }
 
@@ -322,7 +347,8 @@ func TestLoadBadValues(t *testing.T) {
 		{"upstream only commas", env{"OPENAI_BASE_URL": " , ,"}, []string{`OPENAI_BASE_URL=", ,": must name at least one upstream URL`}},
 		{"second upstream bad", env{"OPENAI_BASE_URL": "https://a.example, ftp://b.example"}, []string{`OPENAI_BASE_URL="ftp://b.example": scheme must be http or https`}},
 		{"credentials with any origin", env{"ALLOW_CREDENTIALS": "true", "ALLOWED_ORIGINS": "*"}, []string{`ALLOW_CREDENTIALS="true": cannot be true when ALLOWED_ORIGINS is *`}},
-		{"credentials with default origin", env{"ALLOW_CREDENTIALS": "yes"}, []string{`ALLOW_CREDENTIALS="yes": cannot be true when ALLOWED_ORIGINS is *`}},
+		{"credentials with default origin", env{"ALLOW_CREDENTIALS": "yes"}, []string{`ALLOW_CREDENTIALS="yes": needs ALLOWED_ORIGINS to list the origins`}},
+		{"credentials with default origin and AUTH_KEY", env{"ALLOW_CREDENTIALS": "yes", "AUTH_KEY": "t"}, []string{`ALLOW_CREDENTIALS="yes": cannot be true when ALLOWED_ORIGINS is *`}},
 		{"star with other origins", env{"ALLOWED_ORIGINS": "*,https://a.example"}, []string{`ALLOWED_ORIGINS="*,https://a.example": * cannot be combined with other origins`}},
 		{"origins only commas", env{"ALLOWED_ORIGINS": ","}, []string{`ALLOWED_ORIGINS=",": must list at least one item`}},
 		{"headers only commas", env{"ALLOWED_HEADERS": ",,"}, []string{`ALLOWED_HEADERS=",,": must list at least one item`}},

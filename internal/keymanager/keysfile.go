@@ -9,6 +9,8 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"unicode"
+	"unicode/utf8"
 	"unsafe"
 )
 
@@ -19,6 +21,20 @@ var ErrNoKeys = errors.New("no keys")
 type Parsed struct {
 	Keys       []string // in file order, duplicates dropped
 	Duplicates int      // lines dropped because the key appeared earlier
+	// Spaced lists, in order, the 1-based numbers of the lines skipped
+	// because whitespace remained inside them once trimmed and rid of a
+	// comment ("sk-a sk-b", "Bearer sk-a"): no key holds a space. Callers
+	// warn with the numbers, never the text.
+	Spaced []int
+}
+
+// SpacedWarning is the warning for Parsed.Spaced, logged with SpacedFields.
+const SpacedWarning = "skipped keys-file lines that hold whitespace inside: a key has none (a comment starts with # after a space)"
+
+// SpacedFields are the log fields of SpacedWarning: how many lines, and
+// the numbers of the first ten; never their text.
+func SpacedFields(lines []int) map[string]any {
+	return map[string]any{"count": len(lines), "lines": fmt.Sprint(lines[:min(len(lines), 10)])}
 }
 
 // ParseFile reads the keys file at path. See Parse for the format. Errors
@@ -56,9 +72,12 @@ func parseOwned(data []byte) (Parsed, error) {
 
 // Parse reads one key per line. Surrounding whitespace (and so CRLF) is
 // trimmed, a leading UTF-8 byte order mark is ignored, blank lines and lines
-// starting with '#' are skipped, and repeated keys are dropped and counted.
-// A key holding a control character is an error that names the line, since
-// it could never be sent in a header. No key at all is ErrNoKeys.
+// starting with '#' are skipped, a '#' after whitespace starts a comment
+// ("sk-a  # team A" is the key sk-a), a line that still holds whitespace is
+// skipped and its number listed in Spaced, and repeated keys are dropped and
+// counted. A key holding a control character is an error that names the
+// line, since it could never be sent in a header. No key at all is
+// ErrNoKeys.
 //
 // The keys share one string with the file's contents, so a million keys cost
 // one copy of the file plus a slice, not a million allocations.
@@ -92,7 +111,8 @@ func parseParts(text string, parts int) (Parsed, error) {
 	lines := first[len(chunks)]
 	keys := make([]string, lines) // slot per line; "" where no key
 	hashes := make([]uint64, lines)
-	bad := make([]int, len(chunks)) // 1-based line in the file of a key with a control character
+	bad := make([]int, len(chunks))      // 1-based line in the file of a key with a control character
+	spaced := make([][]int, len(chunks)) // 1-based lines holding whitespace, per chunk
 	seed := maphash.MakeSeed()
 	inParallel(len(chunks), func(i int) {
 		text := chunks[i]
@@ -103,9 +123,19 @@ func parseParts(text string, parts int) (Parsed, error) {
 			if line == "" || line[0] == '#' {
 				continue
 			}
-			if hasControl(line) {
-				bad[i] = j + 1
-				return
+			// A key is printable ASCII: one scan passes it. Anything
+			// else (whitespace, so perhaps a comment; a control
+			// character; non-ASCII) is looked at closer.
+			if !plain(line) {
+				line = cutComment(line)
+				switch {
+				case hasControl(line):
+					bad[i] = j + 1
+					return
+				case strings.IndexFunc(line, unicode.IsSpace) >= 0:
+					spaced[i] = append(spaced[i], j+1)
+					continue
+				}
 			}
 			keys[j], hashes[j] = line, maphash.String(seed, line)
 		}
@@ -114,6 +144,10 @@ func parseParts(text string, parts int) (Parsed, error) {
 		if line != 0 {
 			return Parsed{}, fmt.Errorf("line %d: key contains a control character", line)
 		}
+	}
+	var spacedLines []int
+	for _, s := range spaced {
+		spacedLines = append(spacedLines, s...)
 	}
 	dup := make([]bool, lines)
 	inParallel(parts, func(p int) {
@@ -138,7 +172,7 @@ func parseParts(text string, parts int) (Parsed, error) {
 	if n == 0 {
 		return Parsed{}, ErrNoKeys
 	}
-	return Parsed{Keys: keys[:n:n], Duplicates: dups}, nil
+	return Parsed{Keys: keys[:n:n], Duplicates: dups, Spaced: spacedLines}, nil
 }
 
 // splitAtLines cuts text into at most parts pieces of about equal size,
@@ -180,11 +214,38 @@ func inParallel(n int, f func(int)) {
 	wg.Wait()
 }
 
-// hasControl reports whether s holds an ASCII control character. Bytes of
-// multi-byte UTF-8 sequences are all >= 0x80, so a byte scan is exact.
+// plain reports whether s is printable ASCII without spaces, as every key
+// is: nothing in it to cut or to check.
+func plain(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= 0x20 || c >= 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// cutComment drops a comment from a trimmed line: from the first '#' that
+// follows whitespace, and the whitespace before it.
+func cutComment(line string) string {
+	for i := 1; i < len(line); i++ {
+		if line[i] != '#' {
+			continue
+		}
+		if r, _ := utf8.DecodeLastRuneInString(line[:i]); unicode.IsSpace(r) {
+			return strings.TrimSpace(line[:i])
+		}
+	}
+	return line
+}
+
+// hasControl reports whether s holds an ASCII control character other than
+// whitespace (a tab or a lone CR inside a line makes it a spaced line, not
+// an error). Bytes of multi-byte UTF-8 sequences are all >= 0x80, so a byte
+// scan is exact.
 func hasControl(s string) bool {
 	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c == 0x7f {
+		if c := s[i]; (c < 0x20 && (c < '\t' || c > '\r')) || c == 0x7f {
 			return true
 		}
 	}

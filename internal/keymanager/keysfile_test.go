@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"unicode"
 )
 
 // parseCases seed both TestParse and FuzzParse.
@@ -25,16 +26,21 @@ var parseCases = []struct {
 	{"no final newline", "sk-a\nsk-b", []string{"sk-a", "sk-b"}, 0, ""},
 	{"surrounding whitespace", "  sk-a  \n\tsk-b\t\r\n \u00a0sk-c\u00a0\n", []string{"sk-a", "sk-b", "sk-c"}, 0, ""},
 	{"blank lines", "\n\nsk-a\n \n\t\n\r\nsk-b\n\n", []string{"sk-a", "sk-b"}, 0, ""},
-	{"comments", "# production keys\nsk-a\n  # indented comment\n#sk-b\nsk-c # not a comment\n", []string{"sk-a", "sk-c # not a comment"}, 0, ""},
+	{"comments", "# production keys\nsk-a\n  # indented comment\n#sk-b\nsk-c # team A\nsk-d\t#tab\nsk-e#f\n", []string{"sk-a", "sk-c", "sk-d", "sk-e#f"}, 0, ""},
+	{"trailing comment", "sk-proj-eeee # trailing comment\n", []string{"sk-proj-eeee"}, 0, ""},
+	{"comment after a spaced line", "sk a # c\nsk-b\n", []string{"sk-b"}, 0, ""},
+	{"comment after a non-breaking space", "sk-a\u00a0# c\n", []string{"sk-a"}, 0, ""},
+	{"control char in a comment", "sk-a # \x01\n", []string{"sk-a"}, 0, ""},
 	{"duplicates dropped and counted", "sk-a\nsk-b\nsk-a\n sk-b \nsk-a\r\nsk-c\n", []string{"sk-a", "sk-b", "sk-c"}, 3, ""},
 	{"duplicate comment lines are not counted", "# x\n# x\nsk-a\n", []string{"sk-a"}, 0, ""},
 	{"bom", "\xef\xbb\xbfsk-a\nsk-b\n", []string{"sk-a", "sk-b"}, 0, ""},
 	{"bom before comment", "\xef\xbb\xbf# keys\nsk-a\n", []string{"sk-a"}, 0, ""},
-	{"inner space kept", "sk a\n", []string{"sk a"}, 0, ""},
+	{"inner space skipped", "sk a\nsk-b\n", []string{"sk-b"}, 0, ""},
+	{"only spaced lines", "Bearer sk-a\n", nil, 0, ErrNoKeys.Error()},
 	{"non-ascii key", "ключ-1\n", []string{"ключ-1"}, 0, ""},
 	{"control char", "sk-a\nsk-\x01secret\n", nil, 0, "line 2: key contains a control character"},
-	{"tab inside key", "# c\n\nsk-\tsecret\n", nil, 0, "line 3: key contains a control character"},
-	{"lone cr inside key", "sk-a\rsk-secret\n", nil, 0, "line 1: key contains a control character"},
+	{"tab inside key", "# c\n\nsk-\tsecret\nsk-b\n", []string{"sk-b"}, 0, ""},
+	{"lone cr inside key", "sk-a\rsk-secret\nsk-b\n", []string{"sk-b"}, 0, ""},
 	{"del inside key", "sk-a\nsk-b\nsk-c\nsk-se\x7fcret", nil, 0, "line 4: key contains a control character"},
 	{"nul inside key", "sk-se\x00cret\n", nil, 0, "line 1: key contains a control character"},
 	{"empty", "", nil, 0, ErrNoKeys.Error()},
@@ -64,6 +70,18 @@ func TestParse(t *testing.T) {
 			}
 			checkParse(t, tc.in, got, err)
 		})
+	}
+}
+
+// TestParseSpacedLines: a line with whitespace inside is no key; its
+// number is reported, its text nowhere.
+func TestParseSpacedLines(t *testing.T) {
+	got, err := Parse([]byte("sk-a\nsk secret\n# c\nsk-b # team\nBearer sk-secret # x\nsk-c\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"sk-a", "sk-b", "sk-c"}; !reflect.DeepEqual(got.Keys, want) || !reflect.DeepEqual(got.Spaced, []int{2, 5}) {
+		t.Errorf("Parse = %q, spaced lines %v; want %q, [2 5]", got.Keys, got.Spaced, want)
 	}
 }
 
@@ -147,10 +165,21 @@ func checkParse(t *testing.T, in string, got Parsed, err error) {
 	t.Helper()
 	body := strings.TrimPrefix(in, "\xef\xbb\xbf")
 	lines := map[string]bool{}
-	content := 0 // non-blank, non-comment lines
-	for _, l := range strings.Split(body, "\n") {
+	content := 0 // non-blank, non-comment lines without whitespace inside
+	var spaced []int
+	for n, l := range strings.Split(body, "\n") {
 		l = strings.TrimSpace(l)
 		if l == "" || l[0] == '#' {
+			continue
+		}
+		for i, r := range l {
+			if r == '#' && i > 0 && strings.TrimRightFunc(l[:i], unicode.IsSpace) != l[:i] {
+				l = strings.TrimSpace(l[:i])
+				break
+			}
+		}
+		if strings.IndexFunc(l, unicode.IsSpace) >= 0 && !strings.ContainsFunc(l, func(r rune) bool { return r < 0x20 && !unicode.IsSpace(r) || r == 0x7f }) {
+			spaced = append(spaced, n+1)
 			continue
 		}
 		content++
@@ -178,6 +207,9 @@ func checkParse(t *testing.T, in string, got Parsed, err error) {
 			t.Errorf("Parse(%q) key %q; want a line of the input", in, k)
 		}
 		seen[k] = true
+	}
+	if !reflect.DeepEqual(got.Spaced, spaced) {
+		t.Errorf("Parse(%q) spaced lines %v; want %v", in, got.Spaced, spaced)
 	}
 	if n := len(got.Keys) + got.Duplicates; n != content {
 		t.Errorf("Parse(%q) = %d keys + %d duplicates; want %d content lines", in, len(got.Keys), got.Duplicates, content)

@@ -25,10 +25,13 @@ type accessLine struct {
 	proxied  bool
 	key      secret.Key
 	upstream string
-	group    string // the group(s) that served it (docs/groups.md); "" without groups
-	attempts int
-	aborted  bool
-	err      string // why a started response failed; "" when it did not
+	// upstreamURL is the URL sent upstream, query left out; set only at
+	// debug level.
+	upstreamURL string
+	group       string // the group(s) that served it (docs/groups.md); "" without groups
+	attempts    int
+	aborted     bool
+	err         string // why a started response failed; "" when it did not
 }
 
 // fields renders the line for logrus.
@@ -49,6 +52,9 @@ func (a *accessLine) fields() logrus.Fields {
 	if a.proxied {
 		f["key"] = a.key.String()
 		f["upstream"] = a.upstream
+		if a.upstreamURL != "" {
+			f["upstream_url"] = a.upstreamURL
+		}
 		f["attempts"] = a.attempts
 	}
 	return f
@@ -149,6 +155,10 @@ func (f *fastAccess) appendJSON(b []byte, a *accessLine, now string) []byte {
 	if a.proxied {
 		b = append(b, `,"upstream":`...)
 		b = appendJSONString(b, a.upstream)
+		if a.upstreamURL != "" {
+			b = append(b, `,"upstream_url":`...)
+			b = appendJSONString(b, a.upstreamURL)
+		}
 	}
 	return append(b, "}\n"...)
 }
@@ -195,6 +205,10 @@ func (f *fastAccess) appendText(b []byte, a *accessLine, now string) []byte {
 	if a.proxied {
 		b = append(b, " upstream="...)
 		b = appendTextValue(b, a.upstream)
+		if a.upstreamURL != "" {
+			b = append(b, " upstream_url="...)
+			b = appendTextValue(b, a.upstreamURL)
+		}
 	}
 	return append(b, '\n')
 }

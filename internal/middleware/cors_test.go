@@ -69,7 +69,7 @@ func TestCORSPreflightAllowed(t *testing.T) {
 	}{
 		{
 			name:        "any origin echoes requested headers",
-			env:         nil,
+			env:         map[string]string{"AUTH_KEY": "t"}, // ALLOWED_ORIGINS unset: *
 			reqHeaders:  "content-type, authorization, x-stainless-os",
 			wantOrigin:  "*",
 			wantHeaders: "content-type, authorization, x-stainless-os",
@@ -142,7 +142,9 @@ func TestCORSSimpleRequest(t *testing.T) {
 		wantOrigin string // "" means no CORS headers at all
 		wantCreds  string
 	}{
-		{"any origin", nil, origin, "*", ""},
+		{"any origin", map[string]string{"AUTH_KEY": "t"}, origin, "*", ""},
+		{"any origin, explicit, without AUTH_KEY", map[string]string{"ALLOWED_ORIGINS": "*"}, origin, "*", ""},
+		{"no AUTH_KEY, ALLOWED_ORIGINS unset", nil, "https://evil.example", "", ""},
 		{"listed origin", map[string]string{"ALLOWED_ORIGINS": origin}, origin, origin, ""},
 		{"listed origin in another case", map[string]string{"ALLOWED_ORIGINS": origin}, "https://APP.example.com", "https://APP.example.com", ""},
 		{"credentials", map[string]string{"ALLOWED_ORIGINS": origin, "ALLOW_CREDENTIALS": "yes"}, origin, origin, "true"},
@@ -212,6 +214,42 @@ func TestCORSDisabled(t *testing.T) {
 			}
 			if got := corsHeaders(resp.Header); len(got) != 0 {
 				t.Errorf("CORS headers %v with CORS disabled; want none", got)
+			}
+		})
+	}
+}
+
+// TestCORSNoOriginWithoutAuthKey (SPEC §6): without AUTH_KEY and with
+// ALLOWED_ORIGINS unset, a page on any site gets neither a preflight's
+// permission nor the POST's Access-Control-Allow-Origin; ALLOWED_ORIGINS set
+// explicitly allows its origins as before.
+func TestCORSNoOriginWithoutAuthKey(t *testing.T) {
+	const evil = "https://evil.example"
+	for _, tt := range []struct {
+		name string
+		env  map[string]string
+		want string
+	}{
+		{"unset", nil, ""},
+		{"blank", map[string]string{"ALLOWED_ORIGINS": " "}, ""},
+		{"explicit *", map[string]string{"ALLOWED_ORIGINS": "*"}, "*"},
+		{"explicit list", map[string]string{"ALLOWED_ORIGINS": evil}, evil},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			url, calls := corsServer(t, tt.env)
+			resp, _ := do(t, preflight(t, url, evil, "content-type"))
+			if got := resp.Header.Get("Access-Control-Allow-Origin"); got != tt.want {
+				t.Errorf("preflight Access-Control-Allow-Origin = %q; want %q", got, tt.want)
+			}
+			if tt.want == "" && len(corsHeaders(resp.Header)) != 0 {
+				t.Errorf("preflight CORS headers %v; want none", corsHeaders(resp.Header))
+			}
+			resp, _ = do(t, newRequest(t, http.MethodPost, url+"/v1/chat/completions", map[string]string{"Origin": evil}))
+			if got := resp.Header.Get("Access-Control-Allow-Origin"); got != tt.want {
+				t.Errorf("POST Access-Control-Allow-Origin = %q; want %q", got, tt.want)
+			}
+			if calls.Load() != 1 {
+				t.Errorf("next called %d times; want once, for the POST", calls.Load())
 			}
 		})
 	}

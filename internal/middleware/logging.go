@@ -105,7 +105,7 @@ func Logging(log *logrus.Entry, enabled bool, proxied func(*http.Request) bool) 
 				line := accessLine{
 					level: level, method: r.Method, path: r.URL.Path, status: status,
 					duration: time.Since(start).Round(time.Microsecond), bytes: rec.bytes, client: r.RemoteAddr,
-					proxied: isProxied, key: o.Key, upstream: o.TargetHost(), group: o.Group, attempts: o.Attempts,
+					proxied: isProxied, key: o.Key, upstream: o.TargetHost(), upstreamURL: o.UpstreamURL, group: o.Group, attempts: o.Attempts,
 					aborted: o.Aborted, err: o.Error,
 				}
 				if !o.Start.IsZero() {

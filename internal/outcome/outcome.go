@@ -30,6 +30,10 @@ type Record struct {
 	Key secret.Key
 	// Target is the last attempt's target; nil when no attempt was made.
 	Target *upstream.Target
+	// UpstreamURL is the URL the last attempt was sent to, without its
+	// query (which may hold a key); filled only when the log is at debug
+	// level, for the access line.
+	UpstreamURL string
 	// Fault is the last attempt's verdict.
 	Fault classify.Fault
 	// Aborted: the response was cut off after it started (the upstream

@@ -42,7 +42,8 @@ func Test1xxNotRelayed(t *testing.T) {
 		w.Header().Set("Content-Type", "application/json")
 		io.WriteString(w, `{"ok":true}`)
 	})
-	e := start(t, testKeys, []string{up.URL}, nil)
+	// Without AUTH_KEY, CORS needs an explicit ALLOWED_ORIGINS.
+	e := start(t, testKeys, []string{up.URL}, map[string]string{"ALLOWED_ORIGINS": "*"})
 	var got1xx []int
 	var continues atomic.Int32
 	trace := &httptrace.ClientTrace{

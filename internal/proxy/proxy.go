@@ -357,6 +357,9 @@ func (p *Proxy) finish(r *http.Request, st *reqState) {
 	if st.key != nil {
 		rec.Key = st.key.Secret()
 	}
+	if st.target != nil && p.log.Logger.IsLevelEnabled(logrus.DebugLevel) {
+		rec.UpstreamURL = st.upstreamURL(st.target)
+	}
 	// A stream the client left keeps its status: the client, not the
 	// upstream, ended it.
 	if st.aborted && r.Context().Err() == nil {
@@ -499,6 +502,17 @@ func isKeyName(name string) bool {
 		name = n
 	}
 	return strings.EqualFold(name, "key")
+}
+
+// upstreamURL is the URL prepare sends to target, without the query: a
+// doubled /v1/v1/ shows in it, a key never does (the query, which may
+// carry one, is left out).
+func (st *reqState) upstreamURL(target *upstream.Target) string {
+	u := url.URL{Scheme: target.URL.Scheme, Host: target.URL.Host, Path: target.JoinPath(st.path)}
+	if st.rawPath != "" {
+		u.RawPath = target.URL.EscapedPath() + st.rawPath
+	}
+	return u.String()
 }
 
 // prepare points req at target with key, and gives it a fresh reader over
@@ -649,6 +663,12 @@ func (p *Proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) 
 	}
 	if p.log.Logger.IsLevelEnabled(logrus.WarnLevel) && ae.Status != http.StatusServiceUnavailable {
 		f := logrus.Fields{"attempts": st.attempts, "error": err.Error()}
+		if ae.Err == err {
+			// The class first, as /stats and the status page name it: a
+			// lookup whose DNS server refused reads "connection refused"
+			// in the error's text, yet it is a DNS failure.
+			f["reason"] = classify.Attempt(classify.Outcome{Err: err}).Reason
+		}
 		if st.target != nil {
 			f["upstream"] = st.target.Host()
 		}

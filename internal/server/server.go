@@ -366,6 +366,9 @@ func (s *Server) resetGroup(g *group) error {
 	}
 	s.keysChanged(g)
 	s.logFor(g).WithFields(logrus.Fields{"keys": len(p.Keys), "duplicates": p.Duplicates}).Info("keys reset")
+	if len(p.Spaced) > 0 {
+		s.logFor(g).WithFields(keymanager.SpacedFields(p.Spaced)).Warn(keymanager.SpacedWarning)
+	}
 	return nil
 }
 
@@ -377,6 +380,9 @@ func (s *Server) reloadGroup(g *group, file string) error {
 	p, err := keymanager.ParseFile(file)
 	if err != nil {
 		return err
+	}
+	if len(p.Spaced) > 0 {
+		s.logFor(g).WithFields(keymanager.SpacedFields(p.Spaced)).Warn(keymanager.SpacedWarning)
 	}
 	s.reloadKeys(g, p.Keys, p.Duplicates)
 	return nil
