@@ -62,7 +62,7 @@ run: ## run the proxy from source (reads .env and keys.txt in this directory)
 demo: ## try it without provider keys: a simulated provider (3 healthy keys, 1 revoked, 1 rate-limited) and gpt-load in front on 127.0.0.1:3000 (PORT=n); Ctrl-C stops both
 	@echo "building gpt-load (the first build takes a minute or two)..."
 	@go build -ldflags '-X main.version=$(VERSION)' -o $(BIN_DIR)/$(BINARY)-demo $(PKG)
-	@exec $(BIN_DIR)/$(BINARY)-demo -demo
+	@$(call foreground,$(BIN_DIR)/$(BINARY)-demo -demo)
 
 dev: ## run with LOG_LEVEL=debug and the race detector
 	@echo "make dev: building $(RUN_BIN) with the race detector; the first build takes a minute or two, listing each package"
