@@ -33,21 +33,30 @@ func Auth(token secret.Key, exempt func(*http.Request) bool) Middleware {
 
 // Authorized reports whether r presents want in any accepted form.
 func Authorized(r *http.Request, want []byte) bool {
-	match := func(got string) bool {
-		return got != "" && subtle.ConstantTimeCompare([]byte(got), want) == 1
-	}
+	return EachToken(r, func(got string) bool {
+		return subtle.ConstantTimeCompare([]byte(got), want) == 1
+	})
+}
+
+// EachToken calls f with each client token r presents, in the forms
+// gpt-load accepts and in this order: Authorization: Bearer, X-Api-Key,
+// X-Goog-Api-Key, Api-Key, the key query parameter. It stops at, and
+// reports, the first token for which f returns true.
+func EachToken(r *http.Request, f func(token string) bool) bool {
 	if v := r.Header.Get("Authorization"); len(v) > 7 && strings.EqualFold(v[:7], "bearer ") {
-		if match(strings.TrimSpace(v[7:])) {
+		if t := strings.TrimSpace(v[7:]); t != "" && f(t) {
 			return true
 		}
 	}
 	for _, name := range [...]string{"X-Api-Key", "X-Goog-Api-Key", "Api-Key"} {
-		if match(r.Header.Get(name)) {
+		if t := r.Header.Get(name); t != "" && f(t) {
 			return true
 		}
 	}
 	if strings.Contains(r.URL.RawQuery, "key=") {
-		return match(r.URL.Query().Get("key"))
+		if t := r.URL.Query().Get("key"); t != "" && f(t) {
+			return true
+		}
 	}
 	return false
 }

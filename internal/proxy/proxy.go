@@ -508,17 +508,13 @@ func isKeyName(name string) bool {
 // doubled /v1/v1/ shows in it, a key never does (the query, which may
 // carry one, is left out).
 func (st *reqState) upstreamURL(target *upstream.Target) string {
-	u := url.URL{Scheme: target.URL.Scheme, Host: target.URL.Host, Path: target.JoinPath(st.path)}
-	if st.rawPath != "" {
-		u.RawPath = target.URL.EscapedPath() + st.rawPath
-	}
+	var u url.URL
+	st.pointAt(&u, target)
 	return u.String()
 }
 
-// prepare points req at target with key, and gives it a fresh reader over
-// the buffered body.
-func (st *reqState) prepare(req *http.Request, key *keymanager.Key, target *upstream.Target) {
-	u := req.URL
+// pointAt sets u's scheme, host and path to the client's path on target.
+func (st *reqState) pointAt(u *url.URL, target *upstream.Target) {
 	u.Scheme = target.URL.Scheme
 	u.Host = target.URL.Host
 	u.Path = target.JoinPath(st.path)
@@ -526,6 +522,12 @@ func (st *reqState) prepare(req *http.Request, key *keymanager.Key, target *upst
 	if st.rawPath != "" {
 		u.RawPath = target.URL.EscapedPath() + st.rawPath
 	}
+}
+
+// prepare points req at target with key, and gives it a fresh reader over
+// the buffered body.
+func (st *reqState) prepare(req *http.Request, key *keymanager.Key, target *upstream.Target) {
+	st.pointAt(req.URL, target)
 	req.Host = ""
 	target.Style.Apply(req.Header, key.Secret().Reveal())
 	if st.body.Len() == 0 {

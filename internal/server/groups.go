@@ -18,6 +18,7 @@ import (
 	"github.com/gpt-load/gpt-load/internal/groups"
 	"github.com/gpt-load/gpt-load/internal/keymanager"
 	"github.com/gpt-load/gpt-load/internal/metrics"
+	"github.com/gpt-load/gpt-load/internal/middleware"
 	"github.com/gpt-load/gpt-load/internal/modelname"
 	"github.com/gpt-load/gpt-load/internal/outcome"
 	"github.com/gpt-load/gpt-load/internal/proxy"
@@ -91,21 +92,11 @@ func (s *Server) groupList() []*group {
 	return []*group{s.main}
 }
 
-// presentedToken is the client token r carries, in the first form found
-// of those the auth middleware accepts.
-func presentedToken(r *http.Request) string {
-	if v := r.Header.Get("Authorization"); len(v) > 7 && strings.EqualFold(v[:7], "bearer ") {
-		return strings.TrimSpace(v[7:])
-	}
-	for _, name := range [...]string{"X-Api-Key", "X-Goog-Api-Key", "Api-Key"} {
-		if v := r.Header.Get(name); v != "" {
-			return v
-		}
-	}
-	if strings.Contains(r.URL.RawQuery, "key=") {
-		return r.URL.Query().Get("key")
-	}
-	return ""
+// presentedToken is the first client token r carries, in the forms the
+// auth middleware accepts.
+func presentedToken(r *http.Request) (token string) {
+	middleware.EachToken(r, func(t string) bool { token = t; return true })
+	return token
 }
 
 // dispatch routes a proxied request to its group (docs/groups.md,
