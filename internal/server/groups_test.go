@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -551,4 +552,41 @@ func TestGroupsNoFallbackAfterFirstByte(t *testing.T) {
 	if f.backup.Count() != 0 {
 		t.Errorf("the fallback group got %d requests after the first byte had gone out", f.backup.Count())
 	}
+}
+
+// TestGroupsFallbackConcurrent: 200 requests at once while every key of
+// the primary group runs out of quota: each gets one clean 200 from the
+// fallback group, and no primary key serves after it said so.
+func TestGroupsFallbackConcurrent(t *testing.T) {
+	f := newGroupsFixture(t)
+	f.openai.SetHandler(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusTooManyRequests)
+		io.WriteString(w, `{"error":{"message":"You exceeded your current quota, please check your plan and billing details.","type":"insufficient_quota","param":null,"code":"insufficient_quota"}}`)
+	})
+	const n = 200
+	statuses := make(chan int, n)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			statuses <- send(t, http.MethodPost, f.srv.URL+"/v1/chat/completions", adminToken, chat("gpt-4o")).status
+		})
+	}
+	wg.Wait()
+	close(statuses)
+	bad := map[int]int{}
+	for s := range statuses {
+		if s != http.StatusOK {
+			bad[s]++
+		}
+	}
+	if len(bad) > 0 {
+		t.Errorf("statuses other than 200: %v", bad)
+	}
+	if got := f.backup.Count(); got != n {
+		t.Errorf("the fallback group served %d requests; want %d", got, n)
+	}
+	// The primary's keys are out after the first answers: few of the 200
+	// reach it (those already in flight).
+	t.Logf("attempts on the primary group's upstream: %d of %d requests", f.openai.Count(), n)
 }
