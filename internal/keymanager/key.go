@@ -75,11 +75,8 @@ type keyExt struct {
 	// stateStatus is the HTTP status that put the key in its state: what
 	// /blacklist shows, whatever later attempts answered.
 	stateStatus atomic.Int32
-	// episodeStart is when the current rate-limit episode began;
-	// changedAt when the state last changed, to order changes from other
-	// replicas.
+	// episodeStart is when the current rate-limit episode began.
 	episodeStart atomic.Int64
-	changedAt    atomic.Int64
 
 	quota  quotaSeen
 	models atomic.Pointer[[]modelExclusion] // copy-on-write under mu
@@ -106,13 +103,6 @@ func (k *Key) lock() *keyExt {
 
 func (k *Key) unlock() { k.ext.Load().mu.Unlock() }
 
-// changedAt is when the key's state last changed by a decision, 0 never.
-func (k *Key) changedAt() int64 {
-	if x := k.ext.Load(); x != nil {
-		return x.changedAt.Load()
-	}
-	return 0
-}
 
 // episodeStart is when the key's current rate-limit episode began.
 func (k *Key) episodeStart() int64 {
@@ -173,8 +163,6 @@ type Snapshot struct {
 	Since      time.Time // when it left rotation; zero if active
 	Until      time.Time // cooling deadline; zero otherwise
 	FailCount  int       // consecutive failures counted toward its state
-	// ChangedAt is when the state last changed by a decision (zero: never).
-	ChangedAt time.Time
 	// Quota is what the key's last rate-limit headers said; Seen is zero
 	// when none were seen.
 	Quota Quota
@@ -202,9 +190,6 @@ func (k *Key) snapshot(now int64) Snapshot {
 	x := k.ext.Load()
 	if x == nil {
 		return s
-	}
-	if c := x.changedAt.Load(); c != 0 {
-		s.ChangedAt = time.Unix(0, c)
 	}
 	s.Quota = x.quota.load()
 	if s.State != Active {

@@ -410,7 +410,6 @@ func (m *Manager) changed(now int64) {
 func (m *Manager) setStateLocked(k *Key, s State, until time.Time, reason string, status int) {
 	now := m.now()
 	m.applyState(k, s, now, until, reason, status)
-	k.ext.Load().changedAt.Store(now.UnixNano())
 	if l, ok := m.listener.Get(); ok {
 		l.KeyChanged(k, k.snapshot(now.UnixNano()))
 	}
@@ -483,7 +482,6 @@ func (m *Manager) Apply(k *Key, c Change) {
 		k.consecutive.Store(int32(c.FailCount))
 	}
 	m.applyState(k, c.State, c.Since, c.Until, c.Reason, c.Status)
-	k.ext.Load().changedAt.Store(m.now().UnixNano())
 }
 
 // Keys returns every key, in file order. The slice must not be modified.
