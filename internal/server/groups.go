@@ -313,8 +313,10 @@ func fallbackable(rec *outcome.Record, prior int) bool {
 		return false
 	}
 	if rec.Attempts == prior {
-		// No attempt here: no usable key (503 no_available_keys).
-		return rec.Status == http.StatusServiceUnavailable || rec.Status == http.StatusTooManyRequests
+		// No attempt here: no usable key or upstream (503). A 429 here is
+		// MAX_CONCURRENT_REQUESTS, which every group shares: no other
+		// group would take the request either.
+		return rec.Status == http.StatusServiceUnavailable
 	}
 	switch rec.Fault {
 	case classify.KeyPermanent, classify.KeyRateLimited, classify.KeyModel, classify.TargetError:
