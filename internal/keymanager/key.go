@@ -103,7 +103,6 @@ func (k *Key) lock() *keyExt {
 
 func (k *Key) unlock() { k.ext.Load().mu.Unlock() }
 
-
 // episodeStart is when the key's current rate-limit episode began.
 func (k *Key) episodeStart() int64 {
 	if x := k.ext.Load(); x != nil {
