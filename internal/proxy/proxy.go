@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"math"
+	"net"
 	"net/http"
 	"net/http/httptrace"
 	"net/http/httputil"
@@ -222,6 +223,10 @@ type reqState struct {
 	ctx   stateContext
 	swap  traceSwapContext
 	body0 bytes.Reader
+	// authSlot holds the first attempt's credential header value, and
+	// fwd the X-Forwarded-* values (rewrite), for the same reason.
+	authSlot [1]string
+	fwd      [2]string
 }
 
 // modelName reads the requested model, once.
@@ -458,10 +463,43 @@ func rewrite(pr *httputil.ProxyRequest) {
 	pr.Out.Header["Accept-Encoding"] = upstreamAcceptEncoding(pr.In.Header["Accept-Encoding"])
 	// Rewrite starts without the inbound X-Forwarded-*; keep the chain of
 	// earlier proxies and append the client (docs/api.md, "Forwarding").
-	if prior, ok := pr.In.Header["X-Forwarded-For"]; ok {
-		pr.Out.Header["X-Forwarded-For"] = prior
+	setXForwarded(pr)
+}
+
+// Values of X-Forwarded-Proto, shared by every request: header values are
+// only ever read.
+var (
+	protoHTTP  = []string{"http"}
+	protoHTTPS = []string{"https"}
+)
+
+// setXForwarded does what httputil.ProxyRequest.SetXForwarded does, the
+// client appended to the chain of earlier proxies, with the values held in
+// the request's state (no allocation but the chain's, when there is one).
+func setXForwarded(pr *httputil.ProxyRequest) {
+	h := pr.Out.Header
+	var fwd *[2]string
+	if st := stateOf(pr.In.Context()); st != nil {
+		fwd = &st.fwd
+	} else {
+		fwd = new([2]string)
 	}
-	pr.SetXForwarded()
+	if clientIP, _, err := net.SplitHostPort(pr.In.RemoteAddr); err == nil {
+		if prior := pr.In.Header["X-Forwarded-For"]; len(prior) > 0 {
+			clientIP = strings.Join(prior, ", ") + ", " + clientIP
+		}
+		fwd[0] = clientIP
+		h["X-Forwarded-For"] = fwd[0:1:1]
+	} else {
+		delete(h, "X-Forwarded-For")
+	}
+	fwd[1] = pr.In.Host
+	h["X-Forwarded-Host"] = fwd[1:2:2]
+	if pr.In.TLS == nil {
+		h["X-Forwarded-Proto"] = protoHTTP
+	} else {
+		h["X-Forwarded-Proto"] = protoHTTPS
+	}
 }
 
 // withoutKeyParam removes every parameter whose percent-decoded name is
@@ -529,7 +567,14 @@ func (st *reqState) pointAt(u *url.URL, target *upstream.Target) {
 func (st *reqState) prepare(req *http.Request, key *keymanager.Key, target *upstream.Target) {
 	st.pointAt(req.URL, target)
 	req.Host = ""
-	target.Style.Apply(req.Header, key.Secret().Reveal())
+	// The first attempt's header value lives in st (no allocation); a
+	// retry's gets its own, since an earlier attempt's request may still
+	// be read by its transport.
+	var slot *[1]string
+	if st.attempts == 0 {
+		slot = &st.authSlot
+	}
+	target.Style.Apply(req.Header, key.Secret().Reveal(), slot)
 	if st.body.Len() == 0 {
 		req.Body = nil
 		req.GetBody = nil
@@ -643,7 +688,28 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 			}
 		}
 	}
+	moveHeader(st.out.Header(), h)
 	return nil
+}
+
+// moveHeader moves the answer's header fields into the client's header
+// map, which ReverseProxy would otherwise copy value by value (an
+// allocation per field, after the transport made each of them). Fields
+// the client's map already holds (our CORS, say) get the answer's values
+// appended, as ReverseProxy would. Content-Type stays in the answer too:
+// ReverseProxy reads it there to flush event streams as they come.
+func moveHeader(dst, src http.Header) {
+	for name, vv := range src {
+		if name == "Content-Type" {
+			continue
+		}
+		if prior, ok := dst[name]; ok {
+			dst[name] = append(prior, vv...)
+		} else {
+			dst[name] = vv
+		}
+		delete(src, name)
+	}
 }
 
 // errorHandler answers when no upstream response can be passed on.

@@ -124,7 +124,7 @@ func (p *Proxy) check(ctx context.Context, k *keymanager.Key, t *upstream.Target
 	if err != nil {
 		return 0, err
 	}
-	t.Style.Apply(req.Header, k.Secret().Reveal())
+	t.Style.Apply(req.Header, k.Secret().Reveal(), nil)
 	if t.Style == upstream.Anthropic {
 		// Anthropic refuses requests without an API version.
 		req.Header.Set("Anthropic-Version", anthropicVersion)
@@ -187,7 +187,7 @@ func (p *Proxy) ListModels(ctx context.Context) ([]byte, upstream.AuthStyle, err
 	if err != nil {
 		return nil, 0, err
 	}
-	t.Style.Apply(req.Header, k.Secret().Reveal())
+	t.Style.Apply(req.Header, k.Secret().Reveal(), nil)
 	if t.Style == upstream.Anthropic {
 		req.Header.Set("Anthropic-Version", anthropicVersion)
 		q := req.URL.Query()

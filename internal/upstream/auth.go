@@ -61,18 +61,26 @@ const (
 var CredentialHeaders = [...]string{hdrAuthorization, hdrAPIKey, hdrXAPIKey, hdrGoogAPIKey}
 
 // Apply removes every credential header from h and sets key in style s.
-func (s AuthStyle) Apply(h http.Header, key string) {
+// The header's value slice is slot when given (a request's own, so that
+// setting the key allocates at most the "Bearer " value), else a new one;
+// h must not outlive slot's owner.
+func (s AuthStyle) Apply(h http.Header, key string, slot *[1]string) {
 	for _, name := range CredentialHeaders {
 		delete(h, name)
 	}
+	if slot == nil {
+		slot = new([1]string)
+	}
+	name := hdrAuthorization
 	switch s {
 	case Azure:
-		h[hdrAPIKey] = []string{key}
+		name, slot[0] = hdrAPIKey, key
 	case Anthropic:
-		h[hdrXAPIKey] = []string{key}
+		name, slot[0] = hdrXAPIKey, key
 	case Gemini:
-		h[hdrGoogAPIKey] = []string{key}
+		name, slot[0] = hdrGoogAPIKey, key
 	default:
-		h[hdrAuthorization] = []string{"Bearer " + key}
+		slot[0] = "Bearer " + key
 	}
+	h[name] = slot[:]
 }

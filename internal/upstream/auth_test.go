@@ -111,7 +111,7 @@ func TestAuthStyleApply(t *testing.T) {
 	} {
 		t.Run(tc.style.String(), func(t *testing.T) {
 			h := in()
-			tc.style.Apply(h, key)
+			tc.style.Apply(h, key, nil)
 			want := rest.Clone()
 			want[tc.name] = []string{tc.value}
 			if !reflect.DeepEqual(h, want) {
@@ -123,9 +123,17 @@ func TestAuthStyleApply(t *testing.T) {
 
 			// An empty header gets exactly the one credential.
 			h = http.Header{}
-			tc.style.Apply(h, key)
+			tc.style.Apply(h, key, nil)
 			if len(h) != 1 || len(h[tc.name]) != 1 || h[tc.name][0] != tc.value {
 				t.Errorf("%v.Apply(empty, key) = %v; want only %s: %s", tc.style, h, tc.name, tc.value)
+			}
+
+			// Given a slot, the header's value is the slot itself.
+			var slot [1]string
+			h = http.Header{hdrAuthorization: {"Bearer client"}}
+			tc.style.Apply(h, key, &slot)
+			if got := h[tc.name]; len(got) != 1 || got[0] != tc.value || &got[0] != &slot[0] {
+				t.Errorf("%v.Apply(h, key, slot) = %v, slot %q; want the slot holding %q", tc.style, h, slot[0], tc.value)
 			}
 		})
 	}
@@ -141,7 +149,7 @@ func TestAuthStyleApplyOnRequest(t *testing.T) {
 	req.Header.Set("API-KEY", "client")
 	req.Header.Set("x-api-key", "client")
 	req.Header.Set("x-goog-api-key", "client")
-	Anthropic.Apply(req.Header, "sk-ant-key")
+	Anthropic.Apply(req.Header, "sk-ant-key", nil)
 	for _, name := range CredentialHeaders {
 		want := ""
 		if name == "X-Api-Key" {
