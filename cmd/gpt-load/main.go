@@ -23,6 +23,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/gpt-load/gpt-load/internal/config"
+	"github.com/gpt-load/gpt-load/internal/gctune"
 	"github.com/gpt-load/gpt-load/internal/groups"
 	"github.com/gpt-load/gpt-load/internal/keymanager"
 	"github.com/gpt-load/gpt-load/internal/server"
@@ -34,6 +35,9 @@ import (
 var version = "dev"
 
 func main() {
+	// The collector's target follows the live heap (docs/performance.md,
+	// "Garbage collection"), unless GOGC is set.
+	gctune.Start(os.Getenv)
 	if err := run(context.Background(), os.Args, os.Getenv, os.Stdout, os.Stderr); err != nil {
 		if !errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintln(os.Stderr, "gpt-load:", strings.ReplaceAll(err.Error(), "\n", "\n  "))

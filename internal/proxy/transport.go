@@ -19,8 +19,12 @@ import (
 type TransportOptions struct {
 	// ConnectTimeout bounds the dial and the TLS handshake (REQUEST_TIMEOUT).
 	ConnectTimeout time.Duration
-	// ResponseTimeout bounds the wait for response headers once the request
-	// is written (RESPONSE_TIMEOUT). It never cuts a body that is flowing.
+	// ResponseTimeout is RESPONSE_TIMEOUT. The transport does not enforce
+	// it: the proxy's own deadline does, from the start of sending
+	// (deadline.go), which always ends before the transport's header timer,
+	// started once the body is written, would; that timer was a second
+	// timer per request that never fired first. Re-checks are bounded by
+	// recheckTimeout.
 	ResponseTimeout time.Duration
 	// IdleConnTimeout is how long an idle connection is kept.
 	IdleConnTimeout time.Duration
@@ -46,7 +50,6 @@ func NewTransport(o TransportOptions) (*http.Transport, error) {
 		Proxy:                 http.ProxyFromEnvironment,
 		DialContext:           dialer.DialContext,
 		TLSHandshakeTimeout:   o.ConnectTimeout,
-		ResponseHeaderTimeout: o.ResponseTimeout,
 		IdleConnTimeout:       o.IdleConnTimeout,
 		MaxIdleConns:          0, // no global cap; per host below
 		MaxIdleConnsPerHost:   o.MaxIdlePerHost,
