@@ -860,7 +860,7 @@ table() {
 	done
 }
 
-# targets: issue 13's targets against this run.
+# targets: the targets set for real-shaped upstreams, against this run.
 targets() {
 	local have_h1=0 have_tls=0 k
 	for k in $KINDS; do
@@ -870,7 +870,7 @@ targets() {
 	# t NAME UPSTREAM MEASURED NGINX VERDICT-AWK-EXPR
 	t() { echo "| $1 | $2 | $3 | $4 | $5 |"; }
 	verdict() { awk -v x="$1" -v lim="$3" -v op="$2" 'BEGIN { ok = (op == "<=" ? x <= lim : x >= lim); print (ok ? "met" : "not met") }'; }
-	echo "| target (issue 13) | upstream | gpt-load | nginx, for reference | |"
+	echo "| target | upstream | gpt-load | nginx, for reference | |"
 	echo "|---|---|---|---|---|"
 	if [[ $have_h1 == 1 ]]; then
 		local r
@@ -907,7 +907,7 @@ report() {
 	echo "Run: $DATE on $(nproc) CPUs (${CPU:-unknown CPU}), Linux $(uname -r); $GOV; $WRKV; $NGINXV; gpt-load $COMMIT."
 	echo "The load generator, the mock upstream, nginx and gpt-load share these CPUs on 127.0.0.1."
 	echo
-	echo "Issue 13's targets (MB read as MiB, i.e. 50 MB = 47.7 MiB):"
+	echo "The targets set for real-shaped upstreams (MB read as MiB, i.e. 50 MB = 47.7 MiB):"
 	echo
 	targets
 	for k in $KINDS; do
