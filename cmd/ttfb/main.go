@@ -1,21 +1,39 @@
 // Command ttfb is a measurement probe for the load test
 // (scripts/loadtest.sh): it opens -n streaming requests at the same moment,
-// -rounds times, and prints the percentiles of two delays per request:
+// -rounds times, and prints the percentiles of three delays per request,
+// each from sending the request:
 //
-//   - ttfb: from sending the request to the first byte of the response
-//     (httptrace GotFirstResponseByte, i.e. the status line);
-//   - first event: to the first byte of the response body, the first SSE
-//     event a client can act on.
+//   - ttfb: to the first byte of the response (httptrace
+//     GotFirstResponseByte, i.e. the status line);
+//   - first event: to the first byte of the response body;
+//   - first token: to the end of the first SSE event that carries content,
+//     the blank line that closes it read (see hasContent for what counts:
+//     OpenAI chat deltas with content, reasoning or tool calls, legacy
+//     completions' text, Anthropic content_block_delta, Responses ".delta"
+//     events, Gemini parts with text or a function call; not a role-only
+//     first chunk, an error event or "[DONE]").
+//
+// The first token is the figure to compare across a proxy that holds a
+// stream until its first output (gpt-load's commit window) and one that
+// does not: through the first, the first byte is the first token; through
+// the second, it may be a role-only chunk sent earlier.
 //
 // It sends a fixed number of requests and reads every stream to its end; it
 // is not a load generator (wrk is used for load).
 //
 // The last line on stdout is machine-readable:
 //
-//	requests=750 errors=0 ttfb_p50_ms=1.234 ttfb_p99_ms=5.678 event_p50_ms=… event_p99_ms=… ttfb_max_ms=…
+//	requests=750 errors=0 ttfb_p50_ms=1.234 ttfb_p99_ms=5.678 event_p50_ms=… event_p99_ms=… ttfb_max_ms=… token_p50_ms=… token_p99_ms=… no_token=0
+//
+// errors counts requests that failed (no answer, a status other than 200,
+// a read error, an empty body); they are in none of the figures. no_token
+// counts the streams that ended without a content event: they are in the
+// ttfb and first-event figures but not in the token ones, whose
+// percentiles are over the streams that had a token (0 when none had).
 package main
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -33,8 +51,8 @@ import (
 )
 
 type sample struct {
-	ttfb, event time.Duration
-	err         error
+	ttfb, event, token time.Duration // token 0: the stream carried no content
+	err                error
 }
 
 func main() {
@@ -81,20 +99,23 @@ func main() {
 		if r < *warmup {
 			continue
 		}
-		t, e, errs := split(res)
-		fmt.Fprintf(os.Stderr, "ttfb round %d: n=%d errors=%d ttfb p50=%.3fms p99=%.3fms first event p50=%.3fms p99=%.3fms\n",
-			r-*warmup+1, len(res), errs, ms(pct(t, 50)), ms(pct(t, 99)), ms(pct(e, 50)), ms(pct(e, 99)))
+		t, e, k, errs, noTok := split(res)
+		fmt.Fprintf(os.Stderr, "ttfb round %d: n=%d errors=%d ttfb p50=%.3fms p99=%.3fms first event p50=%.3fms p99=%.3fms first token p50=%.3fms p99=%.3fms (%d without a token)\n",
+			r-*warmup+1, len(res), errs, ms(pct(t, 50)), ms(pct(t, 99)), ms(pct(e, 50)), ms(pct(e, 99)), ms(pct(k, 50)), ms(pct(k, 99)), noTok)
 		all = append(all, res...)
 	}
-	t, e, errs := split(all)
+	t, e, k, errs, noTok := split(all)
 	for _, s := range all {
 		if s.err != nil {
 			fmt.Fprintln(os.Stderr, "ttfb: first error:", s.err)
 			break
 		}
 	}
-	fmt.Printf("requests=%d errors=%d ttfb_p50_ms=%.3f ttfb_p99_ms=%.3f event_p50_ms=%.3f event_p99_ms=%.3f ttfb_max_ms=%.3f\n",
-		len(all), errs, ms(pct(t, 50)), ms(pct(t, 99)), ms(pct(e, 50)), ms(pct(e, 99)), ms(pct(t, 100)))
+	if noTok > 0 {
+		fmt.Fprintf(os.Stderr, "ttfb: %d of %d streams ended without an event that carries content\n", noTok, len(all)-errs)
+	}
+	fmt.Printf("requests=%d errors=%d ttfb_p50_ms=%.3f ttfb_p99_ms=%.3f event_p50_ms=%.3f event_p99_ms=%.3f ttfb_max_ms=%.3f token_p50_ms=%.3f token_p99_ms=%.3f no_token=%d\n",
+		len(all), errs, ms(pct(t, 50)), ms(pct(t, 99)), ms(pct(e, 50)), ms(pct(e, 99)), ms(pct(t, 100)), ms(pct(k, 50)), ms(pct(k, 99)), noTok)
 	if errs == len(all) {
 		os.Exit(1)
 	}
@@ -149,18 +170,17 @@ func one(ctx context.Context, client *http.Client, url, method, body string) sam
 		io.Copy(io.Discard, resp.Body)
 		return sample{err: fmt.Errorf("HTTP %d", resp.StatusCode)}
 	}
-	buf := make([]byte, 4096)
-	for {
-		k, err := resp.Body.Read(buf)
-		if k > 0 && s.event == 0 {
-			s.event = time.Since(start)
-		}
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return sample{err: err}
-		}
+	br := bufio.NewReaderSize(&firstByte{r: resp.Body, start: start, at: &s.event}, 4096)
+	var end time.Duration
+	k, err := firstContent(br, func() { end = time.Since(start) })
+	if k > 0 {
+		s.token = end
+	}
+	if err == nil {
+		_, err = io.Copy(io.Discard, br) // the rest of the stream
+	}
+	if err != nil {
+		return sample{err: err}
 	}
 	if s.event == 0 {
 		return sample{err: errors.New("empty stream")}
@@ -168,9 +188,25 @@ func one(ctx context.Context, client *http.Client, url, method, body string) sam
 	return s
 }
 
-// split returns the sorted delays of the successful samples and the number
-// of failed ones.
-func split(ss []sample) (ttfb, event []time.Duration, errs int) {
+// firstByte is the response body, noting when its first byte came.
+type firstByte struct {
+	r     io.Reader
+	start time.Time
+	at    *time.Duration
+}
+
+func (f *firstByte) Read(p []byte) (int, error) {
+	k, err := f.r.Read(p)
+	if k > 0 && *f.at == 0 {
+		*f.at = time.Since(f.start)
+	}
+	return k, err
+}
+
+// split returns the sorted delays of the successful samples (token: of
+// those that carried content), the number of failed ones and the number of
+// successful ones without content.
+func split(ss []sample) (ttfb, event, token []time.Duration, errs, noToken int) {
 	for _, s := range ss {
 		if s.err != nil {
 			errs++
@@ -178,10 +214,16 @@ func split(ss []sample) (ttfb, event []time.Duration, errs int) {
 		}
 		ttfb = append(ttfb, s.ttfb)
 		event = append(event, s.event)
+		if s.token > 0 {
+			token = append(token, s.token)
+		} else {
+			noToken++
+		}
 	}
 	slices.Sort(ttfb)
 	slices.Sort(event)
-	return ttfb, event, errs
+	slices.Sort(token)
+	return ttfb, event, token, errs, noToken
 }
 
 // pct is the nearest-rank percentile p (0 < p ≤ 100) of sorted d.
