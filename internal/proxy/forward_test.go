@@ -179,6 +179,12 @@ func TestHeadersBothWays(t *testing.T) {
 	if v := got.Get("X-Forwarded-For"); v != "203.0.113.7, 127.0.0.1" {
 		t.Errorf("upstream X-Forwarded-For = %q; want %q", v, "203.0.113.7, 127.0.0.1")
 	}
+	if v, want := got.Get("X-Forwarded-Host"), strings.TrimPrefix(e.URL, "http://"); v != want {
+		t.Errorf("upstream X-Forwarded-Host = %q; want the client's Host %q", v, want)
+	}
+	if v := got.Values("X-Forwarded-Proto"); len(v) != 1 || v[0] != "http" {
+		t.Errorf("upstream X-Forwarded-Proto = %q; want [http]", v)
+	}
 	if v := got.Get("Anthropic-Version"); v != "2023-06-01" {
 		t.Errorf("upstream Anthropic-Version = %q; want passed through", v)
 	}
