@@ -139,8 +139,14 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 
 	for _, name := range unknown {
 		// The name only: the value may be a key.
-		log.WithFields(logrus.Fields{"file": *envFile, "variable": name}).
-			Warnf("unknown variable %s in the env file, ignored: did you mean %s?", name, config.Closest(name))
+		l := log.WithFields(logrus.Fields{"file": *envFile, "variable": name})
+		if goRuntimeVar(name) {
+			// The runtime read its settings before main ran
+			// (docs/performance.md, "Garbage collection").
+			l.Warnf("%s in the env file is ignored: the Go runtime reads it from the process's environment only", name)
+			continue
+		}
+		l.Warnf("unknown variable %s in the env file, ignored: did you mean %s?", name, config.Closest(name))
 	}
 	if parsed.Duplicates > 0 {
 		log.WithField("count", parsed.Duplicates).Warn("dropped duplicate keys from the keys file")
@@ -241,6 +247,16 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 // (named): a misspelled name must not start the proxy without its
 // AUTH_KEY. unknown lists, sorted, the file's variables that gpt-load does
 // not read.
+// goRuntimeVar reports whether name is one of the Go runtime's settings,
+// which only the process's environment can set.
+func goRuntimeVar(name string) bool {
+	switch name {
+	case "GOGC", "GOMEMLIMIT", "GOMAXPROCS", "GODEBUG", "GOTRACEBACK":
+		return true
+	}
+	return false
+}
+
 func withEnvFile(path string, named bool, getenv func(string) string) (_ func(string) string, unknown []string, _ error) {
 	if path == "" {
 		return getenv, nil, nil

@@ -518,11 +518,14 @@ func TestUnknownEnvFileVariableIsWarned(t *testing.T) {
 	keys := filepath.Join(dir, "keys.txt")
 	writeKeys(t, keys, testKeys...)
 	envFile := filepath.Join(dir, "my.env")
-	os.WriteFile(envFile, []byte("KEYS_FILE="+keys+"\nOPENAI_BASEURL=http://secret-value.example\nMAX_RETRY=sk-value-not-shown\n"), 0o600)
+	os.WriteFile(envFile, []byte("KEYS_FILE="+keys+"\nOPENAI_BASEURL=http://secret-value.example\nMAX_RETRY=sk-value-not-shown\nGOGC=400\n"), 0o600)
 	var out testlog.Buffer
 	serving(t, map[string]string{"ENV_FILE": envFile}, &out)
 	logs := out.String()
-	for _, w := range []string{"OPENAI_BASEURL", "did you mean OPENAI_BASE_URL?", "MAX_RETRY", "did you mean MAX_RETRIES?"} {
+	// The Go runtime's own settings are named as such: it reads them
+	// from the process's environment before gpt-load starts.
+	for _, w := range []string{"OPENAI_BASEURL", "did you mean OPENAI_BASE_URL?", "MAX_RETRY", "did you mean MAX_RETRIES?",
+		"GOGC in the env file is ignored: the Go runtime reads it from the process's environment only"} {
 		if !strings.Contains(logs, w) {
 			t.Errorf("startup log lacks %q:\n%s", w, logs)
 		}

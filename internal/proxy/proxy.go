@@ -688,7 +688,11 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 			}
 		}
 	}
-	moveHeader(st.out.Header(), h)
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		// A 101's headers stay: ReverseProxy checks its Upgrade against
+		// the request's before joining the connections.
+		moveHeader(st.out.Header(), h)
+	}
 	return nil
 }
 
