@@ -18,6 +18,7 @@ import (
 	"github.com/gpt-load/gpt-load/internal/cluster"
 	"github.com/gpt-load/gpt-load/internal/config"
 	"github.com/gpt-load/gpt-load/internal/groups"
+	"github.com/gpt-load/gpt-load/internal/h1client"
 	"github.com/gpt-load/gpt-load/internal/keymanager"
 	"github.com/gpt-load/gpt-load/internal/metrics"
 	"github.com/gpt-load/gpt-load/internal/proxy"
@@ -32,6 +33,7 @@ type Server struct {
 	log       *logrus.Entry
 	opts      Options
 	transport *http.Transport
+	upstream  *h1client.Transport // in front of transport
 	// main is the group without GROUPS_DIR, and the default group (else
 	// the first) with it; keys, targets, proxy, metrics and cluster are
 	// its, for the endpoints and Parts.
@@ -68,15 +70,18 @@ type Parts struct {
 	Keys      *keymanager.Manager
 	Targets   *upstream.Balancer
 	Transport *http.Transport
-	Proxy     *proxy.Proxy
-	Metrics   *metrics.Metrics
+	// Upstream is the RoundTripper every group's proxy sends through:
+	// h1client for plain http upstreams, Transport for the rest.
+	Upstream *h1client.Transport
+	Proxy    *proxy.Proxy
+	Metrics  *metrics.Metrics
 	// Cluster is nil without REDIS_URL.
 	Cluster *cluster.Cluster
 }
 
 // Parts returns the server's parts.
 func (s *Server) Parts() Parts {
-	return Parts{Keys: s.keys, Targets: s.targets, Transport: s.transport, Proxy: s.proxy,
+	return Parts{Keys: s.keys, Targets: s.targets, Transport: s.transport, Upstream: s.upstream, Proxy: s.proxy,
 		Metrics: s.metrics, Cluster: s.cluster}
 }
 
@@ -128,6 +133,16 @@ func New(ctx context.Context, cfg *config.Config, keys []string, log *logrus.Ent
 	if err != nil {
 		return nil, err
 	}
+	// One upstream RoundTripper for every group: plain http upstreams
+	// through h1client, the rest through net/http behind ShareConns,
+	// which takes over the transport's TLS dial and so must be made once.
+	s.upstream = h1client.New(h1client.Options{
+		Dial:           s.transport.DialContext,
+		Proxy:          s.transport.Proxy,
+		IdleTimeout:    cfg.IdleConnTimeout,
+		MaxIdlePerHost: cfg.MaxConcurrentRequests,
+		Fallback:       proxy.ShareConns(s.transport),
+	})
 	// The cluster's subscriber starts inside cluster.New and may hear
 	// another replica's reset at once, before s is whole: the reload it
 	// runs waits for ready.
@@ -207,7 +222,7 @@ func (s *Server) newGroup(ctx context.Context, name string, spec *groups.Spec, c
 	if name != "" {
 		po.RedactKeys = &s.allKeys
 	}
-	g.proxy = proxy.New(po, g.keys, g.targets, proxy.ShareConns(s.transport), log)
+	g.proxy = proxy.New(po, g.keys, g.targets, s.upstream, log)
 	if !cfg.RedisURL.Empty() {
 		prefix := cfg.RedisPrefix
 		if name != "" && name != groups.DefaultName {
@@ -421,5 +436,5 @@ func (s *Server) Close() {
 			g.cluster.Close()
 		}
 	}
-	s.transport.CloseIdleConnections()
+	s.upstream.CloseIdleConnections()
 }
