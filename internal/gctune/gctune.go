@@ -117,14 +117,23 @@ func value(s metrics.Sample) uint64 {
 	return s.Value.Uint64()
 }
 
+// runtimeHeapMinimum is the runtime's smallest heap goal at GOGC=100: the
+// goal is never below runtimeHeapMinimum × GOGC / 100, whatever is live.
+const runtimeHeapMinimum = 4 << 20
+
 // percent is the GOGC that makes the heap goal live + max(headroom, live):
 // the runtime's goal is live + scanned × GOGC / 100, where scanned counts
-// the live heap, stacks and globals.
+// the live heap, stacks and globals, and never below its minimum, 4 MiB ×
+// GOGC / 100. A tiny heap needs a GOGC far above 100 for its headroom,
+// which would raise that minimum past the goal (GOGC=1000 makes it 40 MB
+// over a live heap of one): the GOGC is capped so the minimum stays at
+// the goal.
 func percent(live, scanned, headroom uint64) int {
-	if scanned == 0 {
-		return maxPercent
-	}
 	grow := max(headroom, live)
-	p := math.Ceil(float64(grow) * 100 / float64(scanned))
+	limit := math.Floor(float64(live+grow) * 100 / runtimeHeapMinimum)
+	p := limit
+	if scanned > 0 {
+		p = min(math.Ceil(float64(grow)*100/float64(scanned)), limit)
+	}
 	return int(min(max(p, minPercent), maxPercent))
 }
