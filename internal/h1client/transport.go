@@ -36,6 +36,7 @@ import (
 	"net/textproto"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -174,6 +175,9 @@ func replayable(req *http.Request) bool {
 // new one.
 func (t *Transport) conn(ctx context.Context, req *http.Request, trace *httptrace.ClientTrace, fresh bool) (*conn, bool, error) {
 	key := req.URL.Host
+	if ctx.Err() != nil {
+		return nil, false, context.Cause(ctx)
+	}
 	if trace != nil && trace.GetConn != nil {
 		trace.GetConn(key)
 	}
@@ -236,6 +240,12 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request, tr
 		}
 		return nil, err
 	}
+	if ctx.Err() != nil {
+		// Cancelled while the connection was being had: nothing goes
+		// out for a caller who has given up.
+		closeBody(req)
+		return fail(context.Cause(ctx))
+	}
 	werr := writeRequest(c.nc, req, trace)
 	if trace != nil && trace.WroteRequest != nil {
 		trace.WroteRequest(httptrace.WroteRequestInfo{Err: werr})
@@ -278,7 +288,7 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request, tr
 			// unasked is not followed.
 			return fail(errors.New("upstream switched protocols unasked"))
 		}
-		keep := !resp.Close && !req.Close
+		keep := !resp.Close && !wantsClose(req)
 		if resp.Body == http.NoBody {
 			// Nothing to read: the exchange is over.
 			if c.stop() && keep && c.br.Buffered() == 0 {
@@ -479,6 +489,23 @@ func closeBody(req *http.Request) {
 	}
 }
 
+// wantsClose reports whether req asks for its connection to close after
+// it: Close set, or "close" among its Connection header's tokens (the
+// header itself is hop-by-hop and not sent as is).
+func wantsClose(req *http.Request) bool {
+	if req.Close {
+		return true
+	}
+	for _, v := range req.Header["Connection"] {
+		for tok := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(tok), "close") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // writers are request write buffers, taken for the write alone: an open
 // stream keeps none.
 var writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4<<10) }}
@@ -524,7 +551,7 @@ func writeRequest(nc net.Conn, req *http.Request, trace *httptrace.ClientTrace) 
 	case method == http.MethodPost || method == http.MethodPut || method == http.MethodPatch:
 		bw.WriteString("Content-Length: 0\r\n")
 	}
-	if req.Close {
+	if wantsClose(req) {
 		bw.WriteString("Connection: close\r\n")
 	}
 	for k, vv := range req.Header {
@@ -569,19 +596,50 @@ func writeRequest(nc net.Conn, req *http.Request, trace *httptrace.ClientTrace) 
 			if _, err := bw.WriteString("\r\n"); err != nil {
 				return err
 			}
-		} else {
-			// Not through a LimitReader: that would be an allocation per
-			// request; a body longer than it says fails as a shorter one.
-			n, err := io.Copy(bw, req.Body)
-			if err != nil {
-				return err
-			}
-			if n != req.ContentLength {
-				return fmt.Errorf("h1client: request body has %d bytes, Content-Length says %d", n, req.ContentLength)
-			}
+		} else if err := writeBody(bw, nc, req.Body, req.ContentLength); err != nil {
+			return err
 		}
 	}
 	return bw.Flush()
+}
+
+// writeBody writes exactly n bytes of body after the headers in bw, and
+// fails if body has fewer or more: never a byte past the length the
+// headers announced, which the upstream would read as a request of its
+// own. A body that fits in bw's free space is read straight into it (no
+// allocation); a larger one goes to the connection after the headers,
+// through a LimitedReader, so that a file is sent by sendfile and a
+// buffer by large writes.
+func writeBody(bw *bufio.Writer, nc net.Conn, body io.Reader, n int64) error {
+	var got int64
+	var err error
+	if n <= int64(bw.Available()) {
+		buf := bw.AvailableBuffer()[:n]
+		var k int
+		k, err = io.ReadFull(body, buf)
+		got = int64(k)
+		bw.Write(buf[:k])
+	} else {
+		if err = bw.Flush(); err != nil {
+			return err
+		}
+		lr := &io.LimitedReader{R: body, N: n}
+		got, err = io.Copy(nc, lr)
+	}
+	if err == io.ErrUnexpectedEOF || err == io.EOF {
+		err = nil
+	}
+	if err != nil {
+		return err
+	}
+	var extra [1]byte
+	if got < n {
+		return fmt.Errorf("h1client: request body has %d bytes, Content-Length says %d", got, n)
+	}
+	if k, _ := body.Read(extra[:]); k > 0 {
+		return fmt.Errorf("h1client: request body is longer than its Content-Length, %d", n)
+	}
+	return nil
 }
 
 // validName reports whether k is a header field name (an RFC 9110 token).
