@@ -180,6 +180,9 @@ func (s *connSharer) RoundTrip(req *http.Request) (*http.Response, error) {
 	return s.base.RoundTrip(req.WithContext(httptrace.WithClientTrace(req.Context(), trace)))
 }
 
+// CloseIdleConnections closes the transport's idle connections.
+func (s *connSharer) CloseIdleConnections() { s.base.CloseIdleConnections() }
+
 // gate returns the gate of u's host, made on first use.
 func (s *connSharer) gate(u *url.URL) *hostGate {
 	if g, ok := s.byHost.Load(u.Host); ok {
