@@ -246,7 +246,8 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request, tr
 		closeBody(req)
 		return fail(context.Cause(ctx))
 	}
-	werr := writeRequest(c.nc, req, trace)
+	closing := wantsClose(req)
+	werr := writeRequest(c.nc, req, closing, trace)
 	if trace != nil && trace.WroteRequest != nil {
 		trace.WroteRequest(httptrace.WroteRequestInfo{Err: werr})
 	}
@@ -288,7 +289,7 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request, tr
 			// unasked is not followed.
 			return fail(errors.New("upstream switched protocols unasked"))
 		}
-		keep := !resp.Close && !wantsClose(req)
+		keep := !resp.Close && !closing
 		if resp.Body == http.NoBody {
 			// Nothing to read: the exchange is over.
 			if c.stop() && keep && c.br.Buffered() == 0 {
@@ -510,9 +511,9 @@ func wantsClose(req *http.Request) bool {
 // stream keeps none.
 var writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4<<10) }}
 
-// writeRequest writes req's request line, headers and body to nc, and
-// closes req.Body.
-func writeRequest(nc net.Conn, req *http.Request, trace *httptrace.ClientTrace) (err error) {
+// writeRequest writes req's request line, headers and body to nc, with
+// Connection: close when closing, and closes req.Body.
+func writeRequest(nc net.Conn, req *http.Request, closing bool, trace *httptrace.ClientTrace) (err error) {
 	defer closeBody(req)
 	bw := writers.Get().(*bufio.Writer)
 	bw.Reset(nc)
@@ -551,7 +552,7 @@ func writeRequest(nc net.Conn, req *http.Request, trace *httptrace.ClientTrace) 
 	case method == http.MethodPost || method == http.MethodPut || method == http.MethodPatch:
 		bw.WriteString("Content-Length: 0\r\n")
 	}
-	if wantsClose(req) {
+	if closing {
 		bw.WriteString("Connection: close\r\n")
 	}
 	for k, vv := range req.Header {
