@@ -106,7 +106,25 @@ func TestRateLimitedBurstLeavesNoMemory(t *testing.T) {
 	burst()
 	waitUntil(t, 5*time.Second, "requests finished", func() bool { return e.Proxy.InFlight() == 0 })
 	c.CloseIdleConnections()
-	checkGrowth(t, fmt.Sprintf("after %d requests of 1000 KiB answered 429", clients), base, measure(t), 8<<20)
+	checkGrowth(t, fmt.Sprintf("after %d requests of 1000 KiB answered 429", clients), base, settled(t, base, 8<<20), 8<<20)
+}
+
+// settled measures until the heap is within limit of base, for at most
+// 5 s: the proxy counts a request out when its handler returns, and
+// net/http's connection goroutine lets go of the request (its body
+// included) a moment later, which on a loaded machine was after a single
+// measurement (+13 MiB once in a full -race run). A leak stays; it is
+// measured, and reported, at the deadline.
+func settled(t *testing.T, base memory, limit int64) memory {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		now := measure(t)
+		if now.heap-base.heap <= limit || time.Now().After(deadline) {
+			return now
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // TestLongLineHoldsBoundedMemory: a stream whose one line is 32 MiB passes
