@@ -66,8 +66,7 @@ func writeRequest(nc net.Conn, req *http.Request, closing bool, trace *httptrace
 	switch {
 	case hasBody && req.ContentLength > 0:
 		bw.WriteString("Content-Length: ")
-		var num [20]byte
-		bw.Write(strconv.AppendInt(num[:0], req.ContentLength, 10))
+		bw.Write(strconv.AppendInt(bw.AvailableBuffer(), req.ContentLength, 10))
 		bw.WriteString("\r\n")
 	case hasBody:
 		chunked = true
@@ -130,18 +129,21 @@ func writeRequest(nc net.Conn, req *http.Request, closing bool, trace *httptrace
 // writeBody writes exactly n bytes of body after the headers in bw, and
 // fails if body has fewer or more: never a byte past the length the
 // headers announced, which the upstream would read as a request of its
-// own. A body that fits in bw's free space is read straight into it (no
+// own. A body that fits in bw's free space, with a byte to spare for the
+// check that nothing follows it, is read straight into it (no
 // allocation); a larger one goes to the connection after the headers,
 // through a LimitedReader, so that a file is sent by sendfile and a
 // buffer by large writes.
 func writeBody(bw *bufio.Writer, nc net.Conn, body io.Reader, n int64) error {
 	var got int64
 	var err error
-	if n <= int64(bw.Available()) {
-		buf := bw.AvailableBuffer()[:n]
+	var extra []byte // room for the byte that must not be there
+	if n < int64(bw.Available()) {
+		buf := bw.AvailableBuffer()[:n+1]
 		var k int
-		k, err = io.ReadFull(body, buf)
+		k, err = io.ReadFull(body, buf[:n])
 		got = int64(k)
+		extra = buf[n:]
 		bw.Write(buf[:k])
 	} else {
 		if err = bw.Flush(); err != nil {
@@ -149,6 +151,7 @@ func writeBody(bw *bufio.Writer, nc net.Conn, body io.Reader, n int64) error {
 		}
 		lr := &io.LimitedReader{R: body, N: n}
 		got, err = io.Copy(nc, lr)
+		extra = make([]byte, 1)
 	}
 	if err == io.ErrUnexpectedEOF || err == io.EOF {
 		err = nil
@@ -156,11 +159,10 @@ func writeBody(bw *bufio.Writer, nc net.Conn, body io.Reader, n int64) error {
 	if err != nil {
 		return err
 	}
-	var extra [1]byte
 	if got < n {
 		return fmt.Errorf("h1client: request body has %d bytes, Content-Length says %d", got, n)
 	}
-	if k, _ := body.Read(extra[:]); k > 0 {
+	if k, _ := body.Read(extra); k > 0 {
 		return fmt.Errorf("h1client: request body is longer than its Content-Length, %d", n)
 	}
 	return nil
