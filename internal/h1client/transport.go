@@ -36,6 +36,8 @@ import (
 	"net/url"
 	"sync"
 	"time"
+
+	"github.com/gpt-load/gpt-load/internal/freshstack"
 )
 
 // Options configure a Transport.
@@ -199,17 +201,25 @@ func (t *Transport) conn(ctx context.Context, req *http.Request, trace *httptrac
 	if req.URL.Port() == "" {
 		addr = net.JoinHostPort(req.URL.Hostname(), "80")
 	}
-	nc, err := t.o.Dial(ctx, "tcp", addr)
+	// A dial goes 2.5 KB deep or more (a name to resolve), past what a
+	// stream's goroutine otherwise needs (freshstack).
+	var nc net.Conn
+	var err error
+	freshstack.Run(func() { nc, err = t.o.Dial(ctx, "tcp", addr) })
 	if err != nil {
 		return nil, false, err
 	}
-	c := &conn{nc: nc, br: bufio.NewReaderSize(nc, 4<<10), key: key}
+	c := &conn{nc: nc, br: bufio.NewReaderSize(nc, readBufferSize), key: key}
 	c.peeker.init(nc)
 	if trace != nil && trace.GotConn != nil {
 		trace.GotConn(httptrace.GotConnInfo{Conn: nc})
 	}
 	return c, false, nil
 }
+
+// readBufferSize is a connection's read buffer, the size nginx reads an
+// answer head into.
+const readBufferSize = 4 << 10
 
 // staleError is a reused connection that broke before the first byte of
 // an answer came.

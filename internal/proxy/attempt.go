@@ -172,6 +172,7 @@ func (p *Proxy) attempt(req *http.Request, st *reqState, key *keymanager.Key, ta
 		// Hold the stream until its first output; an error event in it
 		// stands for its status answer (docs/api.md, "Streaming";
 		// stream.go).
+		st.out.stream = true
 		resp, window, err = p.commitWindow(req.Context(), st, resp)
 	}
 	o := classify.Outcome{Err: err, Now: time.Now(), ClientGone: req.Context().Err() != nil}

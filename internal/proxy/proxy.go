@@ -22,6 +22,7 @@ import (
 
 	"github.com/gpt-load/gpt-load/internal/apierr"
 	"github.com/gpt-load/gpt-load/internal/classify"
+	"github.com/gpt-load/gpt-load/internal/freshstack"
 	"github.com/gpt-load/gpt-load/internal/keymanager"
 	"github.com/gpt-load/gpt-load/internal/outcome"
 	"github.com/gpt-load/gpt-load/internal/stdlog"
@@ -382,6 +383,22 @@ func (p *Proxy) finish(r *http.Request, st *reqState) {
 type countingWriter struct {
 	http.ResponseWriter
 	n int64
+	// stream: the answer is an event stream, whose first flush writes the
+	// head on a fresh stack (internal/freshstack); headOut: that flush was made.
+	stream, headOut bool
+}
+
+// FlushError flushes through to the server's writer; an event stream's
+// first flush, which writes the head, runs on a fresh stack (internal/freshstack).
+func (c *countingWriter) FlushError() error {
+	rc := http.NewResponseController(c.ResponseWriter)
+	if !c.stream || c.headOut {
+		return rc.Flush()
+	}
+	c.headOut = true
+	var err error
+	freshstack.Call(func() { err = rc.Flush() })
+	return err
 }
 
 func (c *countingWriter) Write(p []byte) (int, error) {

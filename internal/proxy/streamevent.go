@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/gpt-load/gpt-load/internal/freshstack"
 	"github.com/gpt-load/gpt-load/internal/sse"
 )
 
@@ -69,17 +70,45 @@ type wireEvent struct {
 // the same error has as an HTTP answer and a body in a shape
 // classify.Attempt reads ({"error":{...}}).
 func classifyEvent(e sse.Event) (kind eventKind, status int, body []byte) {
+	if kind, status, ok := classifyQuick(e); ok {
+		return kind, status, nil
+	}
+	return decodeEvent(e)
+}
+
+// classifyInStream is classifyEvent for a caller deep in a stream's
+// goroutine: an event that must be decoded is decoded on a fresh stack
+// (internal/freshstack).
+func classifyInStream(e sse.Event) (kind eventKind, status int, body []byte) {
+	if kind, status, ok := classifyQuick(e); ok {
+		return kind, status, nil
+	}
+	freshstack.Call(func() { kind, status, body = decodeEvent(e) })
+	return kind, status, body
+}
+
+// classifyQuick classifies what needs no decoding: an event whose data
+// is not a JSON object, and the common output event (quickOutput).
+func classifyQuick(e sse.Event) (kind eventKind, status int, ok bool) {
 	data := bytes.TrimSpace(e.Data)
 	isErrorEvent := string(e.Type) == "error"
 	if len(data) == 0 || data[0] != '{' {
 		if isErrorEvent {
-			return evError, http.StatusInternalServerError, nil
+			return evError, http.StatusInternalServerError, true
 		}
-		return evOther, 0, nil
+		return evOther, 0, true
 	}
 	if !isErrorEvent && quickOutput(data) {
-		return evOutput, 0, nil
+		return evOutput, 0, true
 	}
+	return 0, 0, false
+}
+
+// decodeEvent classifies an event whose data is a JSON object by decoding
+// it.
+func decodeEvent(e sse.Event) (kind eventKind, status int, body []byte) {
+	data := bytes.TrimSpace(e.Data)
+	isErrorEvent := string(e.Type) == "error"
 	var w wireEvent
 	if json.Unmarshal(data, &w) != nil {
 		if isErrorEvent {
