@@ -217,9 +217,11 @@ func (t *Transport) conn(ctx context.Context, req *http.Request, trace *httptrac
 	return c, false, nil
 }
 
-// readBufferSize is a connection's read buffer, the size nginx reads an
-// answer head into.
-const readBufferSize = 4 << 10
+// readBufferSize is a connection's read buffer. An open stream holds it,
+// so it is small: a provider's answer head (1 to 2 KB) takes one read or
+// two, an event one read; a read larger than the buffer (a large body
+// copied through ReverseProxy) bypasses it.
+const readBufferSize = 2 << 10
 
 // staleError is a reused connection that broke before the first byte of
 // an answer came.
