@@ -1,8 +1,10 @@
 package proxy_test
 
 import (
+	"bytes"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -52,4 +54,37 @@ func BenchmarkProxy(b *testing.B) {
 		e := startBench(b, []string{up.URL}, map[string]string{"AUTH_KEY": "bench-token", "LOG_LEVEL": "info"})
 		run(b, e+"/v1/chat/completions")
 	})
+}
+
+// BenchmarkLargeAnswer: one 8 MiB answer at a time through the proxy
+// (SetBytes: MB/s of answer), for what the copy buffer's and h1client's
+// read buffer's size cost a large body (docs/performance.md, "A stream's
+// memory").
+func BenchmarkLargeAnswer(b *testing.B) {
+	const size = 8 << 20
+	answer := bytes.Repeat([]byte(`{"object":"embedding","index":0,"embedding":[0.0023064255,-0.009327292]},`), size/73+1)[:size]
+	up := testupstream.New(b, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", strconv.Itoa(len(answer)))
+		w.Write(answer)
+	})
+	e := startBench(b, []string{up.URL}, map[string]string{"AUTH_KEY": "bench-token", "LOG_LEVEL": "warn"})
+	c := &http.Client{}
+	body := `{"model":"text-embedding-3-small","input":"hi"}`
+	b.SetBytes(size)
+	b.ReportAllocs()
+	for b.Loop() {
+		req, _ := http.NewRequest(http.MethodPost, e+"/v1/embeddings", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer bench-token")
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := c.Do(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		n, _ := io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || n != size {
+			b.Fatalf("status %d, %d bytes; want 200, %d", resp.StatusCode, n, size)
+		}
+	}
 }
