@@ -1,7 +1,6 @@
 package proxy_test
 
 import (
-	"bufio"
 	"bytes"
 	"compress/gzip"
 	"crypto/sha256"
@@ -86,36 +85,10 @@ func Test1xxNotRelayed(t *testing.T) {
 	}
 }
 
-// rawUpstream is a TCP listener that runs script on each connection, for
-// upstreams that do not speak HTTP properly.
+// rawUpstream runs script on each connection after reading its request,
+// for upstreams that do not speak HTTP properly.
 func rawUpstream(t *testing.T, script func(c net.Conn)) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				// Read the request head so the client is not reset while
-				// it writes.
-				br := bufio.NewReader(c)
-				req, err := http.ReadRequest(br)
-				if err != nil {
-					return
-				}
-				io.Copy(io.Discard, req.Body)
-				script(c)
-			}()
-		}
-	}()
-	return "http://" + ln.Addr().String()
+	return testupstream.Raw(t, func(c net.Conn, _ *http.Request) { script(c) })
 }
 
 // reset closes c with a TCP RST rather than a FIN.

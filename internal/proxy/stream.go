@@ -362,7 +362,7 @@ func (s *stream) scanWindow(b []byte) (end windowEnd, done bool) {
 		if done {
 			return
 		}
-		switch kind, status, body := classifyInStream(e); kind {
+		switch kind, status, body := classifyEvent(e); kind {
 		case evPreamble:
 		case evOutput:
 			s.token = true
@@ -494,7 +494,7 @@ func (s *stream) scan(b []byte) {
 	if !s.tokened {
 		s.parser.Feed(b, func(e sse.Event) {
 			if !s.token {
-				if kind, _, _ := classifyInStream(e); kind == evOutput {
+				if kind, _, _ := classifyEvent(e); kind == evOutput {
 					s.token = true
 				}
 			}

@@ -69,17 +69,10 @@ type wireEvent struct {
 // classifyEvent says what e means. For an error it also returns the status
 // the same error has as an HTTP answer and a body in a shape
 // classify.Attempt reads ({"error":{...}}).
+//
+// It is called deep in a stream's goroutine: an event that must be
+// decoded is decoded on a fresh stack (internal/freshstack).
 func classifyEvent(e sse.Event) (kind eventKind, status int, body []byte) {
-	if kind, status, ok := classifyQuick(e); ok {
-		return kind, status, nil
-	}
-	return decodeEvent(e)
-}
-
-// classifyInStream is classifyEvent for a caller deep in a stream's
-// goroutine: an event that must be decoded is decoded on a fresh stack
-// (internal/freshstack).
-func classifyInStream(e sse.Event) (kind eventKind, status int, body []byte) {
 	if kind, status, ok := classifyQuick(e); ok {
 		return kind, status, nil
 	}

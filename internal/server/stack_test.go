@@ -5,15 +5,16 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"runtime/debug"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/gpt-load/gpt-load/internal/testserver"
+	"github.com/gpt-load/gpt-load/internal/testupstream"
 )
 
 // stackProbeEnv makes the test binary the child of
@@ -53,22 +54,9 @@ func TestStreamStackStaysSmall(t *testing.T) {
 // connection (so that every request dials), a client on raw sockets
 // (whose own stacks stay small).
 func stackProbe(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go streamOnce(c)
-		}
-	}()
+	up := testupstream.Raw(t, streamOnce)
 	srv := testserver.Start(t, testserver.Options{Keys: []string{"sk-stack-0123456789abcdef"},
-		Upstreams: []string{"http://" + ln.Addr().String()}, Live: true})
+		Upstreams: []string{up}, Live: true})
 	// The first requests take the paths run once per process (type
 	// caches, pools), which a long-running server has behind it.
 	for range 2 {
@@ -82,27 +70,9 @@ func stackProbe(t *testing.T) {
 	t.Log("streams served within 8 KB")
 }
 
-// streamOnce reads one request from c and answers it with a stream whose
-// first event carries only the role, as OpenAI's do, then closes c.
-func streamOnce(c net.Conn) {
-	defer c.Close()
-	br := bufio.NewReader(c)
-	n := 0
-	for {
-		l, err := br.ReadString('\n')
-		if err != nil {
-			return
-		}
-		if v, ok := strings.CutPrefix(strings.ToLower(l), "content-length:"); ok {
-			n, _ = strconv.Atoi(strings.TrimSpace(v))
-		}
-		if l == "\r\n" {
-			break
-		}
-	}
-	if _, err := io.CopyN(io.Discard, br, int64(n)); err != nil {
-		return
-	}
+// streamOnce answers with a stream whose first event carries only the
+// role, as OpenAI's do, and closes the connection.
+func streamOnce(c net.Conn, _ *http.Request) {
 	io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"+
 		"Connection: close\r\nTransfer-Encoding: chunked\r\n\r\n")
 	event := func(s string) { fmt.Fprintf(c, "%x\r\n%s\r\n", len(s), s) }
