@@ -38,6 +38,9 @@ func (b *body) Read(p []byte) (int, error) {
 	case bodyClosed:
 		return 0, errBodyClosed
 	}
+	if b.c.bufferless.Load() {
+		b.c.takeBuffer()
+	}
 	n, err := b.rc.Read(p)
 	switch {
 	case err == nil:
@@ -51,6 +54,23 @@ func (b *body) Read(p []byte) (int, error) {
 	}
 	b.end(false)
 	return n, err
+}
+
+// WaitReady blocks until the body has something to read (bytes, its end
+// or an error) and holds no read buffer meanwhile: the connection's goes
+// back to a pool until the next Read, so a stream waiting for its next
+// event keeps none. It returns at once when bytes are buffered already,
+// and on platforms where the socket cannot be waited on. Call it from the
+// goroutine that reads; Close from another one ends the wait.
+func (b *body) WaitReady() {
+	c := b.c
+	if b.state.Load() != bodyOpen || c.br.Buffered() > 0 {
+		return
+	}
+	if !c.bufferless.Load() {
+		c.lendBuffer()
+	}
+	c.wait()
 }
 
 // Close ends the exchange: the connection is closed unless the body was

@@ -13,3 +13,4 @@ type peeker struct{}
 
 func (*peeker) init(net.Conn) {}
 func (*peeker) alive() bool   { return true }
+func (*peeker) wait()         {}

@@ -16,10 +16,12 @@ const supported = true
 // bytes), sent something unasked (more), or left it quiet (EAGAIN). It is
 // the one read net/http's idle reading goroutine would have done.
 type peeker struct {
-	raw syscall.RawConn
-	fn  func(fd uintptr) bool // peek as a method value, made once
-	ok  bool
-	buf [1]byte
+	raw   syscall.RawConn
+	fn    func(fd uintptr) bool // peek as a method value, made once
+	ready func(fd uintptr) bool // readable, likewise
+	ok    bool
+	woke  bool // readable: the wait for the socket ended
+	buf   [1]byte
 }
 
 func (p *peeker) init(nc net.Conn) {
@@ -33,6 +35,7 @@ func (p *peeker) init(nc net.Conn) {
 	}
 	p.raw = raw
 	p.fn = p.peek
+	p.ready = p.readable
 }
 
 func (p *peeker) peek(fd uintptr) bool {
@@ -52,4 +55,31 @@ func (p *peeker) alive() bool {
 		return false
 	}
 	return p.ok
+}
+
+// wait blocks until the connection has bytes to read, its end or an
+// error, without reading: the poller waits on the socket, not a Read
+// with a buffer. A connection that cannot be waited on returns at once.
+func (p *peeker) wait() {
+	if p.raw == nil {
+		return
+	}
+	p.woke = false
+	p.raw.Read(p.ready) // an error (closed, deadline) is the next Read's
+}
+
+// readable is wait's check, called before the poller waits and after it
+// woke: a non-blocking peek first, since the poller forgets readiness
+// that came before the wait began; once woken, the Read that follows
+// finds out what came.
+func (p *peeker) readable(fd uintptr) bool {
+	if p.woke {
+		return true
+	}
+	_, _, err := syscall.Recvfrom(int(fd), p.buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	if err == syscall.EAGAIN || err == syscall.EWOULDBLOCK {
+		p.woke = true // the next call comes after the wait
+		return false
+	}
+	return true
 }

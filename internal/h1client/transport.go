@@ -35,6 +35,7 @@ import (
 	"net/textproto"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gpt-load/gpt-load/internal/freshstack"
@@ -95,6 +96,11 @@ type conn struct {
 	peeker    // liveness check of an idle connection (peek_*.go)
 	key       string
 	idleSince time.Time
+	// bufferless: br's buffer is in readBuffers while the answer's body
+	// waits for the upstream (body.WaitReady); br reads nothing until
+	// takeBuffer. Written by the reading goroutine only; atomic so that
+	// tests may look from another.
+	bufferless atomic.Bool
 	// stop ends the watch of the current exchange's context (see watch).
 	stop func() bool
 }
@@ -222,6 +228,36 @@ func (t *Transport) conn(ctx context.Context, req *http.Request, trace *httptrac
 // two, an event one read; a read larger than the buffer (a large body
 // copied through ReverseProxy) bypasses it.
 const readBufferSize = 2 << 10
+
+// A stream waiting for its next event lends its connection's read buffer
+// back (body.WaitReady): readBuffers holds the buffers, in readers made for
+// them, and shells the readers emptied of theirs. The framing that
+// http.ReadResponse set up keeps the connection's *bufio.Reader, so the
+// buffer moves by copying the reader's value, never the pointer.
+var (
+	readBuffers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readBufferSize) }}
+	shells      = sync.Pool{New: func() any { return new(bufio.Reader) }}
+)
+
+// lendBuffer puts c's read buffer in readBuffers. c.br must hold nothing
+// unread.
+func (c *conn) lendBuffer() {
+	r := shells.Get().(*bufio.Reader)
+	*r = *c.br
+	*c.br = bufio.Reader{}
+	readBuffers.Put(r)
+	c.bufferless.Store(true)
+}
+
+// takeBuffer gives c a read buffer again, empty, reading from c.nc.
+func (c *conn) takeBuffer() {
+	r := readBuffers.Get().(*bufio.Reader)
+	r.Reset(c.nc)
+	*c.br = *r
+	*r = bufio.Reader{}
+	shells.Put(r)
+	c.bufferless.Store(false)
+}
 
 // staleError is a reused connection that broke before the first byte of
 // an answer came.
