@@ -3,13 +3,14 @@ package proxy
 import "sync"
 
 // copyBufferSize is the size of the buffer a response is copied through.
-// A stream holds one for as long as it is open, so it is kept small: 4 KiB
-// fits the SSE events of a chat completion (a rare larger one goes in two
-// writes), and a large download costs a few more reads, not more memory
-// per open stream. With 1000 open streams the live heap is 4 MB smaller
-// than with 8 KiB; 2 KiB would save 2 MB more, but every read of a large
-// body would be half the size: an 8 MiB answer at 193-234 MB/s against
-// 283-300 (BenchmarkLargeAnswer).
+// A committed event stream takes one per read and gives it back before it
+// waits again (stream.relay); a body ReverseProxy copies holds one until it
+// ends, which for a stream with keepalives on, or any answer that trickles,
+// is as long as it stays open. So it is kept small: 4 KiB fits the SSE
+// events of a chat completion (a rare larger one goes in two writes), and a
+// large download costs a few more reads, not more memory. 2 KiB would
+// make every read of a large body half the size: an 8 MiB answer at
+// 193-234 MB/s against 283-300 (BenchmarkLargeAnswer).
 const copyBufferSize = 4 << 10
 
 // bufferPool recycles ReverseProxy's copy buffers, which would otherwise
@@ -29,3 +30,22 @@ func (b *bufferPool) Put(s []byte) {
 		b.p.Put((*[copyBufferSize]byte)(s[:copyBufferSize]))
 	}
 }
+
+// requestBufs is one request's ReverseProxy.BufferPool: the proxy's pool,
+// or, for a stream that writes to the client itself (stream.relay), one
+// byte that nothing reads into (an empty buffer would make ReverseProxy
+// allocate its own).
+type requestBufs struct {
+	pool  *bufferPool
+	relay bool
+	one   [1]byte
+}
+
+func (c *requestBufs) Get() []byte {
+	if c.relay {
+		return c.one[:]
+	}
+	return c.pool.Get()
+}
+
+func (c *requestBufs) Put(s []byte) { c.pool.Put(s) } // one byte is not kept

@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -93,6 +94,7 @@ type Proxy struct {
 	targets *upstream.Balancer
 	base    http.RoundTripper
 	rp      *httputil.ReverseProxy
+	bufs    *bufferPool
 	log     *logrus.Entry
 
 	health *health
@@ -132,6 +134,7 @@ func New(opts Options, keys *keymanager.Manager, targets *upstream.Balancer, bas
 	if so, ok := p.obs.(StreamObserver); ok {
 		p.sobs = so
 	}
+	p.bufs = newBufferPool()
 	p.rp = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			rewrite(pr)
@@ -141,7 +144,7 @@ func New(opts Options, keys *keymanager.Manager, targets *upstream.Balancer, bas
 		ModifyResponse: p.modifyResponse,
 		ErrorHandler:   p.errorHandler,
 		ErrorLog:       stdlog.New(log, logrus.WarnLevel),
-		BufferPool:     newBufferPool(),
+		// BufferPool is set per request (reqState.bufs).
 		// FlushInterval 0: ReverseProxy already flushes event streams and
 		// bodies of unknown length after every write (docs/api.md,
 		// "Streaming").
@@ -215,6 +218,11 @@ type reqState struct {
 	// with its end (redact.go); part of the state so that it costs no
 	// allocation.
 	trailers trailerMasker
+	// rp is the proxy's ReverseProxy, copied for this request so that its
+	// copy buffer can be the request's own choice (bufs): a stream that
+	// writes to the client itself (stream.relay) takes none.
+	rp   httputil.ReverseProxy
+	bufs requestBufs
 	// dl bounds the phases of the attempts (deadline.go).
 	dl deadlines
 	// ctx is the request's context with st in it; swap is its attempts'
@@ -345,7 +353,10 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, h *Handover) {
 		// itself left.
 		st.aborted = !returned && !st.headersAt.IsZero()
 	}()
-	p.rp.ServeHTTP(w, r.WithContext(ctx))
+	st.rp = *p.rp
+	st.bufs.pool = p.bufs
+	st.rp.BufferPool = &st.bufs
+	st.rp.ServeHTTP(w, r.WithContext(ctx))
 	returned = true
 }
 
@@ -386,11 +397,37 @@ type countingWriter struct {
 	// stream: the answer is an event stream, whose first flush writes the
 	// head on a fresh stack (internal/freshstack); headOut: that flush was made.
 	stream, headOut bool
+	// relay: the stream writes to the client itself (stream.relay), while
+	// ReverseProxy's timer may flush the head from another goroutine; mu
+	// keeps the two apart. Set before ReverseProxy writes anything.
+	relay bool
+	mu    sync.Mutex
 }
 
 // FlushError flushes through to the server's writer; an event stream's
 // first flush, which writes the head, runs on a fresh stack (internal/freshstack).
 func (c *countingWriter) FlushError() error {
+	if c.relay {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+	}
+	return c.flush()
+}
+
+// send writes b and flushes it, for a stream that writes to the client
+// itself.
+func (c *countingWriter) send(b []byte) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n, err := c.ResponseWriter.Write(b)
+	c.n += int64(n)
+	if err != nil {
+		return err
+	}
+	return c.flush()
+}
+
+func (c *countingWriter) flush() error {
 	if !c.stream || c.headOut {
 		// Made here, not shared with the call below, so that it stays on
 		// the stack: no allocation per flushed event.
@@ -688,6 +725,12 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 	maskHeader(set, h)
 	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
 		maskRedirectBody(resp, set)
+	}
+	if s, ok := resp.Body.(*stream); ok && s.keepalive <= 0 {
+		// The stream writes to the client itself (stream.relay).
+		s.out = &st.out
+		st.out.relay = true
+		st.bufs.relay = true
 	}
 	if resp.Body != nil && resp.Body != http.NoBody && resp.StatusCode != http.StatusSwitchingProtocols {
 		// A 101's body is the upgraded connection, which ReverseProxy

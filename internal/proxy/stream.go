@@ -201,6 +201,9 @@ type stream struct {
 	kbuf   []byte // the pump's buffer after the commit (keepalives on)
 	rerr   error  // the error that came with the pump's last read
 	pm     *pump
+	// out, when set, is the client's writer: the committed stream writes
+	// to it itself (relay) rather than through ReverseProxy's buffer.
+	out *countingWriter
 
 	// parser follows the stream while anything needs its events (parsing):
 	// until the first output (time to first token), and for as long as
@@ -394,17 +397,14 @@ func (s *stream) Read(p []byte) (int, error) {
 		s.started = true
 		s.p.sobs.StreamFirstByte(time.Since(s.st.start))
 	}
+	if s.out != nil {
+		return s.relay()
+	}
 	if len(s.held) > 0 {
 		n := copy(p, s.held)
 		s.held = s.held[n:]
 		if len(s.held) == 0 {
-			s.held = nil
-			if s.pm == nil || !s.pm.busy {
-				s.release()
-			} else {
-				s.pooled = nil // the read under way writes into it
-			}
-			s.reportToken()
+			s.handedOut()
 		}
 		return n, nil
 	}
@@ -423,6 +423,79 @@ func (s *stream) Read(p []byte) (int, error) {
 		return s.readDirect(p)
 	}
 	return s.readPumped(p)
+}
+
+// handedOut: the held bytes are out. The held buffer goes back to its
+// pool unless a read is still writing into its spare room.
+func (s *stream) handedOut() {
+	s.held = nil
+	if s.pm == nil || !s.pm.busy {
+		s.release()
+	} else {
+		s.pooled = nil // the read under way writes into it
+	}
+	s.reportToken()
+}
+
+// readyWaiter is an upstream body that can wait for its next bytes
+// without a buffer (h1client's).
+type readyWaiter interface{ WaitReady() }
+
+// relay is Read for a stream that writes to the client itself (out set,
+// keepalives off): each call sends the held bytes, or the next bytes from
+// upstream, and returns none for ReverseProxy to copy; its buffer is one
+// byte (requestBufs). Between events it holds no buffer: the upstream body
+// waits on the socket (readyWaiter), and a copy buffer is taken only once
+// bytes are there. A write that fails returns context.Canceled, the one
+// error ReverseProxy aborts on without logging, as it does when its own
+// write to a client that left fails.
+func (s *stream) relay() (int, error) {
+	if len(s.held) > 0 {
+		err := s.out.send(s.held)
+		s.handedOut()
+		return 0, clientGone(err)
+	}
+	if s.rerr != nil {
+		return 0, s.fail(s.rerr)
+	}
+	if s.pm != nil && s.pm.busy {
+		// The window closed on its deadline with a read under way, into
+		// the held buffer's spare room.
+		r := <-s.pm.res
+		b := s.took(r)
+		s.scan(b)
+		s.rerr = r.err
+		return 0, clientGone(s.out.send(b))
+	}
+	s.stopPump()
+	s.waitingSince.Store(time.Now().UnixNano())
+	if w, ok := s.body.(readyWaiter); ok {
+		w.WaitReady()
+	}
+	buf := s.p.bufs.Get()
+	n, err := s.body.Read(buf)
+	s.waitingSince.Store(0)
+	var werr error
+	if n > 0 {
+		s.scan(buf[:n])
+		werr = s.out.send(buf[:n])
+	}
+	s.p.bufs.Put(buf)
+	switch {
+	case werr != nil:
+		return 0, clientGone(werr)
+	case err != nil:
+		return 0, s.fail(err)
+	}
+	return 0, nil
+}
+
+// clientGone is relay's error for a failed write to the client (see relay).
+func clientGone(err error) error {
+	if err != nil {
+		return context.Canceled
+	}
+	return nil
 }
 
 func (s *stream) readDirect(p []byte) (int, error) {

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -115,6 +116,74 @@ func TestClientDisconnectCancelsUpstream(t *testing.T) {
 	e.Logs.WaitFor(t, `"msg":"request"`, 10*time.Second)
 	if !strings.Contains(e.Logs.String(), `"path":"/v1/chat/completions","status":200`) {
 		t.Errorf("access line for the abandoned stream missing or wrong:\n%s", e.Logs.String())
+	}
+}
+
+// TestClientLeavingMidStreamIsNoError: clients that drop a stream while
+// the upstream is still sending (a user closing the tab) end their
+// requests quietly. Whether the proxy learns of it by the connection's
+// end or by a write that fails, no warning is logged (a write to a client
+// that left is nobody's fault), the upstream request is cancelled, and
+// each stream gets its access line.
+func TestClientLeavingMidStreamIsNoError(t *testing.T) {
+	const streams = 20
+	up := testupstream.New(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		rc := http.NewResponseController(w)
+		for {
+			if _, err := io.WriteString(w, openaiToken); err != nil {
+				return
+			}
+			rc.Flush()
+			select {
+			case <-r.Context().Done():
+				return
+			case <-time.After(time.Millisecond):
+			}
+		}
+	})
+	e := start(t, testKeys, []string{up.URL}, nil)
+	for range streams {
+		c, err := net.Dial("tcp", strings.TrimPrefix(e.URL, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(c, "POST /v1/chat/completions HTTP/1.1\r\nHost: gpt-load\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+		br := bufio.NewReader(c)
+		for {
+			l, err := br.ReadString('\n')
+			if err != nil {
+				t.Fatalf("reading the stream: %v", err)
+			}
+			if strings.Contains(l, "Hello") {
+				break
+			}
+		}
+		c.(*net.TCPConn).SetLinger(0) // gone at once: a reset, as a killed client
+		c.Close()
+	}
+	for i, rec := range up.Requests() {
+		select {
+		case <-rec.Cancelled:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("upstream request %d not cancelled within 10 s of its client leaving", i)
+		}
+	}
+	deadline := time.After(10 * time.Second)
+	for {
+		changed := e.Logs.Changed() // before the check, so no write is missed
+		if strings.Count(e.Logs.String(), `"msg":"request"`) >= streams {
+			break
+		}
+		select {
+		case <-changed:
+		case <-deadline:
+			t.Fatalf("%d access lines within 10 s; want %d", strings.Count(e.Logs.String(), `"msg":"request"`), streams)
+		}
+	}
+	logs := e.Logs.String()
+	if strings.Contains(logs, `"level":"warning"`) || strings.Contains(logs, `"level":"error"`) {
+		t.Errorf("clients leaving mid-stream logged warnings:\n%s", logs)
 	}
 }
 

@@ -151,6 +151,44 @@ func TestWindowErrorNotRetried(t *testing.T) {
 	}
 }
 
+// TestErrorStreamTail: a stream whose error event is the final answer is
+// passed on as it goes on after that event: here OpenAI's shape, an error
+// chunk and, once the client has it, the closing [DONE].
+func TestErrorStreamTail(t *testing.T) {
+	errEvent := `data: {"error":{"message":"The model produced invalid content.","type":"invalid_request_error","param":null,"code":null}}` + "\n\n"
+	tail := "data: [DONE]\n\n"
+	seen := make(chan struct{})
+	up := testupstream.New(t, func(w http.ResponseWriter, r *http.Request) {
+		writeEvents(w, errEvent)
+		select {
+		case <-seen: // the client has the error: the rest comes in a read of its own
+		case <-r.Context().Done():
+			return
+		}
+		writeEvents(w, tail)
+	})
+	e := start(t, testKeys, []string{up.URL}, nil)
+	resp, err := client().Post(e.URL+"/v1/chat/completions", "application/json", strings.NewReader(`{"stream":true}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	br := bufio.NewReader(resp.Body)
+	first, _ := br.ReadString('\n')
+	blank, _ := br.ReadString('\n')
+	if first+blank != errEvent {
+		t.Fatalf("first event %q; want the error event", first+blank)
+	}
+	close(seen)
+	rest, err := io.ReadAll(br)
+	if err != nil || string(rest) != tail {
+		t.Errorf("after the error event the client got %q, %v; want %q", rest, err, tail)
+	}
+	if up.Count() != 1 {
+		t.Errorf("upstream saw %d attempts; want 1 (a client error is not retried)", up.Count())
+	}
+}
+
 // TestWindowAddsNoDelayToFirstToken: the first token reaches the client
 // while the upstream waits for the client to confirm it, so the test hangs
 // (until its deadline) if the window held the token back.
