@@ -89,9 +89,10 @@ ifeq ($(RACE),)
 endif
 	go test $(RACE) -count=1 ./...
 ifneq ($(RACE),)
-	@# The race detector's larger frames would fail the stack limit this
-	@# test holds a stream to, so under -race it skips; here it runs.
-	go test -count=1 -run '^TestStreamStackStaysSmall$$' ./internal/server/
+	@# The race detector's larger frames and shadow memory would fail the
+	@# stack and heap limits these tests hold a stream to, so under -race
+	@# they skip; here they run.
+	go test -count=1 -run '^(TestStreamStackStaysSmall|TestOpenStreamMemory)$$' ./internal/server/
 endif
 
 fuzz: ## run every Fuzz* target of the repo for FUZZTIME each (default 3s)
