@@ -727,10 +727,15 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 		maskRedirectBody(resp, set)
 	}
 	if s, ok := resp.Body.(*stream); ok && s.keepalive <= 0 {
-		// The stream writes to the client itself (stream.relay).
-		s.out = &st.out
-		st.out.relay = true
-		st.bufs.relay = true
+		if w, ok := s.body.(readyWaiter); ok {
+			// The stream writes to the client itself (stream.relay). Only
+			// over a body that can wait without a buffer: over another
+			// (HTTP/2's) a read holds its buffer while it waits, as
+			// ReverseProxy's copy does, so nothing would be saved.
+			s.out, s.ready = &st.out, w
+			st.out.relay = true
+			st.bufs.relay = true
+		}
 	}
 	if resp.Body != nil && resp.Body != http.NoBody && resp.StatusCode != http.StatusSwitchingProtocols {
 		// A 101's body is the upgraded connection, which ReverseProxy

@@ -202,8 +202,10 @@ type stream struct {
 	rerr   error  // the error that came with the pump's last read
 	pm     *pump
 	// out, when set, is the client's writer: the committed stream writes
-	// to it itself (relay) rather than through ReverseProxy's buffer.
-	out *countingWriter
+	// to it itself (relay) rather than through ReverseProxy's buffer, and
+	// waits for the upstream's next bytes through ready (the body).
+	out   *countingWriter
+	ready readyWaiter
 
 	// parser follows the stream while anything needs its events (parsing):
 	// until the first output (time to first token), and for as long as
@@ -441,12 +443,12 @@ func (s *stream) handedOut() {
 // without a buffer (h1client's).
 type readyWaiter interface{ WaitReady() }
 
-// relay is Read for a stream that writes to the client itself (out set,
-// keepalives off): each call sends the held bytes, or the next bytes from
-// upstream, and returns none for ReverseProxy to copy; its buffer is one
-// byte (requestBufs). Between events it holds no buffer: the upstream body
-// waits on the socket (readyWaiter), and a copy buffer is taken only once
-// bytes are there. A write that fails returns context.Canceled, the one
+// relay is Read for a stream that writes to the client itself (out set:
+// keepalives off, an h1client body): each call sends the held bytes, or
+// the next bytes from upstream, and returns none for ReverseProxy to copy;
+// its buffer is one byte (requestBufs). Between events it holds no buffer:
+// the upstream body waits on the socket (ready), and a copy buffer is
+// taken only once bytes are there. A write that fails returns context.Canceled, the one
 // error ReverseProxy aborts on without logging, as it does when its own
 // write to a client that left fails.
 func (s *stream) relay() (int, error) {
@@ -469,9 +471,7 @@ func (s *stream) relay() (int, error) {
 	}
 	s.stopPump()
 	s.waitingSince.Store(time.Now().UnixNano())
-	if w, ok := s.body.(readyWaiter); ok {
-		w.WaitReady()
-	}
+	s.ready.WaitReady()
 	buf := s.p.bufs.Get()
 	n, err := s.body.Read(buf)
 	s.waitingSince.Store(0)
