@@ -448,9 +448,9 @@ type readyWaiter interface{ WaitReady() }
 // the next bytes from upstream, and returns none for ReverseProxy to copy;
 // its buffer is one byte (requestBufs). Between events it holds no buffer:
 // the upstream body waits on the socket (ready), and a copy buffer is
-// taken only once bytes are there. A write that fails returns context.Canceled, the one
-// error ReverseProxy aborts on without logging, as it does when its own
-// write to a client that left fails.
+// taken only once bytes are there. A write that fails returns
+// context.Canceled, the one error ReverseProxy aborts on without logging,
+// as it does when its own write to a client that left fails.
 func (s *stream) relay() (int, error) {
 	if len(s.held) > 0 {
 		err := s.out.send(s.held)
