@@ -32,17 +32,17 @@ func (b *bufferPool) Put(s []byte) {
 }
 
 // requestBufs is one request's ReverseProxy.BufferPool: the proxy's pool,
-// or, for a stream that writes to the client itself (stream.relay), one
-// byte that nothing reads into (an empty buffer would make ReverseProxy
-// allocate its own).
+// or, for a stream that writes to the client itself (out.relay,
+// stream.relay), one byte that nothing reads into (an empty buffer would
+// make ReverseProxy allocate its own).
 type requestBufs struct {
-	pool  *bufferPool
-	relay bool
-	one   [1]byte
+	pool *bufferPool
+	out  *countingWriter
+	one  [1]byte
 }
 
 func (c *requestBufs) Get() []byte {
-	if c.relay {
+	if c.out.relay {
 		return c.one[:]
 	}
 	return c.pool.Get()

@@ -354,7 +354,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, h *Handover) {
 		st.aborted = !returned && !st.headersAt.IsZero()
 	}()
 	st.rp = *p.rp
-	st.bufs.pool = p.bufs
+	st.bufs.pool, st.bufs.out = p.bufs, &st.out
 	st.rp.BufferPool = &st.bufs
 	st.rp.ServeHTTP(w, r.WithContext(ctx))
 	returned = true
@@ -734,7 +734,6 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 			// ReverseProxy's copy does, so nothing would be saved.
 			s.out, s.ready = &st.out, w
 			st.out.relay = true
-			st.bufs.relay = true
 		}
 	}
 	if resp.Body != nil && resp.Body != http.NoBody && resp.StatusCode != http.StatusSwitchingProtocols {
