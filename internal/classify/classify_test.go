@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gpt-load/gpt-load/internal/testupstream"
 )
 
 // now is the fixed clock of every table case, so HTTP-date Retry-After
@@ -508,26 +510,12 @@ func TestAttemptTransport(t *testing.T) {
 		}
 	})
 	t.Run("connection closed without answer", func(t *testing.T) {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { ln.Close() })
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				buf := make([]byte, 1024)
-				c.Read(buf)
-				if tc, ok := c.(*net.TCPConn); ok {
-					tc.SetLinger(0) // reset, not a clean close
-				}
-				c.Close()
+		up := testupstream.Raw(t, func(c net.Conn, _ *http.Request) {
+			if tc, ok := c.(*net.TCPConn); ok {
+				tc.SetLinger(0) // reset, not a clean close
 			}
-		}()
-		err = get(t, transport(t, &http.Transport{}), context.Background(), "http://"+ln.Addr().String())
+		})
+		err := get(t, transport(t, &http.Transport{}), context.Background(), up)
 		want := Verdict{Fault: TargetError, Retry: true, Reason: "connection reset"}
 		if got := Attempt(Outcome{Err: err, Connected: true}); got != want {
 			t.Errorf("Attempt(%v) = %+v; want %+v", err, got, want)

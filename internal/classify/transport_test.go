@@ -1,7 +1,6 @@
 package classify
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -13,6 +12,8 @@ import (
 	"os"
 	"sync/atomic"
 	"testing"
+
+	"github.com/gpt-load/gpt-load/internal/testupstream"
 )
 
 // TestAttemptDNSFailure: a name that does not resolve is reported as a
@@ -78,28 +79,13 @@ func TestAttemptBrokenConnection(t *testing.T) {
 // whole request and then resets the connection. With the request written
 // (as httptrace's WroteRequest reports), the attempt is not retried.
 func TestAttemptResetAfterRequestWritten(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				http.ReadRequest(bufio.NewReader(c))
-				if tc, ok := c.(*net.TCPConn); ok {
-					tc.SetLinger(0) // reset, not a clean close
-				}
-				c.Close()
-			}()
+	up := testupstream.Raw(t, func(c net.Conn, _ *http.Request) {
+		if tc, ok := c.(*net.TCPConn); ok {
+			tc.SetLinger(0) // reset, not a clean close
 		}
-	}()
+	})
 	var sent atomic.Bool
-	req, err := http.NewRequest(http.MethodPost, "http://"+ln.Addr().String()+"/v1/chat/completions", nil)
+	req, err := http.NewRequest(http.MethodPost, up+"/v1/chat/completions", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,6 @@
 package server_test
 
 import (
-	"bufio"
 	"fmt"
 	"io"
 	"net"
@@ -90,18 +89,11 @@ func streamOnce(c net.Conn, _ *http.Request) {
 // streamThrough sends a streaming chat request on a new connection to addr
 // and reads the answer to its last chunk.
 func streamThrough(t *testing.T, addr string) {
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	body := `{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}`
-	fmt.Fprintf(c, "POST /v1/chat/completions HTTP/1.1\r\nHost: gpt-load\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
-	br := bufio.NewReader(c)
+	s := sendStream(t, addr)
+	defer s.c.Close()
 	var got strings.Builder
 	for {
-		l, err := br.ReadString('\n')
+		l, err := s.br.ReadString('\n')
 		if err != nil {
 			t.Fatalf("reading the stream: %v after %q", err, got.String())
 		}

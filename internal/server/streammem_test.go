@@ -183,9 +183,9 @@ type openedStream struct {
 	br *bufio.Reader
 }
 
-// openStream sends a streaming request on a new connection and reads the
-// answer up to its first output, so the stream is committed and waiting.
-func openStream(t *testing.T, addr string) *openedStream {
+// sendStream sends a streaming chat request on a new connection to addr,
+// from a raw socket (whose reading keeps the client's own stacks small).
+func sendStream(t *testing.T, addr string) *openedStream {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -195,7 +195,14 @@ func openStream(t *testing.T, addr string) *openedStream {
 	c.SetDeadline(time.Now().Add(time.Minute))
 	body := `{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}`
 	fmt.Fprintf(c, "POST /v1/chat/completions HTTP/1.1\r\nHost: gpt-load\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
-	s := &openedStream{c: c, br: bufio.NewReaderSize(c, 512)}
+	return &openedStream{c: c, br: bufio.NewReaderSize(c, 512)}
+}
+
+// openStream sends a streaming request and reads the answer up to its
+// first output, so the stream is committed and waiting.
+func openStream(t *testing.T, addr string) *openedStream {
+	t.Helper()
+	s := sendStream(t, addr)
 	s.readUntil(t, "tok0")
 	return s
 }
