@@ -127,7 +127,11 @@ func TestClientDisconnectCancelsUpstream(t *testing.T) {
 // each stream gets its access line.
 func TestClientLeavingMidStreamIsNoError(t *testing.T) {
 	const streams = 20
+	// ended counts upstream requests that ended: the handler runs until
+	// the proxy drops its connection (a write fails, or the context ends).
+	ended := make(chan struct{}, streams)
 	up := testupstream.New(t, func(w http.ResponseWriter, r *http.Request) {
+		defer func() { ended <- struct{}{} }()
 		w.Header().Set("Content-Type", "text/event-stream")
 		rc := http.NewResponseController(w)
 		for {
@@ -162,11 +166,11 @@ func TestClientLeavingMidStreamIsNoError(t *testing.T) {
 		c.(*net.TCPConn).SetLinger(0) // gone at once: a reset, as a killed client
 		c.Close()
 	}
-	for i, rec := range up.Requests() {
+	for i := range streams {
 		select {
-		case <-rec.Cancelled:
+		case <-ended:
 		case <-time.After(10 * time.Second):
-			t.Fatalf("upstream request %d not cancelled within 10 s of its client leaving", i)
+			t.Fatalf("%d of %d upstream requests still open 10 s after their clients left", streams-i, streams)
 		}
 	}
 	deadline := time.After(10 * time.Second)
