@@ -14,6 +14,10 @@
 // Headroom and the live heap itself: the same rule as GOGC=100 for a
 // large heap, without the stacks, and a floor for a small one
 // (docs/performance.md, "Garbage collection").
+//
+// It also gives memory back once a burst is over (release.go): when the
+// process has gone quiet, the free heap the burst left is collected and
+// returned to the operating system.
 package gctune
 
 import (
@@ -43,16 +47,20 @@ type Tuner struct {
 	samples  []metrics.Sample
 	percent  atomic.Int64 // the GOGC last set
 	cycles   atomic.Uint64
+	rel      *releaser // nil when only tuning (tests)
 }
 
-// Start tunes the collector unless the environment's GOGC is set (the
-// operator's choice wins; getenv is os.Getenv in production). It returns
-// nil when it does not tune.
+// Start tunes the collector and releases memory after bursts, unless the
+// environment's GOGC is set (the operator's choice wins; getenv is
+// os.Getenv in production). It returns nil when it does neither.
 func Start(getenv func(string) string) *Tuner {
 	if getenv("GOGC") != "" {
 		return nil
 	}
-	return start(Headroom)
+	t := start(Headroom)
+	t.rel = newReleaser()
+	t.rel.run(ReleaseInterval)
+	return t
 }
 
 func start(headroom uint64) *Tuner {
@@ -82,12 +90,23 @@ func (t *Tuner) arm() {
 	})
 }
 
-// Stop ends the tuning and puts GOGC back to 100.
+// Stop ends the tuning and the releases, and puts GOGC back to 100.
 func (t *Tuner) Stop() {
 	if t == nil || t.stopped.Swap(true) {
 		return
 	}
+	if t.rel != nil {
+		t.rel.halt()
+	}
 	debug.SetGCPercent(100)
+}
+
+// Releases counts the times memory was returned after a burst.
+func (t *Tuner) Releases() uint64 {
+	if t.rel == nil {
+		return 0
+	}
+	return t.rel.releases.Load()
 }
 
 // Percent is the GOGC the tuner set last.
