@@ -35,7 +35,8 @@ import (
 var version = "dev"
 
 func main() {
-	// The collector's target follows the live heap (docs/performance.md,
+	// The collector's target follows the live heap, and the memory a burst
+	// left goes back once the process is quiet (docs/performance.md,
 	// "Garbage collection"), unless GOGC is set.
 	gctune.Start(os.Getenv)
 	if err := run(context.Background(), os.Args, os.Getenv, os.Stdout, os.Stderr); err != nil {

@@ -101,14 +101,6 @@ func (t *Tuner) Stop() {
 	debug.SetGCPercent(100)
 }
 
-// Releases counts the times memory was returned after a burst.
-func (t *Tuner) Releases() uint64 {
-	if t.rel == nil {
-		return 0
-	}
-	return t.rel.releases.Load()
-}
-
 // Percent is the GOGC the tuner set last.
 func (t *Tuner) Percent() int { return int(t.percent.Load()) }
 
