@@ -18,6 +18,11 @@
 # apt-get. Everything listens on 127.0.0.1, every step is bounded in time,
 # and every process started here is stopped on exit.
 #
+# Against the HTTP/1.1 mock, workloads 1 to 3 also run through bareproxy
+# (cmd/bareproxy): httputil.ReverseProxy on net/http's server with
+# gpt-load's HTTP/1.1 client and nothing else, the floor of gpt-load's
+# design. A second table sets nginx, that floor and gpt-load side by side.
+#
 # Row 1R repeats workload 1 through a gpt-load restarted with REDIS_URL set,
 # pointing at a redis-server (Debian package) this script starts on a free
 # loopback port, without persistence, and stops at the end.
@@ -59,6 +64,8 @@ TTFB_N=150
 BODY_BYTES=$((20 * 1024 * 1024))
 NKEYS=100
 VIAS="direct nginx gpt"
+# The HTTP/1.1 mock's workloads 1 to 3 also go through bareproxy.
+VIAS_H1="direct nginx bare gpt"
 
 say() { printf '%s\n' "$*" >&2; }
 die() {
@@ -106,7 +113,7 @@ need_pkg nginx nginx
 
 # ---------------------------------------------------------------- cleanup
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/gpt-load-loadtest.XXXXXX")
-MOCK_PID="" PROXY_PID="" SAMPLER_PID="" REDIS_PID="" NGINX_PID=""
+MOCK_PID="" PROXY_PID="" SAMPLER_PID="" REDIS_PID="" NGINX_PID="" BARE_PID="" BARE_URL=""
 MAIN_PID=$BASHPID
 cleanup() {
 	local rc=$? p live
@@ -117,12 +124,12 @@ cleanup() {
 	# curl, the sampler, the mock, nginx's master (its workers leave with
 	# it), gpt-load and redis-server.
 	live=$(jobs -p)
-	for p in $live $MOCK_PID $PROXY_PID $SAMPLER_PID $REDIS_PID $NGINX_PID; do
+	for p in $live $MOCK_PID $PROXY_PID $BARE_PID $SAMPLER_PID $REDIS_PID $NGINX_PID; do
 		kill -TERM "$p" 2>/dev/null || true
 	done
 	for _ in $(seq 50); do
 		local any=0
-		for p in $live $MOCK_PID $PROXY_PID $SAMPLER_PID $REDIS_PID $NGINX_PID; do
+		for p in $live $MOCK_PID $PROXY_PID $BARE_PID $SAMPLER_PID $REDIS_PID $NGINX_PID; do
 			kill -0 "$p" 2>/dev/null && any=1
 		done
 		[[ $any == 0 ]] && break
@@ -165,6 +172,7 @@ else
 	run go build -o "$TMP/gpt-load" ./cmd/gpt-load
 fi
 run go build -o "$TMP/mockupstream" ./cmd/mockupstream
+run go build -o "$TMP/bareproxy" ./cmd/bareproxy
 run go build -o "$TMP/ttfb" ./cmd/ttfb
 
 # ---------------------------------------------------------------- inputs
@@ -226,6 +234,23 @@ start_mock() {
 		MOCK_URL="http://$MOCK_ADDR"
 		MCURL=("${CURL[@]}")
 	fi
+}
+
+# start_bare: starts bareproxy in front of the current (HTTP/1.1) mock; sets
+# BARE_PID, BARE_URL.
+start_bare() {
+	: >"$TMP/bare.out"
+	"$TMP/bareproxy" -addr 127.0.0.1:0 -upstream "$MOCK_URL" >"$TMP/bare.out" 2>"$TMP/bare.err" &
+	BARE_PID=$!
+	local addr=""
+	for _ in $(seq 100); do
+		addr=$(head -n 1 "$TMP/bare.out" 2>/dev/null || true)
+		[[ -n $addr ]] && break
+		kill -0 "$BARE_PID" 2>/dev/null || break
+		sleep 0.05
+	done
+	[[ -n $addr ]] || die "bareproxy did not start: $(cat "$TMP/bare.err")"
+	BARE_URL="http://$addr"
 }
 
 stop_pid() {
@@ -427,6 +452,7 @@ via_url() {
 	direct) echo "$MOCK_URL" ;;
 	nginx) echo "$NGINX_URL" ;;
 	gpt) echo "$PROXY_URL" ;;
+	bare) echo "$BARE_URL" ;;
 	esac
 }
 via_pids() {
@@ -434,6 +460,7 @@ via_pids() {
 	direct) echo "$MOCK_PID" ;;
 	nginx) tree_pids "$NGINX_PID" ;;
 	gpt) echo "$PROXY_PID" ;;
+	bare) echo "$BARE_PID" ;;
 	esac
 }
 
@@ -610,20 +637,26 @@ SSE_Q="?stream=1&chunks=20&gap_ms=20"
 SLOW_Q="?stream=1&chunks=$SLOW_CHUNKS&gap_ms=$SLOW_GAP"
 
 # run_kind KIND: every workload, direct, via nginx and via gpt-load, against
-# the mock of that kind.
+# the mock of that kind; against the HTTP/1.1 mock, workloads 1 to 3 via
+# bareproxy too.
 run_kind() {
-	local k=$1 v r c0 c1 name
+	local k=$1 v r c0 c1 name vias=$VIAS
 	say
 	say "==== upstream: $(kind_name "$k")"
 	start_mock "$k"
 	start_nginx
 	start_proxy false
+	if [[ $k == h1 ]]; then
+		vias=$VIAS_H1
+		start_bare
+		say "== bareproxy (the design's floor) on $BARE_URL"
+	fi
 	say "== mock on $MOCK_URL, nginx on $NGINX_URL (pid $NGINX_PID), gpt-load on $PROXY_URL"
 	R[$k.completion_bytes]=$("${MCURL[@]}" -X POST --data-binary @"$TMP/chat.json" "$MOCK_URL$CHAT" | wc -c)
 
 	say "== 1. non-streaming, 64 connections, $ROUNDS × ${D1} s each way, interleaved (wrk -t2 -c64); 6. connections opened upstream"
 	for r in $(seq "$ROUNDS"); do
-		for v in $VIAS; do
+		for v in $vias; do
 			mock_reset
 			# shellcheck disable=SC2046 # the pids are words
 			c0=$(cpu_ticks $(via_pids "$v"))
@@ -643,7 +676,7 @@ run_kind() {
 			fi
 		done
 	done
-	for v in $VIAS; do
+	for v in $vias; do
 		# shellcheck disable=SC2086 # lists of numbers
 		R[$k.w1.$v.rps]=$(median ${R[$k.w1.$v.rps]})
 		# shellcheck disable=SC2086
@@ -654,6 +687,7 @@ run_kind() {
 	done
 	say "   medians: direct ${R[$k.w1.direct.rps]}, nginx ${R[$k.w1.nginx.rps]}, gpt-load ${R[$k.w1.gpt.rps]} req/s;" \
 		"CPU per request: mock ${R[$k.w1.direct.cpu_us]} µs, nginx ${R[$k.w1.nginx.cpu_us]} µs, gpt-load ${R[$k.w1.gpt.cpu_us]} µs"
+	[[ -n ${R[$k.w1.bare.rps]:-} ]] && say "   bareproxy: ${R[$k.w1.bare.rps]} req/s, ${R[$k.w1.bare.cpu_us]} µs of CPU per request"
 	say "   upstream connections opened: direct ${R[$k.w6.direct.conns]}, nginx ${R[$k.w6.nginx.conns]}, gpt-load ${R[$k.w6.gpt.conns]}"
 
 	say "== 1R. workload 1 once more via gpt-load restarted with REDIS_URL (redis-server on loopback, no persistence)"
@@ -684,13 +718,13 @@ run_kind() {
 	restart_proxy false
 
 	say "== 2. non-streaming, 1 connection, ${D1} s each way (wrk -t1 -c1)"
-	for v in $VIAS; do
+	for v in $vias; do
 		wrk_run "w2-$k-$v" 1 1 "$D1" "$(via_url "$v")$CHAT"
 		R[$k.w2.$v.rps]=$W_RPS R[$k.w2.$v.p50]=$W_P50 R[$k.w2.$v.p99]=$W_P99 R[$k.w2.$v.err]=$W_ERR
 	done
 
 	say "== 3. time to first byte and to first token, $TTFB_N concurrent streams (20 events, 20 ms apart), 1 warm-up + $TTFB_ROUNDS rounds each way"
-	for v in $VIAS; do
+	for v in $vias; do
 		local extra=()
 		[[ $v == direct && -n $MOCK_CA ]] && extra=(-ca "$MOCK_CA")
 		ttfb_run "w3-$k-$v" "$(via_url "$v")$CHAT$SSE_Q" "${extra[@]}"
@@ -698,6 +732,9 @@ run_kind() {
 		R[$k.w3.$v.k50]=$K_P50 R[$k.w3.$v.k99]=$K_P99 R[$k.w3.$v.knone]=$K_NONE
 		R[$k.w3.$v.n]=$T_REQ R[$k.w3.$v.err]=$T_ERR
 	done
+	# The floor is measured on workloads 1 to 3 only; the mock restarts next.
+	stop_pid "$BARE_PID"
+	BARE_PID=""
 
 	say "== 4. $SLOW_N concurrent slow streams ($SLOW_CHUNKS events, $SLOW_GAP ms apart: ~${SLOW_SECS} s each; wrk -c$SLOW_N -d${SLOW_WRK}s), each way from a fresh process"
 	# A fresh mock (same port) so that its peak is this workload's own; a
@@ -875,6 +912,50 @@ table() {
 	done
 }
 
+# floor_table KIND: nginx, bareproxy (the design's floor) and gpt-load
+# against the performance targets stated relative to nginx and direct
+# (workloads 1 to 3), each judged for the floor and for gpt-load.
+floor_table() {
+	local k=$1
+	# judge VALUE OP LIMIT: "value (met)" or "value (not met)"
+	judge() { awk -v x="$1" -v op="$2" -v lim="$3" -v txt="$4" 'BEGIN { ok = (op == "<=" ? x <= lim : x >= lim); printf "%s (%s)", txt, (ok ? "met" : "not met") }'; }
+	rr() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
+	dd() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%+.2f", a - b }'; }
+	local v r cells
+	echo "| target | nginx | bareproxy (the floor) | gpt-load |"
+	echo "|---|---|---|---|"
+	cells=""
+	for v in bare gpt; do
+		r=$(rr "$(g "$k.w1.$v.rps")" "$(g "$k.w1.nginx.rps")")
+		cells+=" $(judge "$r" ">=" 0.6 "$(f0 "$(g "$k.w1.$v.rps")") req/s, ${r}×") |"
+	done
+	echo "| throughput ≥ 0.6× nginx's, 64 connections | $(f0 "$(g "$k.w1.nginx.rps")") req/s |$cells"
+	cells=""
+	for v in bare gpt; do
+		r=$(rr "$(g "$k.w1.$v.rps")" "$(g "$k.w1.direct.rps")")
+		cells+=" $(judge "$r" ">=" 0.30 "${r}×") |"
+	done
+	echo "| throughput ≥ 0.30× direct | $(rr "$(g "$k.w1.nginx.rps")" "$(g "$k.w1.direct.rps")")× |$cells"
+	cells=""
+	for v in bare gpt; do
+		r=$(rr "$(g "$k.w1.$v.cpu_us")" "$(g "$k.w1.nginx.cpu_us")")
+		cells+=" $(judge "$r" "<=" 2.5 "$(g "$k.w1.$v.cpu_us") µs, ${r}×") |"
+	done
+	echo "| CPU per request ≤ 2.5× nginx's | $(g "$k.w1.nginx.cpu_us") µs |$cells"
+	cells=""
+	for v in bare gpt; do
+		r=$(dd "$(g "$k.w2.$v.p50")" "$(g "$k.w2.direct.p50")")
+		cells+=" $(judge "$r" "<=" 0.15 "$r ms") |"
+	done
+	echo "| added p50, one connection ≤ +0.15 ms | $(dd "$(g "$k.w2.nginx.p50")" "$(g "$k.w2.direct.p50")") ms |$cells"
+	cells=""
+	for v in bare gpt; do
+		r=$(dd "$(g "$k.w3.$v.k50")" "$(g "$k.w3.direct.k50")")
+		cells+=" $(judge "$r" "<=" 5 "$r ms") |"
+	done
+	echo "| added first token p50, $TTFB_N streams at once ≤ +5 ms | $(dd "$(g "$k.w3.nginx.k50")" "$(g "$k.w3.direct.k50")") ms |$cells"
+}
+
 # targets: the targets set for real-shaped upstreams, against this run.
 targets() {
 	local have_h1=0 have_tls=0 k
@@ -939,6 +1020,14 @@ report() {
 		echo "Upstream: $(kind_name "$k")."
 		echo
 		table "$k"
+		if [[ -n $(g "$k.w1.bare.rps") ]]; then
+			echo
+			echo "The design's floor against the same mock: bareproxy (cmd/bareproxy) is httputil.ReverseProxy on net/http's server"
+			echo "with gpt-load's HTTP/1.1 client and collector pacing, one fixed key, and nothing else. Measured in the same rounds"
+			echo "(workload 1), and in turn with the others (workloads 2 and 3). The targets are those of the performance issue:"
+			echo
+			floor_table "$k"
+		fi
 	done
 	echo
 	first=${KINDS%% *}
@@ -948,7 +1037,7 @@ report() {
 	echo "- nginx: Debian's package, worker_processes $(nproc), upstream keepalive 1024 (keepalive_requests 1000000), proxy_http_version 1.1,"
 	echo "  proxy_buffering off (SSE passes at once), proxy_request_buffering off, access_log off; with the TLS mock proxy_ssl_verify on against the run's CA"
 	echo "  and TLS session reuse. nginx speaks only HTTP/1.1 to upstreams. Its RSS is the sum over the master and the workers."
-	echo "- 1: $ROUNDS rounds of wrk -t2 -c64 -d${D1}s, direct, nginx and gpt-load in turn each round (so a change in the machine's load hits all three);"
+	echo "- 1: $ROUNDS rounds of wrk -t2 -c64 -d${D1}s, direct, nginx (bareproxy, HTTP/1.1 mock) and gpt-load in turn each round (so a change in the machine's load hits all three);"
 	echo "  the medians are shown. CPU per request is the processes' user + system time (/proc/PID/stat) over all rounds, divided by the requests wrk counted."
 	echo "  wrk POSTs a ${#CHAT_BODY}-byte chat body; the answer is a $(g "$first.completion_bytes")-byte chat.completion. Latency is wrk's (\`--latency\`). To the TLS mock, wrk speaks HTTP/1.1 over TLS."
 	echo "- 1R: one more wrk run through gpt-load restarted with REDIS_URL (a $REDISV started by this script on loopback, \`--save \"\" --appendonly no\`),"
