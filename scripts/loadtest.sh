@@ -43,14 +43,16 @@ SHORT=${SHORT:-0}
 KINDS=${ONLY:-h1 tls}
 
 if [[ $SHORT == 1 ]]; then
-	D1=3           # workloads 1 and 2: wrk seconds per run
-	ROUNDS=1       # workload 1: rounds (direct, nginx, gpt-load each), median
-	TTFB_ROUNDS=2  # workload 3: measured rounds of 150
+	D1=3           # workload 1: wrk seconds per run
+	D2=1           # workload 2: wrk seconds per run
+	ROUNDS=1       # workloads 1 and 2: rounds (direct, nginx, gpt-load each), median
+	TTFB_ROUNDS=2  # workload 3: rounds (each a warm-up and a measured round of 150), median
 	SLOW_N=300     # workload 4: concurrent slow streams
 	SLOW_CHUNKS=30 # … of SLOW_CHUNKS events SLOW_GAP ms apart
 	BODY_CASES="1" # workload 5: concurrent 20 MiB bodies per case
 else
 	D1=6
+	D2=2
 	ROUNDS=3
 	TTFB_ROUNDS=5
 	SLOW_N=1000
@@ -575,14 +577,15 @@ wrk_run() {
 	say "   $name: $W_REQS requests, $W_RPS req/s, p50 ${W_P50} ms, p99 ${W_P99} ms${W_ERR:+ ($W_ERR)}"
 }
 
-# ttfb_run NAME URL [ttfb flags…]: sets T_P50 T_P99 (first byte), E_P50
+# ttfb_run NAME URL ROUNDS [ttfb flags…]: one warm-up round and ROUNDS
+# measured ones; sets T_P50 T_P99 (first byte), E_P50
 # E_P99 (first event), K_P50 K_P99 (first token: the end of the first event
 # that carries content), T_REQ, T_ERR (failed requests) and K_NONE (streams
 # that ended without a token; they are left out of K_P50 and K_P99).
 ttfb_run() {
-	local name=$1 url=$2 line
-	shift 2
-	run timeout -k 5 300 "$TMP/ttfb" -url "$url" -n "$TTFB_N" -rounds "$TTFB_ROUNDS" -warmup 1 "$@" >"$TMP/ttfb.$name.out" 2>"$TMP/ttfb.$name.err" ||
+	local name=$1 url=$2 rounds=$3 line
+	shift 3
+	run timeout -k 5 300 "$TMP/ttfb" -url "$url" -n "$TTFB_N" -rounds "$rounds" -warmup 1 "$@" >"$TMP/ttfb.$name.out" 2>"$TMP/ttfb.$name.err" ||
 		{
 			cat "$TMP/ttfb.$name.err" >&2
 			die "the ttfb probe failed ($name)"
@@ -717,20 +720,44 @@ run_kind() {
 	R[$k.w1l.lines]=$(wc -l <"$PROXY_LOG")
 	restart_proxy false
 
-	say "== 2. non-streaming, 1 connection, ${D1} s each way (wrk -t1 -c1)"
+	# Workloads 2 and 3 go round the ways in turn, as workload 1 does, so
+	# that a change in the machine's load hits every way alike; each figure
+	# is the median over the rounds.
+	say "== 2. non-streaming, 1 connection, $ROUNDS × $D2 s each way, interleaved (wrk -t1 -c1)"
+	for r in $(seq "$ROUNDS"); do
+		for v in $vias; do
+			wrk_run "w2-$k-$v-$r" 1 1 "$D2" "$(via_url "$v")$CHAT"
+			R[$k.w2.$v.rps]+=" $W_RPS" R[$k.w2.$v.p50]+=" $W_P50" R[$k.w2.$v.p99]+=" $W_P99"
+			[[ -n $W_ERR ]] && R[$k.w2.$v.err]="$W_ERR"
+		done
+	done
 	for v in $vias; do
-		wrk_run "w2-$k-$v" 1 1 "$D1" "$(via_url "$v")$CHAT"
-		R[$k.w2.$v.rps]=$W_RPS R[$k.w2.$v.p50]=$W_P50 R[$k.w2.$v.p99]=$W_P99 R[$k.w2.$v.err]=$W_ERR
+		# shellcheck disable=SC2086 # lists of numbers
+		R[$k.w2.$v.rps]=$(median ${R[$k.w2.$v.rps]})
+		# shellcheck disable=SC2086
+		R[$k.w2.$v.p50]=$(median ${R[$k.w2.$v.p50]})
+		# shellcheck disable=SC2086
+		R[$k.w2.$v.p99]=$(median ${R[$k.w2.$v.p99]})
 	done
 
-	say "== 3. time to first byte and to first token, $TTFB_N concurrent streams (20 events, 20 ms apart), 1 warm-up + $TTFB_ROUNDS rounds each way"
+	say "== 3. time to first byte and to first token, $TTFB_N concurrent streams (20 events, 20 ms apart), $TTFB_ROUNDS × (1 warm-up + 1 measured round) each way, interleaved"
+	local f
+	for r in $(seq "$TTFB_ROUNDS"); do
+		for v in $vias; do
+			local extra=()
+			[[ $v == direct && -n $MOCK_CA ]] && extra=(-ca "$MOCK_CA")
+			ttfb_run "w3-$k-$v-$r" "$(via_url "$v")$CHAT$SSE_Q" 1 "${extra[@]}"
+			R[$k.w3.$v.t50]+=" $T_P50" R[$k.w3.$v.t99]+=" $T_P99" R[$k.w3.$v.e50]+=" $E_P50" R[$k.w3.$v.e99]+=" $E_P99"
+			R[$k.w3.$v.k50]+=" $K_P50" R[$k.w3.$v.k99]+=" $K_P99"
+			R[$k.w3.$v.knone]=$((${R[$k.w3.$v.knone]:-0} + ${K_NONE:-0}))
+			R[$k.w3.$v.n]=$((${R[$k.w3.$v.n]:-0} + ${T_REQ:-0})) R[$k.w3.$v.err]=$((${R[$k.w3.$v.err]:-0} + ${T_ERR:-0}))
+		done
+	done
 	for v in $vias; do
-		local extra=()
-		[[ $v == direct && -n $MOCK_CA ]] && extra=(-ca "$MOCK_CA")
-		ttfb_run "w3-$k-$v" "$(via_url "$v")$CHAT$SSE_Q" "${extra[@]}"
-		R[$k.w3.$v.t50]=$T_P50 R[$k.w3.$v.t99]=$T_P99 R[$k.w3.$v.e50]=$E_P50 R[$k.w3.$v.e99]=$E_P99
-		R[$k.w3.$v.k50]=$K_P50 R[$k.w3.$v.k99]=$K_P99 R[$k.w3.$v.knone]=$K_NONE
-		R[$k.w3.$v.n]=$T_REQ R[$k.w3.$v.err]=$T_ERR
+		for f in t50 t99 e50 e99 k50 k99; do
+			# shellcheck disable=SC2086 # lists of numbers
+			R[$k.w3.$v.$f]=$(median ${R[$k.w3.$v.$f]})
+		done
 	done
 	# The floor is measured on workloads 1 to 3 only; the mock restarts next.
 	stop_pid "$BARE_PID"
@@ -809,7 +836,7 @@ kind_name() {
 
 START=$(date +%s)
 say "== access logging is OFF for the comparison (gpt-load LOG_ENABLE_REQUEST=false, nginx access_log off); one extra run of workload 1 has gpt-load's on"
-[[ $SHORT == 1 ]] && say "== SHORT=1: shortened run (${D1} s wrk runs, $SLOW_N slow streams of ${SLOW_SECS} s, one 20 MiB body); docs/benchmarks.md is not written"
+[[ $SHORT == 1 ]] && say "== SHORT=1: shortened run (${D1} s and ${D2} s wrk runs, $SLOW_N slow streams of ${SLOW_SECS} s, one 20 MiB body); docs/benchmarks.md is not written"
 for k in $KINDS; do
 	[[ $k == h1 || $k == tls ]] || die "ONLY=$k: want h1 or tls"
 	run_kind "$k"
@@ -861,7 +888,7 @@ table() {
 	row "1+. same, gpt-load's access log ON: throughput (req/s)" "" "" \
 		"$(f0 "$(g "$k.w1l.rps")")$(err "$(g "$k.w1l.err")") ($(ratio "$(g "$k.w1l.rps")" "$(g "$k.w1.gpt.rps")") of log off; $(g "$k.w1l.conns") upstream conns)" \
 		"$(ratio "$(g "$k.w1l.rps")" "$(g "$k.w1.direct.rps")")" "$(ratio "$(g "$k.w1l.rps")" "$(g "$k.w1.nginx.rps")")"
-	row "2. 1 conn, ${D1} s: throughput (req/s)" \
+	row "2. 1 conn: throughput (req/s, median of $ROUNDS × ${D2} s)" \
 		"$(f0 "$(g "$k.w2.direct.rps")")$(err "$(g "$k.w2.direct.err")")" "$(f0 "$(g "$k.w2.nginx.rps")")$(err "$(g "$k.w2.nginx.err")")" \
 		"$(f0 "$(g "$k.w2.gpt.rps")")$(err "$(g "$k.w2.gpt.err")")" \
 		"$(ratio "$(g "$k.w2.gpt.rps")" "$(g "$k.w2.direct.rps")")" "$(ratio "$(g "$k.w2.gpt.rps")" "$(g "$k.w2.nginx.rps")")"
@@ -1023,8 +1050,8 @@ report() {
 		if [[ -n $(g "$k.w1.bare.rps") ]]; then
 			echo
 			echo "The design's floor against the same mock: bareproxy (cmd/bareproxy) is httputil.ReverseProxy on net/http's server"
-			echo "with gpt-load's HTTP/1.1 client and collector pacing, one fixed key, and nothing else. Measured in the same rounds"
-			echo "(workload 1), and in turn with the others (workloads 2 and 3). The targets are those of the performance issue:"
+			echo "with gpt-load's HTTP/1.1 client and collector pacing, one fixed key, and nothing else, measured in the same rounds"
+			echo "as the others (workloads 1 to 3). The targets are those of the performance issue:"
 			echo
 			floor_table "$k"
 		fi
@@ -1043,7 +1070,9 @@ report() {
 	echo "- 1R: one more wrk run through gpt-load restarted with REDIS_URL (a $REDISV started by this script on loopback, \`--save \"\" --appendonly no\`),"
 	echo "  once /health shows \`\"redis\": \"up\"\`. Redis afterwards held $(g "$first.w1r.dbsize") key(s) ($(g "$first.w1r.keys")), cluster request total $(g "$first.w1r.total")"
 	echo "  (wrk counted $(g "$first.w1r.reqs"), without those still in flight when it stopped). The target of the Redis issue is ≥ 0.95× of without Redis."
-	echo "- 3: cmd/ttfb opens $TTFB_N streams at once (20 events 20 ms apart), 1 unmeasured warm-up round, then $TTFB_ROUNDS rounds; time to first byte is"
+	echo "- 2: $ROUNDS rounds of wrk -t1 -c1 -d${D2}s, every way in turn each round, as in 1; the medians of the rounds' throughput and percentiles are shown."
+	echo "- 3: $TTFB_ROUNDS rounds, every way in turn each round; in each, cmd/ttfb opens $TTFB_N streams at once (20 events 20 ms apart), one unmeasured"
+	echo "  warm-up round and one measured; the medians of the rounds' percentiles are shown. Time to first byte is"
 	echo "  httptrace's GotFirstResponseByte, first SSE event is the first body byte, first token is the end (blank line read) of the first SSE event"
 	echo "  whose data carries content (a chat delta with non-empty content, reasoning or tool calls; not a role-only chunk, an error or [DONE])."
 	echo "  gpt-load holds a stream until its first output (the commit window, docs/api.md), so through it the first byte is the first token,"
