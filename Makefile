@@ -108,7 +108,7 @@ bench: ## Go benchmarks (no tests), then the short loopback load run
 	SHORT=1 bash scripts/loadtest.sh
 
 .PHONY: loadtest loadtest-short
-loadtest: ## end-to-end load test on loopback: direct, nginx and gpt-load, HTTP/1.1 and TLS+HTTP/2 mocks (~7 min); writes docs/benchmarks.md
+loadtest: ## end-to-end load test on loopback: direct, nginx, the floor (cmd/bareproxy) and gpt-load, HTTP/1.1 and TLS+HTTP/2 mocks (~7 min); writes docs/benchmarks.md
 	bash scripts/loadtest.sh
 
 loadtest-short: ## the load test with every duration shrunk (about two minutes); prints only
