@@ -632,6 +632,17 @@ upload_run() {
 # median X…: the median of numbers.
 median() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { if (NR == 0) print 0; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
+# medians PREFIX FIELD…: replaces each R[PREFIX.FIELD], a list of the
+# rounds' figures, by its median.
+medians() {
+	local prefix=$1 f
+	shift
+	for f in "$@"; do
+		# shellcheck disable=SC2086 # a list of numbers
+		R[$prefix.$f]=$(median ${R[$prefix.$f]})
+	done
+}
+
 # ---------------------------------------------------------------- run
 # Every result goes into R, keyed "kind.workload.via.what".
 declare -A R
@@ -680,12 +691,7 @@ run_kind() {
 		done
 	done
 	for v in $vias; do
-		# shellcheck disable=SC2086 # lists of numbers
-		R[$k.w1.$v.rps]=$(median ${R[$k.w1.$v.rps]})
-		# shellcheck disable=SC2086
-		R[$k.w1.$v.p50]=$(median ${R[$k.w1.$v.p50]})
-		# shellcheck disable=SC2086
-		R[$k.w1.$v.p99]=$(median ${R[$k.w1.$v.p99]})
+		medians "$k.w1.$v" rps p50 p99
 		R[$k.w1.$v.cpu_us]=$(awk -v t="${R[$k.w1.$v.ticks]}" -v hz="$CLK_TCK" -v n="${R[$k.w1.$v.reqs]}" 'BEGIN { printf "%.1f", (n > 0 ? t / hz * 1e6 / n : 0) }')
 	done
 	say "   medians: direct ${R[$k.w1.direct.rps]}, nginx ${R[$k.w1.nginx.rps]}, gpt-load ${R[$k.w1.gpt.rps]} req/s;" \
@@ -732,16 +738,10 @@ run_kind() {
 		done
 	done
 	for v in $vias; do
-		# shellcheck disable=SC2086 # lists of numbers
-		R[$k.w2.$v.rps]=$(median ${R[$k.w2.$v.rps]})
-		# shellcheck disable=SC2086
-		R[$k.w2.$v.p50]=$(median ${R[$k.w2.$v.p50]})
-		# shellcheck disable=SC2086
-		R[$k.w2.$v.p99]=$(median ${R[$k.w2.$v.p99]})
+		medians "$k.w2.$v" rps p50 p99
 	done
 
 	say "== 3. time to first byte and to first token, $TTFB_N concurrent streams (20 events, 20 ms apart), $TTFB_ROUNDS × (1 warm-up + 1 measured round) each way, interleaved"
-	local f
 	for r in $(seq "$TTFB_ROUNDS"); do
 		for v in $vias; do
 			local extra=()
@@ -754,10 +754,7 @@ run_kind() {
 		done
 	done
 	for v in $vias; do
-		for f in t50 t99 e50 e99 k50 k99; do
-			# shellcheck disable=SC2086 # lists of numbers
-			R[$k.w3.$v.$f]=$(median ${R[$k.w3.$v.$f]})
-		done
+		medians "$k.w3.$v" t50 t99 e50 e99 k50 k99
 	done
 	# The floor is measured on workloads 1 to 3 only; the mock restarts next.
 	stop_pid "$BARE_PID"
